@@ -1,0 +1,117 @@
+"""The small interface the runtime uses to run an embedding model.
+
+A backend turns a GGUF file plus load options into a :class:`LoadedModel`;
+a loaded model tokenizes text and embeds batches of token sequences. Nothing
+here knows about HTTP, names or keep_alive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+FloatMatrix = npt.NDArray[np.float32]
+
+
+class Pooling(IntEnum):
+    """Pooling types, numbered as GGUF's `<arch>.pooling_type` numbers them."""
+
+    NONE = 0
+    MEAN = 1
+    CLS = 2
+    LAST = 3
+    RANK = 4
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """Everything that decides how a model is loaded; a change means a reload."""
+
+    num_ctx: int
+    num_batch: int
+    num_gpu: int  # layers to offload; negative means all that fit
+    main_gpu: int
+    use_mmap: bool
+    use_mlock: bool
+    num_thread: int
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the runtime and engine need to know about a loaded model."""
+
+    n_embd: int
+    n_ctx_train: int
+    n_vocab: int
+    pooling: Pooling
+    # Special tokens put around every sequence (e.g. [CLS] ... [SEP]).
+    prefix: tuple[int, ...]
+    suffix: tuple[int, ...]
+    gpu_layers: int  # layers actually offloaded to a GPU
+    n_layers: int
+
+
+@dataclass
+class DecodeStats:
+    """Counters a loaded model keeps, read by tests and metrics."""
+
+    decodes: int = 0
+    sequences: int = 0
+    tokens: int = 0
+
+
+class BackendError(Exception):
+    """A backend failed to do what was asked (load, tokenize, decode)."""
+
+
+class ModelLoadError(BackendError):
+    """The model file could not be loaded."""
+
+
+class TokenOutOfRange(BackendError):
+    """A token id given by the caller is not in the model's vocabulary."""
+
+
+class LoadedModel(Protocol):
+    """A model in memory, ready to embed. Not thread-safe: one caller at a time."""
+
+    facts: ModelFacts
+    stats: DecodeStats
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of `text`, without special tokens."""
+        ...
+
+    def max_batch_tokens(self) -> int:
+        """Most tokens one decode can take (a single sequence never exceeds it)."""
+        ...
+
+    def max_batch_sequences(self) -> int:
+        """Most sequences one decode can take."""
+        ...
+
+    def embed(self, sequences: Sequence[Sequence[int]]) -> FloatMatrix:
+        """Pooled, unnormalised vectors, one row per sequence, in one decode.
+
+        The caller packs: the sequences must fit `max_batch_tokens()` and
+        `max_batch_sequences()`, and each already carries its special tokens.
+        """
+        ...
+
+    def close(self) -> None:
+        """Free the model's memory. The object is unusable afterwards."""
+        ...
+
+
+class Backend(Protocol):
+    """Loads models."""
+
+    def load(self, path: Path, options: LoadOptions) -> LoadedModel:
+        """Load the GGUF at `path`; raises ModelLoadError on failure."""
+        ...

@@ -1,0 +1,307 @@
+"""The llama.cpp backend: the only module that imports llama_cpp.
+
+It drives llama.cpp's C API directly rather than through `llama_cpp.Llama`,
+because embedding needs control that class does not give: context sizes that
+never abort an encoder, our own truncation, and batches filled from numpy
+arrays instead of Python loops over tokens.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import llama_cpp as lc
+import numpy as np
+import numpy.typing as npt
+
+from backends.base import (
+    BackendError,
+    DecodeStats,
+    FloatMatrix,
+    LoadOptions,
+    ModelFacts,
+    ModelLoadError,
+    Pooling,
+)
+
+log = logging.getLogger("emberd.llama")
+
+# llama.cpp keeps at most this many sequences in one context.
+MAX_SEQUENCES = 256
+# Offloading more layers than a model has means "all of them".
+ALL_LAYERS = 999
+
+# ggml numbers its levels 1 debug, 2 info, 3 warn, 4 error, 5 continuation.
+_GGML_LEVELS = {3: logging.WARNING, 4: logging.ERROR}
+
+
+@lc.llama_log_callback
+def _log_callback(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+    # llama.cpp is chatty at info level; only warnings and errors reach our log.
+    py_level = _GGML_LEVELS.get(level)
+    if py_level is not None and log.isEnabledFor(py_level):
+        log.log(py_level, "%s", text.decode("utf-8", "replace").rstrip())
+
+
+@functools.cache
+def _init_llama() -> None:
+    lc.llama_log_set(_log_callback, ctypes.c_void_p(0))
+    lc.llama_backend_init()
+
+
+def safe_batch_size(tokens: int) -> int:
+    """A micro-batch size that llama.cpp accepts for any sequence count.
+
+    Context creation aborts when n_ubatch is not a multiple of n_seq_max
+    (which is min(n_ubatch, 256)): sizes up to 256, or multiples of 256, work.
+    """
+    if tokens <= MAX_SEQUENCES:
+        return max(tokens, 1)
+    return -(-tokens // MAX_SEQUENCES) * MAX_SEQUENCES
+
+
+def gpu_offload_supported() -> bool:
+    """Whether this llama.cpp build can put layers on a GPU (Metal, CUDA...)."""
+    _init_llama()
+    return bool(lc.llama_supports_gpu_offload())
+
+
+class LlamaCppBackend:
+    """Loads GGUF embedding models with llama.cpp."""
+
+    def load(self, path: Path, options: LoadOptions) -> LlamaCppModel:
+        """Load `path` in embedding mode; raises ModelLoadError on failure."""
+        return LlamaCppModel(path, options)
+
+
+class _Batch:
+    """A llama_batch whose arrays are numpy buffers, so filling it is vectorised."""
+
+    def __init__(self, capacity: int) -> None:
+        self.tokens = np.zeros(capacity, dtype=np.int32)
+        self.pos = np.zeros(capacity, dtype=np.int32)
+        self.n_seq_id = np.ones(capacity, dtype=np.int32)
+        self.seq_ids = np.zeros(capacity, dtype=np.int32)
+        # seq_id is an array of pointers, one per token, each to that token's id.
+        self.seq_ptrs = self.seq_ids.ctypes.data + 4 * np.arange(capacity, dtype=np.uintp)
+        self.outputs = np.ones(capacity, dtype=np.int8)
+        self.struct = lc.llama_batch(
+            n_tokens=0,
+            token=self.tokens.ctypes.data_as(ctypes.POINTER(lc.llama_token)),
+            embd=None,
+            pos=self.pos.ctypes.data_as(ctypes.POINTER(lc.llama_pos)),
+            n_seq_id=self.n_seq_id.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)),
+            seq_id=ctypes.cast(
+                self.seq_ptrs.ctypes.data, ctypes.POINTER(ctypes.POINTER(lc.llama_seq_id))
+            ),
+            logits=self.outputs.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
+        )
+
+    def fill(self, sequences: Sequence[Sequence[int]]) -> int:
+        lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+        total = int(lengths.sum())
+        starts = np.cumsum(lengths) - lengths
+        self.tokens[:total] = np.concatenate([np.asarray(s, dtype=np.int32) for s in sequences])
+        self.pos[:total] = np.arange(total) - np.repeat(starts, lengths)
+        self.seq_ids[:total] = np.repeat(np.arange(len(sequences), dtype=np.int32), lengths)
+        self.struct.n_tokens = total
+        return total
+
+
+class LlamaCppModel:
+    """One GGUF loaded in embedding mode, with its own llama context."""
+
+    def __init__(self, path: Path, options: LoadOptions) -> None:
+        _init_llama()
+        self.path = path
+        self.options = options
+        self.stats = DecodeStats()
+        self._closed = False
+        self._lock = threading.Lock()
+        self._model = self._load_model(path, options)
+        try:
+            self._vocab = lc.llama_model_get_vocab(self._model)
+            pooling = self._declared_pooling()
+            n_ctx_train = lc.llama_model_n_ctx_train(self._model)
+            seq_cap = max(1, min(options.num_ctx, n_ctx_train))
+            self._ubatch = safe_batch_size(max(seq_cap, min(options.num_batch, seq_cap)))
+            self._n_seq_max = min(self._ubatch, MAX_SEQUENCES)
+            self._ctx = self._new_context(pooling)
+            self._batch = _Batch(self._ubatch)
+            prefix, suffix = self._special_affixes()
+            self.facts = ModelFacts(
+                n_embd=lc.llama_model_n_embd(self._model),
+                n_ctx_train=n_ctx_train,
+                n_vocab=lc.llama_vocab_n_tokens(self._vocab),
+                pooling=pooling,
+                prefix=prefix,
+                suffix=suffix,
+                gpu_layers=self._offloaded_layers(options),
+                n_layers=lc.llama_model_n_layer(self._model),
+            )
+            self._encoder_only = bool(
+                lc.llama_model_has_encoder(self._model)
+                and not lc.llama_model_has_decoder(self._model)
+            )
+        except BaseException:
+            self.close()
+            raise
+
+    # -- loading -----------------------------------------------------------
+
+    @staticmethod
+    def _load_model(path: Path, options: LoadOptions) -> lc.llama_model_p:
+        params = lc.llama_model_default_params()
+        params.n_gpu_layers = ALL_LAYERS if options.num_gpu < 0 else options.num_gpu
+        params.main_gpu = options.main_gpu
+        mode = {
+            (True, True): lc.LLAMA_LOAD_MODE_MMAP_MLOCK,
+            (False, True): lc.LLAMA_LOAD_MODE_MLOCK,
+            (True, False): lc.LLAMA_LOAD_MODE_MMAP,
+            (False, False): lc.LLAMA_LOAD_MODE_NONE,
+        }[(options.use_mmap, options.use_mlock)]
+        params.load_mode = mode
+        model = lc.llama_model_load_from_file(str(path).encode(), params)
+        if not model:
+            raise ModelLoadError(f"llama.cpp could not load {path.name}")
+        return model
+
+    def _meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(256)
+        n = lc.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        return None if n < 0 else buf.value.decode("utf-8", "replace")
+
+    def _declared_pooling(self) -> Pooling:
+        arch = self._meta("general.architecture") or ""
+        raw = self._meta(f"{arch}.pooling_type")
+        declared = Pooling(int(raw)) if raw and raw.lstrip("-").isdigit() else Pooling.NONE
+        if declared == Pooling.RANK:
+            raise ModelLoadError("this is a reranking model, not an embedding model")
+        # A model that declares no pooling is pooled by mean, as Ollama does.
+        return Pooling.MEAN if declared == Pooling.NONE else declared
+
+    def _new_context(self, pooling: Pooling) -> lc.llama_context_p:
+        params = lc.llama_context_default_params()
+        params.n_ctx = self._ubatch
+        params.n_batch = self._ubatch
+        params.n_ubatch = self._ubatch
+        params.n_seq_max = self._n_seq_max
+        params.n_threads = self.options.num_thread
+        params.n_threads_batch = self.options.num_thread
+        params.embeddings = True
+        params.pooling_type = int(pooling)
+        params.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_AUTO
+        # One KV pool shared by all sequences: a decoder's batch of many short
+        # sequences must fit, not n_ctx / n_seq_max cells each.
+        params.kv_unified = True
+        params.no_perf = True
+        ctx = lc.llama_init_from_model(self._model, params)
+        if not ctx:
+            raise ModelLoadError(f"llama.cpp could not create a context for {self.path.name}")
+        return ctx
+
+    def _offloaded_layers(self, options: LoadOptions) -> int:
+        if not lc.llama_supports_gpu_offload() or options.num_gpu == 0:
+            return 0
+        n_layers = lc.llama_model_n_layer(self._model)
+        return n_layers if options.num_gpu < 0 else min(options.num_gpu, n_layers)
+
+    def _special_affixes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The special tokens the model puts before and after every text."""
+        probe = "a"
+        bare = self._tokenize(probe, add_special=False)
+        full = self._tokenize(probe, add_special=True)
+        for start in range(len(full) - len(bare) + 1):
+            if full[start : start + len(bare)] == bare:
+                return tuple(full[:start]), tuple(full[start + len(bare) :])
+        raise ModelLoadError("could not find where the tokenizer puts its special tokens")
+
+    # -- LoadedModel -------------------------------------------------------
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of `text`, without special tokens (special text is parsed)."""
+        return self._tokenize(text, add_special=False)
+
+    def _tokenize(self, text: str, *, add_special: bool) -> list[int]:
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        while True:
+            buf = (lc.llama_token * capacity)()
+            n = lc.llama_tokenize(self._vocab, data, len(data), buf, capacity, add_special, True)
+            if n >= 0:
+                return buf[:n]
+            capacity = -n
+
+    def max_batch_tokens(self) -> int:
+        """Most tokens one decode takes."""
+        return self._ubatch
+
+    def max_batch_sequences(self) -> int:
+        """Most sequences one decode takes."""
+        return self._n_seq_max
+
+    def embed(self, sequences: Sequence[Sequence[int]]) -> FloatMatrix:
+        """Pooled vectors of `sequences`, decoded together in one llama.cpp call."""
+        if not sequences:
+            return np.zeros((0, self.facts.n_embd), dtype=np.float32)
+        self._check_fits(sequences)
+        with self._lock:
+            if self._closed:
+                raise BackendError("model is closed")
+            total = self._batch.fill(sequences)
+            run = lc.llama_encode if self._encoder_only else lc.llama_decode
+            rc = run(self._ctx, self._batch.struct)
+            if rc != 0:
+                self._clear_memory()
+                raise BackendError(f"llama.cpp decode failed with code {rc}")
+            out = self._read_pooled(len(sequences))
+            self._clear_memory()
+        self.stats.decodes += 1
+        self.stats.sequences += len(sequences)
+        self.stats.tokens += total
+        return out
+
+    def _check_fits(self, sequences: Sequence[Sequence[int]]) -> None:
+        # These would be C asserts (a process abort) inside llama.cpp.
+        total = sum(len(s) for s in sequences)
+        if total > self._ubatch or len(sequences) > self._n_seq_max:
+            raise BackendError(
+                f"batch of {len(sequences)} sequences / {total} tokens exceeds "
+                f"{self._n_seq_max} / {self._ubatch}"
+            )
+        if any(len(s) == 0 for s in sequences):
+            raise BackendError("cannot embed an empty token sequence")
+
+    def _read_pooled(self, count: int) -> FloatMatrix:
+        n_embd = self.facts.n_embd
+        out: npt.NDArray[np.float32] = np.empty((count, n_embd), dtype=np.float32)
+        for seq in range(count):
+            ptr = lc.llama_get_embeddings_seq(self._ctx, seq)
+            if not ptr:
+                raise BackendError("llama.cpp returned no pooled embedding")
+            out[seq] = np.ctypeslib.as_array(ptr, shape=(n_embd,))
+        return out
+
+    def _clear_memory(self) -> None:
+        # Decoder models keep a KV cache between calls; each batch starts clean.
+        if not self._encoder_only:
+            mem = lc.llama_get_memory(self._ctx)
+            if mem:
+                lc.llama_memory_clear(mem, True)
+
+    def close(self) -> None:
+        """Free the context and the weights; safe to call twice."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            ctx = getattr(self, "_ctx", None)
+            if ctx:
+                lc.llama_free(ctx)
+            if self._model:
+                lc.llama_model_free(self._model)

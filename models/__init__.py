@@ -1,0 +1,26 @@
+"""Models: names, stores (emberd's own and Ollama's) and GGUF metadata.
+
+This package never imports the server; the server consults it.
+"""
+
+from models.errors import InvalidModelFile, InvalidModelName, ModelError, ModelNotFound
+from models.gguf_meta import GGUFInfo, read_gguf_info
+from models.names import DEFAULT_HOST, DEFAULT_NAMESPACE, DEFAULT_TAG, ModelName
+from models.ollama_layout import Layer
+from models.store import ModelRecord, ModelStores
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_NAMESPACE",
+    "DEFAULT_TAG",
+    "GGUFInfo",
+    "InvalidModelFile",
+    "InvalidModelName",
+    "Layer",
+    "ModelError",
+    "ModelName",
+    "ModelNotFound",
+    "ModelRecord",
+    "ModelStores",
+    "read_gguf_info",
+]

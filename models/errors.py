@@ -1,0 +1,32 @@
+"""Errors raised by the models package.
+
+Every error derives from :class:`ModelError`, so a caller that only wants to
+know "something about this model is wrong" can catch one type.
+"""
+
+from __future__ import annotations
+
+
+class ModelError(Exception):
+    """Base class of every error about model names, files and stores."""
+
+
+class InvalidModelName(ModelError):
+    """A model name that does not follow the naming rules."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("invalid model name")
+        # Why the name was refused, for logs; never part of the message.
+        self.detail = detail
+
+
+class ModelNotFound(ModelError):
+    """No store holds a model of this name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"model {name!r} not found")
+        self.name = name
+
+
+class InvalidModelFile(ModelError):
+    """A GGUF file, manifest or blob that cannot be read or makes no sense."""

@@ -1,0 +1,303 @@
+"""Where models come from: emberd's own store first, then Ollama's.
+
+emberd's store (a directory the caller chooses) holds Ollama-style
+manifests and blobs, plus GGUF files dropped in by hand: `NAME.gguf` is
+`NAME:latest` and `NAME/TAG.gguf` is `NAME:TAG`. Ollama's store is only
+read. Only the emberd store is ever written.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from models.errors import InvalidModelFile, ModelNotFound
+from models.gguf_meta import GGUFInfo, read_gguf_info
+from models.names import DEFAULT_HOST, DEFAULT_NAMESPACE, DEFAULT_TAG, ModelName, is_valid_part
+from models.ollama_layout import MODEL_MEDIA_TYPE, Layer, ManifestStore
+
+log = logging.getLogger(__name__)
+
+EMBERD = "emberd"
+OLLAMA = "ollama"
+GGUF_SUFFIX = ".gguf"
+# Top-level directories of the emberd store that are not dropped models.
+_RESERVED_DIRS = frozenset({"manifests", "blobs"})
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """One model a store can serve."""
+
+    name: ModelName  # spelled as on disk
+    path: Path  # the GGUF file
+    digest: str  # hex sha256: of the manifest, or of the file for a dropped GGUF
+    size: int  # bytes of the GGUF, plus the other layers of a manifest model
+    modified_at: datetime  # timezone-aware UTC
+    params: Mapping[str, object] = field(compare=False, hash=False)  # manifest default options
+    source: str = EMBERD  # EMBERD or OLLAMA
+
+    def info(self) -> GGUFInfo:
+        """The GGUF's metadata (cached per file version)."""
+        return read_gguf_info(self.path)
+
+
+class ModelStores:
+    """The stores, in the order they are searched."""
+
+    def __init__(self, emberd_dir: Path, ollama_dir: Path | None) -> None:
+        self._emberd = ManifestStore(emberd_dir)
+        self._ollama = ManifestStore(ollama_dir) if ollama_dir is not None else None
+        self._digest_lock = threading.Lock()
+        self._file_digests: dict[tuple[str, int, int], str] = {}
+
+    @property
+    def emberd_dir(self) -> Path:
+        """The root of emberd's own store."""
+        return self._emberd.root
+
+    # -- reading
+
+    def resolve(self, name: str) -> ModelRecord:
+        """The model `name` refers to; InvalidModelName or ModelNotFound(name) if none.
+
+        A broken entry (corrupt manifest, missing blob, unreadable GGUF) is
+        passed over for a later store; if nothing else matches, its
+        InvalidModelFile is raised.
+        """
+        wanted = ModelName.parse(name)
+        problem: InvalidModelFile | None = None
+        for finder in self._finders():
+            try:
+                record = finder(wanted)
+            except InvalidModelFile as exc:
+                log.warning("skipping broken model entry for %s: %s", name, exc)
+                problem = problem or exc
+                continue
+            if record is not None:
+                return record
+        if problem is not None:
+            raise problem
+        raise ModelNotFound(name)
+
+    def list(self) -> list[ModelRecord]:
+        """Every model of every store, newest first; the first store wins a shared name."""
+        chosen: dict[str, ModelRecord] = {}
+        for record in self._all_records():
+            chosen.setdefault(record.name.key, record)
+        by_name = sorted(chosen.values(), key=lambda r: r.name.display)
+        return sorted(by_name, key=lambda r: r.modified_at, reverse=True)
+
+    # -- writing (emberd store only)
+
+    def blob_path(self, digest: str) -> Path:
+        """Where the emberd store keeps the blob `digest` ("sha256:<hex>")."""
+        return self._emberd.blob_path(digest)
+
+    def write_blob(self, chunks: Iterable[bytes], expected_digest: str | None = None) -> str:
+        """Store bytes as a blob atomically; return "sha256:<hex>" (see ManifestStore)."""
+        return self._emberd.write_blob(chunks, expected_digest)
+
+    def write_blob_from_file(self, src: Path) -> str:
+        """Copy `src` into the blobs atomically; return its "sha256:<hex>" digest."""
+        return self._emberd.write_blob_from_file(src)
+
+    def write_manifest(self, name: ModelName, layers: builtins.list[Layer], config: Layer) -> None:
+        """Write (or replace) the manifest of `name` in the emberd store."""
+        self._emberd.write_manifest(name, layers, config)
+
+    def delete(self, name: str) -> None:
+        """Delete `name` from the emberd store; ModelNotFound(name) if it has none.
+
+        A manifest model loses its manifest and the blobs no other manifest
+        uses; a dropped GGUF file is removed.
+        """
+        wanted = ModelName.parse(name)
+        if self._emberd.delete(wanted):
+            return
+        path = self._dropped_path(wanted)
+        if path is None:
+            raise ModelNotFound(name)
+        path.unlink()
+        if path.parent != self._emberd.root:
+            with contextlib.suppress(OSError):  # other tags remain
+                path.parent.rmdir()
+
+    # -- the sources
+
+    def _finders(self) -> Iterator[Callable[[ModelName], ModelRecord | None]]:
+        yield lambda n: self._manifest_record(self._emberd, n, EMBERD)
+        yield self._dropped_record
+        if self._ollama is not None:
+            ollama = self._ollama
+            yield lambda n: self._manifest_record(ollama, n, OLLAMA)
+
+    def _all_records(self) -> Iterator[ModelRecord]:
+        yield from self._manifest_records(self._emberd, EMBERD)
+        for name, path in self._dropped_files():
+            yield from _skip_broken(self._file_record, name, path)
+        if self._ollama is not None:
+            yield from self._manifest_records(self._ollama, OLLAMA)
+
+    def _manifest_records(self, store: ManifestStore, source: str) -> Iterator[ModelRecord]:
+        for name, path in store.manifests():
+            yield from _skip_broken(self._from_manifest, store, name, path, source)
+
+    def _manifest_record(
+        self, store: ManifestStore, name: ModelName, source: str
+    ) -> ModelRecord | None:
+        path = store.find(name)
+        if path is None:
+            return None
+        on_disk = path.relative_to(store.manifests_dir).parts
+        return self._from_manifest(store, ModelName(*on_disk), path, source)
+
+    def _from_manifest(
+        self, store: ManifestStore, name: ModelName, path: Path, source: str
+    ) -> ModelRecord:
+        manifest = store.read(name, path)
+        layer = manifest.layer(MODEL_MEDIA_TYPE)
+        if layer is None:
+            raise InvalidModelFile(f"{path}: manifest has no model layer")
+        gguf = store.blob_path(layer.digest)
+        if not gguf.is_file():
+            raise InvalidModelFile(f"{path}: model blob {layer.digest} is missing")
+        read_gguf_info(gguf)  # a record is only handed out for a readable GGUF
+        return ModelRecord(
+            name=name,
+            path=gguf,
+            digest=manifest.digest,
+            size=manifest.size,
+            modified_at=manifest.modified_at,
+            params=store.read_params(manifest),
+            source=source,
+        )
+
+    # -- dropped GGUF files
+
+    def _dropped_record(self, name: ModelName) -> ModelRecord | None:
+        path = self._dropped_path(name)
+        if path is None:
+            return None
+        return self._file_record(_dropped_name(self._emberd.root, path), path)
+
+    def _dropped_path(self, name: ModelName) -> Path | None:
+        """The dropped GGUF file of `name`, if one exists: NAME.gguf, then NAME/TAG.gguf."""
+        if name.host.lower() != DEFAULT_HOST or name.namespace.lower() != DEFAULT_NAMESPACE:
+            return None
+        if name.model.lower() in _RESERVED_DIRS:
+            return None
+        root = self._emberd.root
+        candidates: list[tuple[Path, str]] = []
+        if name.tag.lower() == DEFAULT_TAG:
+            candidates.append((root, name.model + GGUF_SUFFIX))
+        directory = _match_ci(root, name.model, want_dir=True)
+        if directory is not None:
+            candidates.append((directory, name.tag + GGUF_SUFFIX))
+        for parent, file_name in candidates:
+            found = _match_ci(parent, file_name, want_dir=False)
+            if found is not None:
+                return self._emberd_inside(found)
+        return None
+
+    def _dropped_files(self) -> Iterator[tuple[ModelName, Path]]:
+        root = self._emberd.root
+        for entry in _sorted_entries(root):
+            if entry.is_file() and _gguf_stem(entry.name):
+                yield _dropped_name(root, entry), entry
+            elif entry.is_dir() and is_valid_part(entry.name):
+                if entry.name.lower() in _RESERVED_DIRS:
+                    continue
+                for inner in _sorted_entries(entry):
+                    if inner.is_file() and _gguf_stem(inner.name):
+                        yield _dropped_name(root, inner), inner
+
+    def _file_record(self, name: ModelName, path: Path) -> ModelRecord:
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise InvalidModelFile(f"{path}: cannot read: {exc.strerror}") from exc
+        read_gguf_info(path)
+        return ModelRecord(
+            name=name,
+            path=path,
+            digest=self._file_digest(path, st.st_size, st.st_mtime_ns),
+            size=st.st_size,
+            modified_at=datetime.fromtimestamp(st.st_mtime, timezone.utc),
+            params={},
+            source=EMBERD,
+        )
+
+    def _file_digest(self, path: Path, size: int, mtime_ns: int) -> str:
+        """sha256 of a dropped file, computed once per (path, size, mtime)."""
+        key = (str(path), size, mtime_ns)
+        with self._digest_lock:
+            cached = self._file_digests.get(key)
+        if cached is not None:
+            return cached
+        hasher = hashlib.sha256()
+        try:
+            with open(path, "rb") as f:
+                while chunk := f.read(4 << 20):
+                    hasher.update(chunk)
+        except OSError as exc:
+            raise InvalidModelFile(f"{path}: cannot read: {exc.strerror}") from exc
+        digest = hasher.hexdigest()
+        with self._digest_lock:
+            self._file_digests[key] = digest
+        return digest
+
+    def _emberd_inside(self, path: Path) -> Path:
+        """`path` if it lies under the emberd store (lexically); else InvalidModelFile."""
+        root = str(self._emberd.root).rstrip(os.sep) + os.sep
+        normal = os.path.normpath(os.path.abspath(path))
+        if not normal.startswith(root):
+            raise InvalidModelFile(f"{path}: outside the model store {self._emberd.root}")
+        return Path(normal)
+
+
+def _skip_broken(make: Callable[..., ModelRecord], *args: object) -> Iterator[ModelRecord]:
+    """Yield the record `make(*args)` builds, or log and yield nothing when it is broken."""
+    try:
+        yield make(*args)
+    except InvalidModelFile as exc:
+        log.warning("skipping broken model entry: %s", exc)
+
+
+def _gguf_stem(file_name: str) -> str | None:
+    """The valid name part before a ".gguf" suffix (any case), else None."""
+    if not file_name.lower().endswith(GGUF_SUFFIX):
+        return None
+    stem = file_name[: -len(GGUF_SUFFIX)]
+    return stem if is_valid_part(stem) else None
+
+
+def _dropped_name(root: Path, path: Path) -> ModelName:
+    """The name a dropped file at `path` carries, spelled as on disk."""
+    stem = _gguf_stem(path.name) or path.name
+    if path.parent == root:
+        return ModelName(DEFAULT_HOST, DEFAULT_NAMESPACE, stem, DEFAULT_TAG)
+    return ModelName(DEFAULT_HOST, DEFAULT_NAMESPACE, path.parent.name, stem)
+
+
+def _sorted_entries(directory: Path) -> list[Path]:
+    try:
+        return [directory / n for n in sorted(os.listdir(directory))]
+    except OSError:
+        return []
+
+
+def _match_ci(directory: Path, entry: str, *, want_dir: bool) -> Path | None:
+    """The file or directory `entry` of `directory`, exact spelling first, else any case."""
+    wanted = entry.lower()
+    matches = [p for p in _sorted_entries(directory) if p.name.lower() == wanted]
+    matches.sort(key=lambda p: p.name != entry)  # the exact spelling first
+    return next((p for p in matches if (p.is_dir() if want_dir else p.is_file())), None)

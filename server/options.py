@@ -1,0 +1,124 @@
+"""Ollama's `options`: which keys exist, their types, and the load options they make.
+
+Load options (`num_ctx`, `num_batch`, ...) decide how a model is loaded and so
+whether a loaded instance can serve a request. Every other known option is
+accepted and ignored, as embedding has no use for sampling settings.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from backends.base import LoadOptions
+from server.errors import BadRequest
+
+log = logging.getLogger("emberd.options")
+
+_INT, _FLOAT, _BOOL, _STRINGS = "integer", "float32", "boolean", "strings"
+
+LOAD_KEYS: dict[str, str] = {
+    "num_ctx": _INT,
+    "num_batch": _INT,
+    "num_gpu": _INT,
+    "main_gpu": _INT,
+    "use_mmap": _BOOL,
+    "use_mlock": _BOOL,
+    "num_thread": _INT,
+}
+
+# Options Ollama knows that do not change how an embedding model is loaded.
+IGNORED_KEYS: dict[str, str] = {
+    "numa": _BOOL, "low_vram": _BOOL, "f16_kv": _BOOL, "logits_all": _BOOL,
+    "vocab_only": _BOOL, "penalize_newline": _BOOL,
+    "num_keep": _INT, "seed": _INT, "num_predict": _INT, "top_k": _INT,
+    "repeat_last_n": _INT, "mirostat": _INT,
+    "top_p": _FLOAT, "min_p": _FLOAT, "typical_p": _FLOAT, "temperature": _FLOAT,
+    "repeat_penalty": _FLOAT, "presence_penalty": _FLOAT, "frequency_penalty": _FLOAT,
+    "mirostat_tau": _FLOAT, "mirostat_eta": _FLOAT, "tfs_z": _FLOAT,
+    "stop": _STRINGS,
+}
+
+
+class InvalidOption(BadRequest):
+    """An option has a value of the wrong type."""
+
+
+def _check_type(key: str, kind: str, value: object) -> object:
+    """Validate like Ollama: JSON numbers fit int fields (truncated), bools are strict."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == _INT and number:
+        return int(value)  # type: ignore[arg-type]
+    if kind == _FLOAT and number:
+        return float(value)  # type: ignore[arg-type]
+    if kind == _BOOL and isinstance(value, bool):
+        return value
+    if kind == _STRINGS and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    if kind == _STRINGS:
+        raise InvalidOption(f'option "{key}" must be of an array of strings')
+    raise InvalidOption(f'option "{key}" must be of type {kind}')
+
+
+def load_overrides(options: Mapping[str, object] | None) -> dict[str, object]:
+    """The load options named in `options`, validated; nulls mean unset.
+
+    Raises InvalidOption for a wrong type; unknown keys are logged and dropped.
+    """
+    chosen: dict[str, object] = {}
+    for key, value in (options or {}).items():
+        if value is None:
+            continue
+        kind = LOAD_KEYS.get(key) or IGNORED_KEYS.get(key)
+        if kind is None:
+            log.warning("invalid option provided: %s", key)
+            continue
+        checked = _check_type(key, kind, value)
+        if key in LOAD_KEYS:
+            chosen[key] = checked
+    return chosen
+
+
+def model_defaults(params: Mapping[str, object]) -> dict[str, object]:
+    """Load options from a model's params layer; a bad value there is logged and skipped."""
+    chosen: dict[str, object] = {}
+    for key, value in params.items():
+        if key in LOAD_KEYS and value is not None:
+            try:
+                chosen[key] = _check_type(key, LOAD_KEYS[key], value)
+            except InvalidOption as exc:
+                log.warning("model parameter ignored: %s", exc.message)
+    return chosen
+
+
+@dataclass(frozen=True)
+class ServerDefaults:
+    """Defaults that come from the server's settings and machine."""
+
+    context_length: int
+    num_thread: int
+    gpu_available: bool
+
+
+def resolve_load_options(
+    defaults: ServerDefaults,
+    model_params: Mapping[str, object],
+    request: Mapping[str, object],
+    n_ctx_train: int,
+) -> LoadOptions:
+    """Settings, then the model's params layer, then the request; clamped to the model."""
+    merged: dict[str, object] = {**model_defaults(model_params), **request}
+    num_ctx = int(merged.get("num_ctx", defaults.context_length))  # type: ignore[call-overload]
+    num_ctx = max(1, min(num_ctx, n_ctx_train)) if n_ctx_train > 0 else max(1, num_ctx)
+    num_batch = int(merged.get("num_batch", min(2048, num_ctx)))  # type: ignore[call-overload]
+    num_thread = int(merged.get("num_thread", 0))  # type: ignore[call-overload]
+    return LoadOptions(
+        num_ctx=num_ctx,
+        num_batch=max(1, num_batch),
+        num_gpu=int(merged.get("num_gpu", -1 if defaults.gpu_available else 0)),  # type: ignore[call-overload]
+        main_gpu=int(merged.get("main_gpu", 0)),  # type: ignore[call-overload]
+        use_mmap=bool(merged.get("use_mmap", True)),
+        use_mlock=bool(merged.get("use_mlock", False)),
+        num_thread=num_thread if num_thread > 0 else defaults.num_thread,
+    )

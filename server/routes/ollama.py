@@ -1,0 +1,188 @@
+"""Ollama's routes: thin handlers that parse, make one call, and render."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from models.store import ModelRecord
+from server import __version__
+from server.engine import EmbedJob, Engine
+from server.errors import BadRequest
+from server.render import json_response
+from server.runtime import LoadedView
+from server.schemas import (
+    EmbedRequest,
+    LegacyEmbeddingRequest,
+    ShowRequest,
+    parse_body,
+    read_json,
+)
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * 1e9)
+
+
+def _engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+async def root(request: Request) -> Response:
+    """Health check: the exact text clients grep for."""
+    return PlainTextResponse("Ollama is running")
+
+
+async def version(request: Request) -> Response:
+    """The server's version."""
+    return json_response({"version": __version__})
+
+
+async def embed(request: Request) -> Response:
+    """POST /api/embed: normalised vectors for one or many inputs."""
+    body = parse_body(EmbedRequest, read_json(await request.body()))
+    if not body.model:
+        raise BadRequest("model is required")
+    job = EmbedJob(
+        model=body.model,
+        texts=body.texts(),
+        truncate=True if body.truncate is None else body.truncate,
+        dimensions=body.dimensions,
+        keep_alive=body.keep_alive_seconds(),
+        options=body.options or {},
+    )
+    result = await _engine(request).embed(job)
+    return json_response(
+        {
+            "model": body.model,
+            "embeddings": result.vectors,
+            "total_duration": _ns(result.total_seconds),
+            "load_duration": _ns(result.load_seconds),
+            "prompt_eval_count": result.prompt_tokens,
+        }
+    )
+
+
+async def embeddings(request: Request) -> Response:
+    """POST /api/embeddings: the legacy `prompt` dialect, or OpenAI's when given `input`."""
+    data = read_json(await request.body())
+    if "input" in data and "prompt" not in data:
+        from server.routes.openai import embeddings_response
+
+        request.state.dialect = "openai"
+        return await embeddings_response(request, data)
+    body = parse_body(LegacyEmbeddingRequest, data)
+    if not body.model:
+        raise BadRequest("model is required")
+    job = EmbedJob(
+        model=body.model,
+        texts=[body.prompt] if body.prompt else [],
+        normalize=False,
+        keep_alive=body.keep_alive_seconds(),
+        options=body.options or {},
+    )
+    result = await _engine(request).embed(job)
+    vector = result.vectors[0] if len(result.vectors) else []
+    return json_response({"embedding": vector})
+
+
+def _details(record: ModelRecord) -> dict[str, Any]:
+    info = record.info()
+    return {
+        "parent_model": "",
+        "format": "gguf",
+        "family": info.architecture,
+        "families": [info.architecture],
+        "parameter_size": info.parameter_size,
+        "quantization_level": info.file_type,
+    }
+
+
+def _time(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat()
+
+
+async def tags(request: Request) -> Response:
+    """GET /api/tags: every model in the stores, newest first."""
+    models = []
+    for record in _engine(request).stores.list():
+        try:
+            details = _details(record)
+        except Exception:  # a corrupt file is listed by nobody, not a failed listing
+            continue
+        models.append(
+            {
+                "name": record.name.display,
+                "model": record.name.display,
+                "modified_at": _time(record.modified_at),
+                "size": record.size,
+                "digest": record.digest,
+                "details": details,
+            }
+        )
+    return json_response({"models": models})
+
+
+def _parameters(params: dict[str, Any]) -> str:
+    lines = []
+    for key, value in params.items():
+        for item in value if isinstance(value, list) else [value]:
+            lines.append(f"{key:<30} {item}")
+    return "\n".join(lines)
+
+
+async def show(request: Request) -> Response:
+    """POST /api/show: details, GGUF key/values and capabilities of one model."""
+    body = parse_body(ShowRequest, read_json(await request.body()))
+    if not body.target():
+        raise BadRequest("model is required")
+    record = _engine(request).find(body.target())
+    info = record.info()
+    return json_response(
+        {
+            "license": "",
+            "modelfile": "",
+            "parameters": _parameters(dict(record.params)),
+            "template": "",
+            "details": _details(record),
+            "model_info": dict(info.model_info),
+            "capabilities": ["embedding"] if info.is_embedding else [],
+            "modified_at": _time(record.modified_at),
+        }
+    )
+
+
+def _ps_entry(view: LoadedView) -> dict[str, Any]:
+    record = view.record
+    return {
+        "name": record.name.display,
+        "model": record.name.display,
+        "size": view.size,
+        "digest": record.digest,
+        "details": _details(record),
+        "expires_at": _time(view.expires_at),
+        "size_vram": view.size_vram,
+        "context_length": view.options.num_ctx,
+    }
+
+
+async def ps(request: Request) -> Response:
+    """GET /api/ps: loaded models, latest expiry first."""
+    views = _engine(request).runtime.loaded()
+    return json_response({"models": [_ps_entry(view) for view in views]})
+
+
+routes = [
+    Route("/", root, methods=["GET", "HEAD"]),
+    Route("/api/version", version, methods=["GET", "HEAD"]),
+    Route("/api/embed", embed, methods=["POST"]),
+    Route("/api/embeddings", embeddings, methods=["POST"]),
+    Route("/api/tags", tags, methods=["GET", "HEAD"]),
+    Route("/api/show", show, methods=["POST"]),
+    Route("/api/ps", ps, methods=["GET"]),
+]

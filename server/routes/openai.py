@@ -1,0 +1,94 @@
+"""The OpenAI embeddings dialect: a thin adapter over the same embedding core."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from backends.base import FloatMatrix
+from server.engine import EmbedJob, Engine
+from server.errors import BadRequest
+from server.render import json_response
+from server.schemas import OpenAIEmbeddingRequest, parse_body, read_json
+
+ENCODINGS = ("float", "base64")
+
+
+def split_input(value: object) -> tuple[list[str], list[list[int]] | None]:
+    """OpenAI's `input`: a string, strings, token ids, or lists of token ids."""
+    if isinstance(value, str):
+        return [value], None
+    if not isinstance(value, list) or not value:
+        raise BadRequest("invalid input")
+    if all(isinstance(item, str) for item in value):
+        return value, None
+    if all(_is_int(item) for item in value):
+        return [], [value]
+    if all(isinstance(item, list) and item and all(_is_int(t) for t in item) for item in value):
+        return [], value
+    raise BadRequest("invalid input")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def encoding_of(value: str | None) -> str:
+    """The requested encoding, case-insensitively; anything else is a 400."""
+    chosen = (value or "float").lower()
+    if chosen not in ENCODINGS:
+        raise BadRequest(
+            f"Invalid value for 'encoding_format' = {value}. "
+            "Supported values: ['float', 'base64']."
+        )
+    return chosen
+
+
+def encode_base64(vector: FloatMatrix) -> str:
+    """Little-endian float32 bytes in standard base64."""
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
+
+def _data(vectors: FloatMatrix, encoding: str) -> Sequence[dict[str, Any]]:
+    if encoding == "base64":
+        return [
+            {"object": "embedding", "embedding": encode_base64(row), "index": i}
+            for i, row in enumerate(vectors)
+        ]
+    return [{"object": "embedding", "embedding": row, "index": i} for i, row in enumerate(vectors)]
+
+
+async def embeddings_response(request: Request, data: dict[str, Any]) -> Response:
+    """Answer an OpenAI-shaped embeddings body (from /v1/embeddings or /api/embeddings)."""
+    body = parse_body(OpenAIEmbeddingRequest, data)
+    if not body.model:
+        raise BadRequest("model is required")
+    if body.input is None:
+        raise BadRequest("invalid input")
+    encoding = encoding_of(body.encoding_format)
+    texts, token_lists = split_input(body.input)
+    engine: Engine = request.app.state.engine
+    result = await engine.embed(
+        EmbedJob(model=body.model, texts=texts, token_lists=token_lists,
+                 dimensions=body.dimensions)
+    )
+    usage = {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens}
+    return json_response(
+        {"object": "list", "data": _data(result.vectors, encoding), "model": body.model,
+         "usage": usage}
+    )
+
+
+async def embeddings(request: Request) -> Response:
+    """POST /v1/embeddings."""
+    request.state.dialect = "openai"
+    return await embeddings_response(request, read_json(await request.body()))
+
+
+routes = [Route("/v1/embeddings", embeddings, methods=["POST"])]
