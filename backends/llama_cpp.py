@@ -128,8 +128,9 @@ class LlamaCppModel:
             self._vocab = lc.llama_model_get_vocab(self._model)
             pooling = self._declared_pooling()
             n_ctx_train = lc.llama_model_n_ctx_train(self._model)
+            # One decode must take the longest sequence the engine may send.
             seq_cap = max(1, min(options.num_ctx, n_ctx_train))
-            self._ubatch = safe_batch_size(max(seq_cap, min(options.num_batch, seq_cap)))
+            self._ubatch = safe_batch_size(seq_cap)
             self._n_seq_max = min(self._ubatch, MAX_SEQUENCES)
             self._ctx = self._new_context(pooling)
             self._batch = _Batch(self._ubatch)
@@ -228,6 +229,8 @@ class LlamaCppModel:
         return self._tokenize(text, add_special=False)
 
     def _tokenize(self, text: str, *, add_special: bool) -> list[int]:
+        if self._closed:
+            raise BackendError("model is closed")
         data = text.encode("utf-8")
         capacity = len(data) + 8
         while True:
@@ -255,27 +258,35 @@ class LlamaCppModel:
                 raise BackendError("model is closed")
             total = self._batch.fill(sequences)
             run = lc.llama_encode if self._encoder_only else lc.llama_decode
-            rc = run(self._ctx, self._batch.struct)
-            if rc != 0:
+            try:
+                rc = run(self._ctx, self._batch.struct)
+                if rc != 0:
+                    raise BackendError(f"llama.cpp decode failed with code {rc}")
+                out = self._read_pooled(len(sequences))
+            finally:
                 self._clear_memory()
-                raise BackendError(f"llama.cpp decode failed with code {rc}")
-            out = self._read_pooled(len(sequences))
-            self._clear_memory()
-        self.stats.decodes += 1
-        self.stats.sequences += len(sequences)
-        self.stats.tokens += total
+            self.stats.decodes += 1
+            self.stats.sequences += len(sequences)
+            self.stats.tokens += total
         return out
 
     def _check_fits(self, sequences: Sequence[Sequence[int]]) -> None:
-        # These would be C asserts (a process abort) inside llama.cpp.
-        total = sum(len(s) for s in sequences)
+        # Each of these would be a C assert (a process abort) inside llama.cpp.
+        lengths = [len(s) for s in sequences]
+        total = sum(lengths)
         if total > self._ubatch or len(sequences) > self._n_seq_max:
             raise BackendError(
                 f"batch of {len(sequences)} sequences / {total} tokens exceeds "
                 f"{self._n_seq_max} / {self._ubatch}"
             )
-        if any(len(s) == 0 for s in sequences):
+        if min(lengths) == 0:
             raise BackendError("cannot embed an empty token sequence")
+        # Positions past the trained context index outside the position table.
+        if max(lengths) > self.facts.n_ctx_train:
+            raise BackendError(
+                f"a sequence of {max(lengths)} tokens exceeds the model's context "
+                f"of {self.facts.n_ctx_train}"
+            )
 
     def _read_pooled(self, count: int) -> FloatMatrix:
         n_embd = self.facts.n_embd

@@ -47,13 +47,12 @@ class ModelName:
         """Parse `text`, filling defaults; raise InvalidModelName when malformed."""
         if not isinstance(text, str) or not text:
             raise InvalidModelName("empty name")
-        path, _, last = text.rpartition("/")
+        *parts, last = text.split("/")
+        if len(parts) > 2:
+            raise InvalidModelName(f"too many parts in {text!r}")
         model, colon, tag = last.partition(":")
         if not colon:
             tag = DEFAULT_TAG
-        parts = path.split("/") if path else []
-        if len(parts) > 2:
-            raise InvalidModelName(f"too many parts in {text!r}")
         host = parts[0] if len(parts) == 2 else DEFAULT_HOST
         namespace = parts[-1] if parts else DEFAULT_NAMESPACE
         name = cls(host=host, namespace=namespace, model=model, tag=tag)

@@ -93,6 +93,22 @@ class Manifest:
         return {normalize_digest(x.digest) for x in blobs}
 
 
+@dataclass(frozen=True)
+class ConfigDetails:
+    """What a manifest's config blob says about the model, as Ollama's listing shows it.
+
+    Models pulled from Ollama's registry carry these (e.g. parameter size
+    "23M" where the GGUF's own count would print "22.57M"); a field the blob
+    lacks is None.
+    """
+
+    model_format: str | None
+    family: str | None
+    families: tuple[str, ...] | None
+    parameter_size: str | None
+    quantization_level: str | None
+
+
 def normalize_digest(digest: str) -> str:
     """Return "sha256:<hex>" for "sha256:<hex>" or "sha256-<hex>"; else InvalidModelFile."""
     match = _DIGEST.fullmatch(digest)
@@ -176,6 +192,29 @@ class ManifestStore:
         if not isinstance(params, dict):
             raise InvalidModelFile(f"{path}: params are not a JSON object")
         return params
+
+    def read_config(self, manifest: Manifest) -> ConfigDetails | None:
+        """The details in the manifest's config blob; None when absent or unreadable."""
+        if manifest.config is None:
+            return None
+        try:
+            path = self.blob_path(manifest.config.digest)
+            obj = json.loads(_read_limited(path, _MAX_PARAMS_BYTES))
+        except (OSError, ValueError, InvalidModelFile) as exc:
+            log.warning("%s: config blob unreadable: %s", manifest.path, exc)
+            return None
+        if not isinstance(obj, dict):
+            return None
+        families = obj.get("model_families")
+        return ConfigDetails(
+            model_format=_str_or_none(obj.get("model_format")),
+            family=_str_or_none(obj.get("model_family")),
+            families=tuple(families)
+            if isinstance(families, list) and all(isinstance(x, str) for x in families)
+            else None,
+            parameter_size=_str_or_none(obj.get("model_type")),
+            quantization_level=_str_or_none(obj.get("file_type")),
+        )
 
     # -- writing
 
@@ -313,9 +352,28 @@ def _subdirs(directory: Path, valid: Callable[[str], object]) -> list[Path]:
 
 def _match_entry(directory: Path, part: str) -> Path | None:
     """The entry of `directory` named `part`, the exact spelling first, else any case."""
-    wanted = part.lower()
-    matches = [p for p in _entries(directory, None) if p.name.lower() == wanted]
-    return next((p for p in matches if p.name == part), matches[0] if matches else None)
+    name = spelling_on_disk(directory, part)
+    return None if name is None else directory / name
+
+
+def spelling_on_disk(directory: Path, name: str) -> str | None:
+    """`name` if `directory` has an entry spelled so, else the first entry equal in any case.
+
+    Listing rather than testing the path keeps the on-disk spelling also on
+    file systems that ignore case.
+    """
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return None
+    if name in names:
+        return name
+    wanted = name.lower()
+    return min((n for n in names if n.lower() == wanted), default=None)
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _read_limited(path: Path, limit: int) -> bytes:

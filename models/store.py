@@ -22,7 +22,13 @@ from pathlib import Path
 from models.errors import InvalidModelFile, ModelNotFound
 from models.gguf_meta import GGUFInfo, read_gguf_info
 from models.names import DEFAULT_HOST, DEFAULT_NAMESPACE, DEFAULT_TAG, ModelName, is_valid_part
-from models.ollama_layout import MODEL_MEDIA_TYPE, Layer, ManifestStore
+from models.ollama_layout import (
+    MODEL_MEDIA_TYPE,
+    ConfigDetails,
+    Layer,
+    ManifestStore,
+    spelling_on_disk,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +49,10 @@ class ModelRecord:
     size: int  # bytes of the GGUF, plus the other layers of a manifest model
     modified_at: datetime  # timezone-aware UTC
     params: Mapping[str, object] = field(compare=False, hash=False)  # manifest default options
-    source: str = EMBERD  # EMBERD or OLLAMA
+    source: str  # EMBERD or OLLAMA
+    # The manifest's config blob, where Ollama's listing takes its details from;
+    # None for dropped GGUFs (use info() instead).
+    config: ConfigDetails | None = None
 
     def info(self) -> GGUFInfo:
         """The GGUF's metadata (cached per file version)."""
@@ -179,6 +188,7 @@ class ModelStores:
             modified_at=manifest.modified_at,
             params=store.read_params(manifest),
             source=source,
+            config=store.read_config(manifest),
         )
 
     # -- dropped GGUF files
@@ -209,11 +219,14 @@ class ModelStores:
         return None
 
     def _dropped_files(self) -> Iterator[tuple[ModelName, Path]]:
+        """Every dropped GGUF: top-level files first, as resolve prefers them."""
         root = self._emberd.root
-        for entry in _sorted_entries(root):
+        entries = _sorted_entries(root)
+        for entry in entries:
             if entry.is_file() and _gguf_stem(entry.name):
                 yield _dropped_name(root, entry), entry
-            elif entry.is_dir() and is_valid_part(entry.name):
+        for entry in entries:
+            if entry.is_dir() and is_valid_part(entry.name):
                 if entry.name.lower() in _RESERVED_DIRS:
                     continue
                 for inner in _sorted_entries(entry):
@@ -297,7 +310,8 @@ def _sorted_entries(directory: Path) -> list[Path]:
 
 def _match_ci(directory: Path, entry: str, *, want_dir: bool) -> Path | None:
     """The file or directory `entry` of `directory`, exact spelling first, else any case."""
-    wanted = entry.lower()
-    matches = [p for p in _sorted_entries(directory) if p.name.lower() == wanted]
-    matches.sort(key=lambda p: p.name != entry)  # the exact spelling first
-    return next((p for p in matches if (p.is_dir() if want_dir else p.is_file())), None)
+    name = spelling_on_disk(directory, entry)
+    if name is None:
+        return None
+    path = directory / name
+    return path if (path.is_dir() if want_dir else path.is_file()) else None

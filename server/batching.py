@@ -10,6 +10,7 @@ worker thread (llama.cpp releases the GIL), never on the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from backends.base import FloatMatrix, LoadedModel
+from backends.base import BackendError, FloatMatrix, LoadedModel
 
 log = logging.getLogger("emberd.batching")
 
@@ -48,8 +49,15 @@ class _Job:
     def __post_init__(self) -> None:
         self.remaining = len(self.sequences)
 
+    @property
+    def wanted(self) -> bool:
+        """Whether the caller still waits (a cancelled caller's future is done)."""
+        return not self.future.done()
+
     def finish(self, error: BaseException | None = None) -> None:
-        self.loop.call_soon_threadsafe(_settle, self.future, self.result, error)
+        # A loop that has closed has no caller left to tell.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(_settle, self.future, self.result, error)
 
 
 def _settle(
@@ -105,6 +113,7 @@ class BatchQueue:
         self._observe = observe
         self._jobs: deque[_Job | None] = deque()
         self._wake = threading.Condition()
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"emberd-batch-{name}", daemon=True)
         self._thread.start()
 
@@ -114,7 +123,10 @@ class BatchQueue:
         return len(self._jobs)
 
     async def embed(self, sequences: Sequence[Sequence[int]]) -> FloatMatrix:
-        """Pooled vectors for `sequences`, in order, decoded alongside other requests."""
+        """Pooled vectors for `sequences`, in order, decoded alongside other requests.
+
+        Raises the decode's error, or BackendError once the queue is closed.
+        """
         loop = asyncio.get_running_loop()
         n_embd = self._model.facts.n_embd
         result = np.zeros((len(sequences), n_embd), dtype=np.float32)
@@ -122,6 +134,8 @@ class BatchQueue:
             return result
         job = _Job(sequences, loop.create_future(), loop, result)
         with self._wake:
+            if self._closed:
+                raise BackendError("the model has been unloaded")
             self._jobs.append(job)
             self._wake.notify()
         return await job.future
@@ -129,8 +143,10 @@ class BatchQueue:
     def close(self) -> None:
         """Stop the worker once the jobs already queued are done."""
         with self._wake:
-            self._jobs.append(None)
-            self._wake.notify()
+            if not self._closed:
+                self._closed = True
+                self._jobs.append(None)
+                self._wake.notify()
         self._thread.join()
 
     def _take_all(self) -> tuple[list[_Job], bool]:
@@ -150,9 +166,12 @@ class BatchQueue:
     def _run(self) -> None:
         while True:
             jobs, stop = self._take_all()
-            live = [job for job in jobs if not job.future.done()]
-            if live:
-                self._serve(live)
+            try:
+                self._serve(jobs)
+            except Exception as exc:  # a bug must not leave callers waiting forever
+                log.exception("batch worker failed")
+                for job in jobs:
+                    job.finish(exc)
             if stop:
                 return
 
@@ -167,9 +186,12 @@ class BatchQueue:
         )
         failed: set[_Job] = set()
         for group in groups:
-            members = [items[k] for k in group if items[k][0] not in failed]
             # An empty token list has no vector to pool: it stays zero.
-            members = [(job, i) for job, i in members if job.sequences[i]]
+            members = [
+                (job, i)
+                for job, i in (items[k] for k in group)
+                if job.sequences[i] and job.wanted and job not in failed
+            ]
             if members:
                 self._decode(members, failed)
             for job, _ in (items[k] for k in group):

@@ -45,11 +45,21 @@ TRACE = 5  # uvicorn's level below DEBUG
 # Text formatting shared by the verbs
 
 
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "") -> str:
-    """Left-aligned columns separated by at least three spaces, like `ollama list`."""
-    table = [list(headers), *[list(row) for row in rows]]
-    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
-    lines = ["   ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in table]
+def format_table(
+    headers: Sequence[str] | None, rows: Sequence[Sequence[str]], indent: str = ""
+) -> str:
+    """Left-aligned columns separated by at least four spaces, like `ollama list`.
+
+    With `headers` None only the rows are printed.
+    """
+    table = [list(row) for row in ([headers] if headers is not None else []) + list(rows)]
+    if not table:
+        return ""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = [
+        "    ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in table
+    ]
     return "\n".join(indent + line.rstrip() for line in lines)
 
 
@@ -195,13 +205,13 @@ def _add_serve(subparsers: Subparsers) -> None:
     add("--models", metavar="DIR", help=_help("models_dir", "emberd's model store"))
     add("--ollama-models", metavar="DIR", help=_help("ollama_models_dir", "Ollama's store"))
     add("--keep-alive", metavar="DURATION", help=_help("keep_alive", "idle time before unload"))
-    add("--max-loaded-models", type=int, metavar="N", help=_help("max_loaded_models", "limit"))
+    add("--max-loaded-models", type=int, metavar="N", help=_help("max_loaded_models", "at once"))
     add("--max-queue", type=int, metavar="N", help=_help("max_queue", "pending request limit"))
     add("--context-length", type=int, metavar="N", help=_help("context_length", "default num_ctx"))
     add("--num-thread", type=int, metavar="N", help=_help("num_thread", "CPU threads per model"))
     add("--origin", action="append", help=_help("origins", "extra allowed origin (repeatable)"))
     add("--api-key", action="append", help=_help("api_keys", "accepted API key (repeatable)"))
-    add("--default-model", metavar="NAME", help=_help("default_model", "model for OpenAI calls"))
+    add("--default-model", metavar="NAME", help=_help("default_model", "default model name"))
     add("--registry", metavar="URL", help=_help("registry", "registry to pull from"))
     add("--log-level", choices=LOG_LEVELS, help=_help("log_level", "log verbosity"))
     parser.set_defaults(handler=_serve)
@@ -289,9 +299,7 @@ def _show(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         sections.append(("Parameters", [(p[0], p[1] if len(p) > 1 else "") for p in parameters]))
     for title, rows in sections:
         print(f"  {title}")
-        # The first row doubles as the column-width probe; drop it from the output.
-        table = format_table(rows[0], rows[1:], indent="    ") if rows else ""
-        print(table)
+        print(format_table(None, rows, indent="    "))
         print()
     return 0
 
@@ -346,3 +354,9 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
     except ClientError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -7,7 +7,6 @@ verbs never dig through raw JSON.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 import urllib.error
@@ -16,6 +15,8 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+
+from server.config import is_loopback_host
 
 __all__ = [
     "ClientError",
@@ -119,15 +120,6 @@ def _int(value: object) -> int:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class EmberdClient:
     """Talks to one server over HTTP, JSON in and out."""
 
@@ -137,7 +129,7 @@ class EmberdClient:
         self._timeout = timeout
         host = urllib.parse.urlsplit(self.base_url).hostname or ""
         # A proxy from the environment must not capture loopback traffic.
-        handlers = [urllib.request.ProxyHandler({})] if _is_loopback(host) else []
+        handlers = [urllib.request.ProxyHandler({})] if is_loopback_host(host) else []
         self._opener = urllib.request.build_opener(*handlers)
 
     def list_models(self) -> list[ListedModel]:

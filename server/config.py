@@ -27,6 +27,7 @@ __all__ = [
     "ConfigError",
     "OllamaAddress",
     "Settings",
+    "is_loopback_host",
     "join_host_port",
     "parse_ollama_address",
     "parse_ollama_host",
@@ -382,15 +383,20 @@ class Settings:
 
     def is_loopback(self) -> bool:
         """True when the server listens only on this machine (127.x, ::1, localhost)."""
-        if self.host.lower() == "localhost":
-            return True
-        try:
-            address = ipaddress.ip_address(self.host)
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            return address.ipv4_mapped.is_loopback
-        return address.is_loopback
+        return is_loopback_host(self.host)
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for `localhost` and loopback addresses (127.x, ::1, ::ffff:127.x)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 # ---------------------------------------------------------------------------

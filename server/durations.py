@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["DurationError", "format_duration", "parse_go_duration", "parse_keep_alive"]
+__all__ = [
+    "DurationError",
+    "format_duration",
+    "parse_go_duration",
+    "parse_go_duration_ns",
+    "parse_keep_alive",
+]
 
 _NS_PER_UNIT: dict[str, int] = {
     "ns": 1,
@@ -87,8 +93,11 @@ def _leading_fraction(text: str, pos: int) -> tuple[int, float, int]:
     return value, scale, pos
 
 
-def _parse_nanoseconds(orig: str) -> int:
-    """Parse a Go duration string into integer nanoseconds."""
+def parse_go_duration_ns(orig: str) -> int:
+    """Parse a Go duration string into integer nanoseconds, exactly as Go does.
+
+    Raises DurationError with Go's exact message on malformed input.
+    """
     text, pos, negative = orig, 0, False
     if text and text[0] in "+-":
         negative = text[0] == "-"
@@ -145,7 +154,7 @@ def parse_go_duration(text: str) -> float:
 
     Raises DurationError with Go's exact message on malformed input.
     """
-    return _parse_nanoseconds(text) / _NS_PER_S
+    return parse_go_duration_ns(text) / _NS_PER_S
 
 
 def parse_keep_alive(value: object) -> float | None:

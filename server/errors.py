@@ -139,8 +139,8 @@ def render(info: ErrorInfo, dialect: Dialect) -> Response:
 def dialect_of(request: Request) -> Dialect:
     """The error dialect of a request: set by its route, else by its path."""
     chosen = getattr(request.state, "dialect", None)
-    if chosen in ("ollama", "openai"):
-        return chosen  # type: ignore[no-any-return]
+    if chosen == "openai" or chosen == "ollama":
+        return chosen
     return "openai" if request.url.path.startswith("/v1/") else "ollama"
 
 

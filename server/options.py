@@ -47,11 +47,11 @@ class InvalidOption(BadRequest):
 
 def _check_type(key: str, kind: str, value: object) -> object:
     """Validate like Ollama: JSON numbers fit int fields (truncated), bools are strict."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind == _INT and number:
-        return int(value)  # type: ignore[arg-type]
-    if kind == _FLOAT and number:
-        return float(value)  # type: ignore[arg-type]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if kind == _INT:
+            return int(value)
+        if kind == _FLOAT:
+            return float(value)
     if kind == _BOOL and isinstance(value, bool):
         return value
     if kind == _STRINGS and isinstance(value, list) and all(isinstance(v, str) for v in value):
@@ -109,16 +109,20 @@ def resolve_load_options(
 ) -> LoadOptions:
     """Settings, then the model's params layer, then the request; clamped to the model."""
     merged: dict[str, object] = {**model_defaults(model_params), **request}
-    num_ctx = int(merged.get("num_ctx", defaults.context_length))  # type: ignore[call-overload]
+
+    def pick(key: str, default: int) -> int:
+        value = merged.get(key, default)
+        return value if isinstance(value, int) else default
+
+    num_ctx = pick("num_ctx", defaults.context_length)
     num_ctx = max(1, min(num_ctx, n_ctx_train)) if n_ctx_train > 0 else max(1, num_ctx)
-    num_batch = int(merged.get("num_batch", min(2048, num_ctx)))  # type: ignore[call-overload]
-    num_thread = int(merged.get("num_thread", 0))  # type: ignore[call-overload]
+    num_thread = pick("num_thread", 0)
     return LoadOptions(
         num_ctx=num_ctx,
-        num_batch=max(1, num_batch),
-        num_gpu=int(merged.get("num_gpu", -1 if defaults.gpu_available else 0)),  # type: ignore[call-overload]
-        main_gpu=int(merged.get("main_gpu", 0)),  # type: ignore[call-overload]
-        use_mmap=bool(merged.get("use_mmap", True)),
-        use_mlock=bool(merged.get("use_mlock", False)),
+        num_batch=max(1, pick("num_batch", min(2048, num_ctx))),
+        num_gpu=pick("num_gpu", -1 if defaults.gpu_available else 0),
+        main_gpu=pick("main_gpu", 0),
+        use_mmap=merged.get("use_mmap", True) is not False,
+        use_mlock=merged.get("use_mlock", False) is True,
         num_thread=num_thread if num_thread > 0 else defaults.num_thread,
     )

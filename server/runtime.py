@@ -1,11 +1,16 @@
 """Which models are loaded: load on demand, keep_alive, reload, eviction, queue bound.
 
 The scheduler of Ollama's runtime model. A request takes a lease on a model
-(`Runtime.use`); the model is loaded on first use (concurrent requests wait
-for the one load), is never unloaded while leased, and after its last lease
-ends stays for its keep_alive. A request whose load options differ from the
+(`Runtime.use`); the model is loaded on first use (concurrent requests share
+the one load), is never unloaded while leased, and after its last lease ends
+stays for its keep_alive. A request whose load options differ from the
 loaded instance's waits for it to go idle, then reloads it. Loading one model
 too many unloads the idle model that expires first.
+
+All state lives on the event loop and changes only between awaits, so no lock
+is needed: waiters sleep on `_Changes` and look again when woken. Loads and
+closes run in threads as tasks the runtime owns, never under a waiting
+request, so a cancelled request cannot orphan a half-loaded model.
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from backends.base import Backend, LoadedModel, LoadOptions
 from models.store import ModelRecord
@@ -47,13 +53,12 @@ class _Runner:
     record: ModelRecord
     options: LoadOptions
     keep_alive: float
+    loading: asyncio.Task[None] | None = None
     model: LoadedModel | None = None
     queue: BatchQueue | None = None
-    refs: int = 0
-    expires_at: float = math.inf  # wall clock, time.time()
-    error: BaseException | None = None
+    refs: int = 0  # leases held, and requests waiting for this runner's load
+    expires_at: float = math.inf  # wall clock, as the runtime's clock tells it
     timer: asyncio.TimerHandle | None = None
-    loaded_at: float = field(default_factory=time.time)
 
     @property
     def ready(self) -> bool:
@@ -86,6 +91,20 @@ class LoadedView:
     expires_at: datetime
 
 
+class _Changes:
+    """Wakes every waiter whenever the runtime's state changes."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def wait(self) -> Coroutine[Any, Any, bool]:
+        return self._event.wait()  # the event of now: a later notify() sets it
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+
 class Runtime:
     """Owns the loaded models. All methods run on the event loop."""
 
@@ -102,9 +121,10 @@ class Runtime:
         self._observe = observe
         self._clock = clock
         self._runners: dict[Path, _Runner] = {}
-        self._cond = asyncio.Condition()
+        self._changes = _Changes()
         self._pending = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closing: set[asyncio.Task[None]] = set()
 
     @property
     def pending(self) -> int:
@@ -115,7 +135,10 @@ class Runtime:
     async def use(
         self, record: ModelRecord, options: LoadOptions, keep_alive: float | None
     ) -> AsyncIterator[Lease]:
-        """Lease `record` loaded with `options`; keep_alive None keeps the current one."""
+        """Lease `record` loaded with `options`; keep_alive None keeps the current one.
+
+        Raises ServerBusy past `max_queue` pending requests, or the load's error.
+        """
         if self._pending >= self._limits.max_queue:
             raise ServerBusy()
         self._pending += 1
@@ -126,44 +149,48 @@ class Runtime:
                 assert runner.model is not None and runner.queue is not None
                 yield Lease(record, runner.model, runner.queue, time.perf_counter() - started)
             finally:
-                await self._release(runner)
+                closing = self._release(runner)
+                if closing is not None:  # keep_alive 0: the request ends once unloaded
+                    await asyncio.wait([closing])
         finally:
             self._pending -= 1
+
+    # -- taking and giving back ---------------------------------------------
 
     async def _acquire(
         self, record: ModelRecord, options: LoadOptions, keep_alive: float | None
     ) -> _Runner:
-        key = record.path
-        async with self._cond:
-            while True:
-                runner = self._runners.get(key)
-                if runner is None:
-                    if len(self._runners) >= self._limits.max_loaded and not self._evict():
-                        await self._cond.wait()
-                        continue
-                    ka = self._limits.default_keep_alive if keep_alive is None else keep_alive
-                    runner = _Runner(record, options, ka)
-                    self._runners[key] = runner
-                    break
-                if not runner.ready:
-                    await self._wait_for_load(runner)
-                    continue
-                if runner.options != options:
-                    if runner.refs == 0:
-                        log.info("reloading %s: load options changed", record.name.display)
-                        await self._unload(runner)
-                    else:
-                        await self._cond.wait()
-                    continue
-                self._claim(runner, keep_alive)
-                return runner
-        await self._load(runner)
+        runner = await self._claim_runner(record, options, keep_alive)
+        if not runner.ready:
+            assert runner.loading is not None
+            try:
+                await asyncio.shield(runner.loading)  # the load outlives a cancelled request
+            except BaseException:
+                self._release(runner)
+                raise
         return runner
 
-    async def _wait_for_load(self, runner: _Runner) -> None:
-        await self._cond.wait()
-        if runner.error is not None and not runner.ready:
-            raise runner.error
+    async def _claim_runner(
+        self, record: ModelRecord, options: LoadOptions, keep_alive: float | None
+    ) -> _Runner:
+        """Claim the runner of `record` with `options`, starting its load if needed."""
+        while True:
+            runner = self._runners.get(record.path)
+            if runner is None and self._has_room():
+                runner = self._start_load(record, options, keep_alive)
+            elif runner is not None and runner.options != options:
+                if runner.ready and runner.refs == 0:
+                    log.info("reloading %s: load options changed", record.name.display)
+                    self._retire(runner)
+                    continue
+                runner = None  # wait until it is idle
+            if runner is not None:
+                self._claim(runner, keep_alive)
+                return runner
+            await self._changes.wait()
+
+    def _has_room(self) -> bool:
+        return len(self._runners) < self._limits.max_loaded or self._evict()
 
     def _claim(self, runner: _Runner, keep_alive: float | None) -> None:
         runner.refs += 1
@@ -172,61 +199,69 @@ class Runtime:
             runner.keep_alive = keep_alive
         runner.expires_at = self._expiry(runner.keep_alive)
 
+    def _release(self, runner: _Runner) -> asyncio.Task[None] | None:
+        """Give back one claim; returns the unload it started, if any."""
+        runner.refs -= 1
+        closing = None
+        if runner.refs == 0 and runner.ready and self._is_current(runner):
+            closing = self._idle(runner)
+        self._changes.notify()
+        return closing
+
+    def _idle(self, runner: _Runner) -> asyncio.Task[None] | None:
+        """Start the keep_alive countdown of a runner nobody uses."""
+        ka = runner.keep_alive
+        runner.expires_at = self._expiry(ka)
+        if ka == 0:
+            return self._retire(runner)
+        if 0 < ka < math.inf:
+            runner.timer = asyncio.get_running_loop().call_later(ka, self._expire, runner)
+        return None
+
+    def _expire(self, runner: _Runner) -> None:
+        runner.timer = None
+        if runner.refs == 0 and self._is_current(runner):
+            self._retire(runner)
+
+    def _expiry(self, keep_alive: float) -> float:
+        forever = keep_alive < 0 or math.isinf(keep_alive)
+        return self._clock() + (_FOREVER_SECONDS if forever else keep_alive)
+
+    # -- loading and unloading ------------------------------------------------
+
+    def _start_load(
+        self, record: ModelRecord, options: LoadOptions, keep_alive: float | None
+    ) -> _Runner:
+        ka = self._limits.default_keep_alive if keep_alive is None else keep_alive
+        runner = _Runner(record, options, ka)
+        self._runners[record.path] = runner
+        runner.loading = self._spawn(self._load(runner))
+        return runner
+
     async def _load(self, runner: _Runner) -> None:
         name = runner.record.name.display
+        if self._closing:  # free what is being unloaded before loading more
+            await asyncio.wait(list(self._closing))
         started = time.perf_counter()
         try:
-            model = await asyncio.to_thread(
-                self._backend.load, runner.record.path, runner.options
-            )
-        except BaseException as exc:
-            async with self._cond:
-                runner.error = exc
-                self._runners.pop(runner.record.path, None)
-                self._cond.notify_all()
+            model = await asyncio.to_thread(self._backend.load, runner.record.path, runner.options)
+        except Exception as exc:
             log.error("loading %s failed: %s", name, exc)
+            self._forget(runner)
+            self._changes.notify()
             raise
-        queue = BatchQueue(
+        runner.model = model
+        runner.queue = BatchQueue(
             model, token_budget=self._limits.token_budget, name=name, observe=self._observe
         )
-        async with self._cond:
-            runner.model, runner.queue = model, queue
-            runner.refs += 1
-            runner.expires_at = self._expiry(runner.keep_alive)
-            self._cond.notify_all()
+        if runner.refs == 0:  # every request that wanted it has gone
+            self._idle(runner)
+        self._changes.notify()
         log.info(
             "loaded %s in %.0f ms (num_ctx %d, keep_alive %s)",
             name, (time.perf_counter() - started) * 1000, runner.options.num_ctx,
             format_duration(runner.keep_alive),
         )
-
-    async def _release(self, runner: _Runner) -> None:
-        async with self._cond:
-            runner.refs -= 1
-            if runner.refs == 0:
-                await self._idle(runner)
-            self._cond.notify_all()
-
-    async def _idle(self, runner: _Runner) -> None:
-        """Start the keep_alive countdown of a runner nobody uses."""
-        ka = runner.keep_alive
-        runner.expires_at = self._expiry(ka)
-        if ka <= 0:
-            await self._unload(runner)
-        elif math.isfinite(ka):
-            loop = asyncio.get_running_loop()
-            runner.timer = loop.call_later(ka, self._spawn_expire, runner)
-
-    def _spawn_expire(self, runner: _Runner) -> None:
-        task = asyncio.get_running_loop().create_task(self._expire(runner))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _expire(self, runner: _Runner) -> None:
-        async with self._cond:
-            if runner.refs == 0 and self._runners.get(runner.record.path) is runner:
-                await self._unload(runner)
-                self._cond.notify_all()
 
     def _evict(self) -> bool:
         """Unload the idle runner that expires first; False when all are busy."""
@@ -235,55 +270,69 @@ class Runtime:
             return False
         victim = min(idle, key=lambda r: r.expires_at)
         log.info("unloading %s to make room", victim.record.name.display)
-        self._runners.pop(victim.record.path, None)
-        victim.stop_timer()
-        self._close_in_background(victim)
+        self._retire(victim)
         return True
 
-    async def _unload(self, runner: _Runner) -> None:
-        self._runners.pop(runner.record.path, None)
+    def _retire(self, runner: _Runner) -> asyncio.Task[None]:
+        """Forget `runner` now and close it in a thread; returns that close."""
+        self._forget(runner)
+        task = self._spawn(asyncio.to_thread(_close_runner, runner))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        self._changes.notify()
+        return task
+
+    def _forget(self, runner: _Runner) -> None:
         runner.stop_timer()
-        await asyncio.to_thread(_close_runner, runner)
-        log.info("unloaded %s", runner.record.name.display)
+        if self._is_current(runner):
+            del self._runners[runner.record.path]
 
-    def _close_in_background(self, runner: _Runner) -> None:
-        task = asyncio.get_running_loop().create_task(asyncio.to_thread(_close_runner, runner))
-        self._tasks.add(task)  # type: ignore[arg-type]
-        task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
+    def _is_current(self, runner: _Runner) -> bool:
+        return self._runners.get(runner.record.path) is runner
 
-    def _expiry(self, keep_alive: float) -> float:
-        seconds = keep_alive if math.isfinite(keep_alive) else _FOREVER_SECONDS
-        return self._clock() + max(seconds, 0.0)
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._settled)
+        return task
+
+    def _settled(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Load errors reach their requests; this only marks them as seen.
+            log.debug("runtime task failed: %s", task.exception())
+
+    # -- views and shutdown ---------------------------------------------------
 
     def loaded(self) -> list[LoadedView]:
         """Loaded models, latest expiry first."""
-        views = []
-        for runner in self._runners.values():
-            if runner.model is None:
-                continue
-            size = runner.record.size
-            facts = runner.model.facts
-            share = facts.gpu_layers / facts.n_layers if facts.n_layers else 0.0
-            views.append(
-                LoadedView(
-                    record=runner.record,
-                    options=runner.options,
-                    size=size,
-                    size_vram=int(size * min(share, 1.0)),
-                    expires_at=datetime.fromtimestamp(runner.expires_at, tz=timezone.utc),
-                )
-            )
+        views = [_view(runner) for runner in self._runners.values() if runner.ready]
         views.sort(key=lambda v: v.expires_at, reverse=True)
         return views
 
     async def close(self) -> None:
-        """Unload everything (server shutdown)."""
-        async with self._cond:
+        """Wait for loads in progress, then unload everything (server shutdown)."""
+        while True:
             for runner in list(self._runners.values()):
                 if runner.ready:
-                    await self._unload(runner)
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+                    self._retire(runner)
+            if not self._tasks:
+                return
+            await asyncio.wait(list(self._tasks))
+
+
+def _view(runner: _Runner) -> LoadedView:
+    assert runner.model is not None
+    size = runner.record.size
+    facts = runner.model.facts
+    share = facts.gpu_layers / facts.n_layers if facts.n_layers else 0.0
+    return LoadedView(
+        record=runner.record,
+        options=runner.options,
+        size=size,
+        size_vram=int(size * min(share, 1.0)),
+        expires_at=datetime.fromtimestamp(runner.expires_at, tz=timezone.utc),
+    )
 
 
 def _close_runner(runner: _Runner) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from gguf import GGUFWriter
+from gguf import GGUFEndian, GGUFWriter
 
 DEFAULT_TENSORS: Mapping[str, tuple[int, ...]] = {
     "token_embd.weight": (10, 8),
@@ -33,6 +33,7 @@ def write_gguf(
     dtype: type[np.floating] = np.float32,
     vocab: Sequence[str] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "hello"),
     extra: Mapping[str, object] | None = None,
+    big_endian: bool = False,
 ) -> Path:
     """Write a GGUF with the given metadata and zero-filled tensors; return `path`.
 
@@ -40,7 +41,8 @@ def write_gguf(
     str, bool, int (as uint32), float (as float32) and list values are accepted.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = GGUFWriter(path, arch)
+    order = GGUFEndian.BIG if big_endian else GGUFEndian.LITTLE
+    writer = GGUFWriter(path, arch, endianess=order)
     ints = {
         f"{arch}.context_length": context_length,
         f"{arch}.embedding_length": embedding_length,

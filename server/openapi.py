@@ -1,0 +1,177 @@
+"""`GET /openapi.json`: every route and its schemas, from the pydantic request models.
+
+Response bodies are built for speed in the routes (orjson over numpy), so
+their shapes are described here by documentation-only models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from server import __version__
+from server.render import json_response
+from server.schemas import (
+    EmbedRequest,
+    LegacyEmbeddingRequest,
+    OpenAIEmbeddingRequest,
+    ShowRequest,
+)
+
+
+class ModelNameBody(BaseModel):
+    """A body naming one model (`model`, or the legacy `name`)."""
+
+    model: str = ""
+    name: str = ""
+
+
+class PullBody(ModelNameBody):
+    """POST /api/pull."""
+
+    insecure: bool = False
+    stream: bool = True
+
+
+class ErrorBody(BaseModel):
+    """Ollama-dialect error."""
+
+    error: str
+
+
+class EmbedResponse(BaseModel):
+    """POST /api/embed answer."""
+
+    model: str
+    embeddings: list[list[float]]
+    total_duration: int
+    load_duration: int
+    prompt_eval_count: int
+
+
+class LegacyEmbeddingResponse(BaseModel):
+    """POST /api/embeddings answer in the legacy dialect (not normalised)."""
+
+    embedding: list[float]
+
+
+class OpenAIEmbedding(BaseModel):
+    """One vector of an OpenAI-shaped answer."""
+
+    object: str = "embedding"
+    embedding: list[float] | str
+    index: int
+
+
+class OpenAIUsage(BaseModel):
+    """Token counts."""
+
+    prompt_tokens: int
+    total_tokens: int
+
+
+class OpenAIEmbeddingResponse(BaseModel):
+    """POST /v1/embeddings answer."""
+
+    object: str = "list"
+    data: list[OpenAIEmbedding]
+    model: str
+    usage: OpenAIUsage
+
+
+class VersionResponse(BaseModel):
+    """GET /api/version answer."""
+
+    version: str
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One documented route."""
+
+    method: str
+    path: str
+    summary: str
+    body: type[BaseModel] | None = None
+    answer: type[BaseModel] | None = None
+    answer_type: str = "application/json"
+
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("get", "/", "Health check; answers `Ollama is running`.", answer_type="text/plain"),
+    Operation("get", "/api/version", "Server version.", answer=VersionResponse),
+    Operation("post", "/api/embed", "Embed one or many inputs (normalised).", EmbedRequest,
+              EmbedResponse),
+    Operation("post", "/api/embeddings",
+              "Legacy `prompt` dialect, or the OpenAI dialect when the body has `input`.",
+              LegacyEmbeddingRequest, LegacyEmbeddingResponse),
+    Operation("get", "/api/tags", "Models in the stores, newest first."),
+    Operation("post", "/api/show", "Details, GGUF key/values and capabilities of a model.",
+              ShowRequest),
+    Operation("get", "/api/ps", "Loaded models, latest expiry first."),
+    Operation("post", "/api/pull", "Pull a model from a registry (streams progress lines).",
+              PullBody, answer_type="application/x-ndjson"),
+    Operation("delete", "/api/delete", "Delete a model from emberd's store.", ModelNameBody),
+    Operation("post", "/v1/embeddings", "OpenAI embeddings.", OpenAIEmbeddingRequest,
+              OpenAIEmbeddingResponse),
+    Operation("get", "/v1/models", "OpenAI model list."),
+    Operation("get", "/v1/models/{model}", "One model, OpenAI shape."),
+    Operation("get", "/metrics", "Prometheus metrics.", answer_type="text/plain"),
+)
+
+
+def _ref(model: type[BaseModel], components: dict[str, Any]) -> dict[str, str]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(schema.pop("$defs", {}))
+    components[model.__name__] = schema
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _operation(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": "OK"}
+    if op.answer is not None:
+        answer["content"] = {op.answer_type: {"schema": _ref(op.answer, components)}}
+    else:
+        answer["content"] = {op.answer_type: {}}
+    error = {"description": "Error", "content": {"application/json": {
+        "schema": _ref(ErrorBody, components)}}}
+    spec: dict[str, Any] = {"summary": op.summary, "responses": {"200": answer, "4XX": error}}
+    if op.body is not None:
+        spec["requestBody"] = {"required": True, "content": {
+            "application/json": {"schema": _ref(op.body, components)}}}
+    if "{model}" in op.path:
+        spec["parameters"] = [{"name": "model", "in": "path", "required": True,
+                               "schema": {"type": "string"}}]
+    return spec
+
+
+def build_openapi() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the server."""
+    components: dict[str, Any] = {}
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method] = _operation(op, components)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "emberd", "version": __version__,
+                 "description": "Ollama- and OpenAI-compatible embedding server."},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+async def openapi_endpoint(request: Request) -> Response:
+    """GET /openapi.json."""
+    return json_response(build_openapi())
+
+
+routes = [Route("/openapi.json", openapi_endpoint, methods=["GET"])]

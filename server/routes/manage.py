@@ -1,0 +1,144 @@
+"""Model management routes: POST /api/pull and DELETE /api/delete.
+
+A pull runs in a worker thread (it blocks on the network and the disk), so
+the server keeps answering while it downloads. Streamed, its progress goes
+out as newline-delimited JSON, an error as a last `{"error": ...}` line; a
+client that goes away stops the pull, and the partial download is kept for
+the next attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Callable
+
+from pydantic import BaseModel, ConfigDict
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from models.errors import InvalidModelFile, ModelNotFound
+from models.names import ModelName
+from models.registry import ManifestNotFound, PullProgress, RegistryError, pull_model
+from models.store import ModelStores
+from server.errors import BadRequest, ErrorInfo, NotFound, describe
+from server.render import dumps, json_response
+from server.schemas import parse_body, read_json
+
+NDJSON = "application/x-ndjson"
+
+
+class _Request(BaseModel):
+    # strict, as Go's decoder: "true" is not a bool.
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class PullRequest(_Request):
+    """POST /api/pull."""
+
+    model: str = ""  # the name to pull, `[host/][namespace/]model[:tag]`
+    name: str = ""  # legacy spelling of `model`
+    insecure: bool = False  # allow plain http to a registry other than the configured one
+    stream: bool | None = None  # default true: progress lines; false: one final answer
+
+    def target(self) -> str:
+        """The model asked for."""
+        return self.model or self.name
+
+
+class DeleteRequest(_Request):
+    """DELETE /api/delete."""
+
+    model: str = ""  # the name to delete from emberd's store
+    name: str = ""  # legacy spelling of `model`
+
+    def target(self) -> str:
+        """The model asked for."""
+        return self.model or self.name
+
+
+# A pull with everything but its progress listener and cancel switch decided.
+PullJob = Callable[[Callable[[PullProgress], None], threading.Event], object]
+
+
+def pull_error(exc: Exception) -> ErrorInfo:
+    """Status and message of a failed pull, as Ollama words them."""
+    if isinstance(exc, ManifestNotFound):
+        return ErrorInfo(404, str(exc))
+    if isinstance(exc, (RegistryError, InvalidModelFile, OSError)):
+        return ErrorInfo(500, str(exc))
+    return describe(exc)
+
+
+async def pull(request: Request) -> Response:
+    """POST /api/pull: download a model from its registry into emberd's store."""
+    body = parse_body(PullRequest, read_json(await request.body()))
+    name = body.target()
+    if not name:
+        raise BadRequest("model is required")
+    ModelName.parse(name)  # a bad name is a 400 before anything streams
+    stores: ModelStores = request.app.state.engine.stores
+    registry: str = request.app.state.settings.registry
+
+    def job(progress: Callable[[PullProgress], None], cancel: threading.Event) -> object:
+        return pull_model(
+            name, stores, registry, progress, insecure=body.insecure, cancel=cancel
+        )
+
+    if body.stream is False:
+        try:
+            await asyncio.to_thread(job, lambda _: None, threading.Event())
+        except Exception as exc:
+            info = pull_error(exc)
+            return json_response({"error": info.message}, info.status)
+        return json_response({"status": "success"})
+    return StreamingResponse(_progress_lines(job), media_type=NDJSON)
+
+
+async def _progress_lines(job: PullJob) -> AsyncIterator[bytes]:
+    """Run `job` in a thread and yield its progress as JSON lines, then any error."""
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[bytes | None] = asyncio.Queue()
+    cancel = threading.Event()
+
+    def emit(line: bytes | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening
+            loop.call_soon_threadsafe(lines.put_nowait, line)
+
+    def work() -> None:
+        try:
+            job(lambda event: emit(dumps(event.to_json()) + b"\n"), cancel)
+        except Exception as exc:
+            emit(dumps({"error": pull_error(exc).message}) + b"\n")
+        finally:
+            emit(None)
+
+    worker = asyncio.ensure_future(asyncio.to_thread(work))
+    try:
+        while (line := await lines.get()) is not None:
+            yield line
+        await worker
+    finally:
+        cancel.set()  # the client left early: stop at the next chunk
+
+
+async def delete(request: Request) -> Response:
+    """DELETE /api/delete: remove a model and the blobs no other model uses."""
+    body = parse_body(DeleteRequest, read_json(await request.body()))
+    name = body.target()
+    if not name:
+        raise BadRequest("model is required")
+    stores: ModelStores = request.app.state.engine.stores
+    try:
+        await asyncio.to_thread(stores.delete, name)
+    except ModelNotFound:
+        raise NotFound(f"model '{name}' not found") from None
+    return Response(status_code=200)
+
+
+routes = [
+    Route("/api/pull", pull, methods=["POST"]),
+    Route("/api/delete", delete, methods=["DELETE"]),
+]

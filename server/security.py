@@ -1,0 +1,117 @@
+"""Who may talk to the server: API keys, the Host check, and CORS origins.
+
+Three small ASGI middlewares, applied outermost first: the Host check (a
+loopback server answers only requests addressed to a loopback name, against
+DNS rebinding), CORS (browsers from allowed origins), then API keys.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import re
+import socket
+from collections.abc import Iterable
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from server.errors import ErrorInfo, render
+
+log = logging.getLogger("emberd.security")
+
+# Origins every Ollama server allows (browser extensions, desktop shells, local pages).
+BUILTIN_ORIGINS: tuple[str, ...] = tuple(
+    f"{scheme}://{host}{port}"
+    for host in ("localhost", "127.0.0.1", "0.0.0.0")
+    for scheme in ("http", "https")
+    for port in ("", ":*")
+) + (
+    "app://*", "file://*", "tauri://*", "vscode-webview://*", "vscode-file://*",
+)
+
+_LOCAL_SUFFIXES = (".localhost", ".local", ".internal")
+
+
+def origin_regex(patterns: Iterable[str]) -> str:
+    """One regular expression matching any of the glob patterns (`*` = anything)."""
+    alternatives = [".*".join(re.escape(part) for part in p.split("*")) for p in patterns]
+    return "^(?:" + "|".join(alternatives) + ")$"
+
+
+def host_name(header: str) -> str:
+    """The host part of a Host header: no port, no IPv6 brackets, lower case."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header[1:]
+    if header.count(":") == 1:
+        return header.split(":", 1)[0]
+    return header
+
+
+def is_local_host(name: str) -> bool:
+    """Whether a Host names this machine: loopback, private or local names."""
+    if name in ("", "localhost") or name.endswith(_LOCAL_SUFFIXES):
+        return True
+    if name == socket.gethostname().lower():
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private or address.is_unspecified
+
+
+def _dialect(path: str) -> str:
+    return "openai" if path.startswith("/v1/") else "ollama"
+
+
+class HostCheck:
+    """Refuse requests whose Host is not this machine (DNS rebinding), with 403."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = host_name(Headers(scope=scope).get("host", ""))
+            if not is_local_host(host):
+                info = ErrorInfo(403, "forbidden: host not allowed")
+                response = render(info, "openai" if _dialect(scope["path"]) == "openai"
+                                  else "ollama")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class ApiKeyAuth:
+    """Require `Authorization: Bearer KEY` on every route except `GET|HEAD /`."""
+
+    def __init__(self, app: ASGIApp, keys: Iterable[str]) -> None:
+        self.app = app
+        self.keys = [key.encode() for key in keys]
+
+    def _allowed(self, header: str) -> bool:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        given = token.strip().encode()
+        # Compare with every key so timing says nothing about which one matched.
+        results = [hmac.compare_digest(given, key) for key in self.keys]
+        return any(results)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (
+            scope["path"] == "/" and scope["method"] in ("GET", "HEAD")
+        ):
+            await self.app(scope, receive, send)
+            return
+        header = Headers(scope=scope).get("authorization", "")
+        if not self._allowed(header):
+            info = ErrorInfo(401, "unauthorized: a valid API key is required")
+            response = render(info, "openai" if _dialect(scope["path"]) == "openai"
+                              else "ollama")
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

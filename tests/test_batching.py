@@ -1,0 +1,243 @@
+"""The batch queue: packing, ordering, coalescing, failures, cancellation, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from backends.base import BackendError, LoadOptions
+from backends.llama_cpp import LlamaCppBackend, LlamaCppModel
+from server.batching import BatchQueue, BatchRecord, pack
+from tests.standin_backend import N_EMBD, POISON, StandInModel, vector_of
+from tests.tiny_model import write_tiny_bert
+
+OPTIONS = LoadOptions(
+    num_ctx=128, num_batch=128, num_gpu=0, main_gpu=0, use_mmap=True, use_mlock=False, num_thread=1
+)
+TEST_DEADLINE_S = 5.0
+
+
+def bounded(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async test on a fresh event loop, failing it after TEST_DEADLINE_S."""
+
+    @functools.wraps(test)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(asyncio.wait_for(test(*args, **kwargs), TEST_DEADLINE_S))
+
+    return wrapper
+
+
+async def until(check: Callable[[], bool], timeout: float = 2.0) -> None:
+    """Poll `check` on the event loop until it holds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.002)
+
+
+@pytest.fixture
+def standin() -> StandInModel:
+    """A stand-in model: 64 tokens and 8 sequences per decode."""
+    return StandInModel(Path("standin.gguf"), OPTIONS)
+
+
+@pytest.fixture
+def queue(standin: StandInModel) -> Iterator[BatchQueue]:
+    """A queue over the stand-in, closed after the test."""
+    q = BatchQueue(standin, token_budget=32)
+    yield q
+    standin.decode_gate.open()
+    q.close()
+
+
+# -- pack ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_pack_properties(seed: int) -> None:
+    rng = random.Random(seed)
+    lengths = [rng.randint(1, 40) for _ in range(rng.randint(0, 60))]
+    budget, max_sequences = rng.choice([16, 32, 64]), rng.randint(1, 6)
+    groups = pack(lengths, budget, max_tokens=64, max_sequences=max_sequences)
+    flat = [i for group in groups for i in group]
+    assert sorted(flat) == list(range(len(lengths)))  # every index exactly once
+    assert [lengths[i] for i in flat] == sorted(lengths)  # shortest first
+    for group, following in zip(groups, [*groups[1:], None], strict=True):
+        size = sum(lengths[i] for i in group)
+        assert len(group) <= max_sequences
+        assert size <= budget or len(group) == 1  # only a long item goes over, alone
+        if following is not None and len(group) < max_sequences:
+            assert size + lengths[following[0]] > budget  # nothing that fitted was left out
+
+
+def test_pack_budget_is_capped_by_the_model() -> None:
+    assert pack([3, 3, 3], token_budget=100, max_tokens=6, max_sequences=8) == [[0, 1], [2]]
+    assert pack([], 10, 10, 10) == []
+    assert pack([50, 1], 10, 64, 8) == [[1], [0]]
+
+
+# -- the queue with the stand-in ------------------------------------------------------
+
+
+@bounded
+async def test_results_come_back_in_input_order(queue: BatchQueue) -> None:
+    sequences = [[1, *range(n), 2] for n in (9, 1, 30, 4, 4, 0, 17)]
+    rows = await queue.embed(sequences)
+    expected = np.stack([vector_of(s) for s in sequences])
+    np.testing.assert_array_equal(rows, expected)
+
+
+@bounded
+async def test_concurrent_jobs_are_coalesced(standin: StandInModel, queue: BatchQueue) -> None:
+    standin.decode_gate.close()
+    first = asyncio.create_task(queue.embed([[1, 3, 2]]))
+    await until(standin.decode_gate.entered.is_set)  # the worker is busy with `first`
+    rest = [asyncio.create_task(queue.embed([[1, 10 + k, 2]])) for k in range(5)]
+    await until(lambda: queue.depth == 5)
+    standin.decode_gate.open()
+    results = await asyncio.gather(first, *rest)
+    assert standin.stats.decodes == 2  # one for `first`, one for the five that waited
+    assert [len(batch) for batch in standin.batches] == [1, 5]
+    for k, rows in enumerate(results[1:]):
+        np.testing.assert_array_equal(rows[0], vector_of([1, 10 + k, 2]))
+
+
+@bounded
+async def test_a_failing_decode_fails_only_its_jobs(
+    standin: StandInModel, queue: BatchQueue
+) -> None:
+    standin.decode_gate.close()
+    blocker = asyncio.create_task(queue.embed([[1, 2]]))
+    await until(standin.decode_gate.entered.is_set)
+    # Longer than the budget, so it is decoded alone.
+    bad = asyncio.create_task(queue.embed([[POISON] * 40]))
+    good = asyncio.create_task(queue.embed([[1, 7, 2], [1, 8, 8, 2]]))
+    await until(lambda: queue.depth == 2)
+    standin.decode_gate.open()
+    await blocker
+    with pytest.raises(BackendError, match="poisoned"):
+        await bad
+    np.testing.assert_array_equal((await good)[1], vector_of([1, 8, 8, 2]))
+    later = await queue.embed([[1, 9, 2]])  # the worker keeps serving
+    np.testing.assert_array_equal(later[0], vector_of([1, 9, 2]))
+
+
+@bounded
+async def test_a_failure_fails_a_job_once_even_across_decodes(
+    standin: StandInModel, queue: BatchQueue
+) -> None:
+    # Two decodes of one job: the poisoned one fails it, the other is skipped.
+    with pytest.raises(BackendError):
+        await queue.embed([[POISON] * 40, [1] * 40])
+    assert len(standin.batches) == 1
+    assert (await queue.embed([[5]])).shape == (1, N_EMBD)
+
+
+@bounded
+async def test_a_cancelled_caller_is_skipped(standin: StandInModel, queue: BatchQueue) -> None:
+    standin.decode_gate.close()
+    blocker = asyncio.create_task(queue.embed([[1, 2]]))
+    await until(standin.decode_gate.entered.is_set)
+    gone = asyncio.create_task(queue.embed([[1, 555, 2]]))
+    await until(lambda: queue.depth == 1)
+    gone.cancel()
+    await asyncio.sleep(0)
+    standin.decode_gate.open()
+    await blocker
+    await queue.embed([[1, 3, 2]])
+    decoded = [seq for batch in standin.batches for seq in batch]
+    assert (1, 555, 2) not in decoded and (1, 3, 2) in decoded
+
+
+@bounded
+async def test_empty_inputs_give_zero_rows_without_a_decode(
+    standin: StandInModel, queue: BatchQueue
+) -> None:
+    assert (await queue.embed([])).shape == (0, N_EMBD)
+    rows = await queue.embed([[], [1, 4, 2], []])
+    assert not rows[0].any() and not rows[2].any()
+    np.testing.assert_array_equal(rows[1], vector_of([1, 4, 2]))
+    assert standin.batches == [[(1, 4, 2)]]
+    await queue.embed([[]])
+    assert len(standin.batches) == 1
+
+
+@bounded
+async def test_observe_sees_every_decode(standin: StandInModel) -> None:
+    records: list[BatchRecord] = []
+    q = BatchQueue(standin, token_budget=8, observe=records.append)
+    try:
+        await q.embed([[1, 2, 3], [4, 5, 6, 7, 8, 9]])
+    finally:
+        q.close()
+    assert [(r.sequences, r.tokens) for r in records] == [(1, 3), (1, 6)]
+    assert all(r.seconds >= 0 for r in records)
+
+
+@bounded
+async def test_an_unexpected_error_fails_its_callers_instead_of_hanging(
+    standin: StandInModel,
+) -> None:
+    seen: list[BatchRecord] = []
+
+    def observe(record: BatchRecord) -> None:
+        seen.append(record)
+        if len(seen) == 1:
+            raise RuntimeError("observer broke")
+
+    q = BatchQueue(standin, observe=observe)
+    try:
+        with pytest.raises(RuntimeError, match="observer broke"):
+            await q.embed([[1, 2]])
+        assert (await q.embed([[1, 3]])).shape == (1, N_EMBD)  # still serving
+    finally:
+        q.close()
+
+
+@bounded
+async def test_close_joins_the_worker_and_refuses_new_jobs(standin: StandInModel) -> None:
+    q = BatchQueue(standin, name="closing")
+    await q.embed([[1, 2]])
+    q.close()
+    assert "emberd-batch-closing" not in {t.name for t in threading.enumerate()}
+    with pytest.raises(BackendError):
+        await q.embed([[1, 2]])
+    q.close()  # twice is harmless
+
+
+# -- the queue with the real tiny model -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaCppModel]:
+    """The tiny BERT loaded with llama.cpp."""
+    path = write_tiny_bert(tmp_path_factory.mktemp("batching") / "tiny.gguf")
+    model = LlamaCppBackend().load(path, OPTIONS)
+    yield model
+    model.close()
+
+
+@bounded
+async def test_real_model_batches_match_single_decodes(tiny: LlamaCppModel) -> None:
+    texts = ["why is the sky blue?", "hello world", "the sea", "green grass", "a", "big dog"]
+    sequences = [[*tiny.facts.prefix, *tiny.tokenize(t), *tiny.facts.suffix] for t in texts]
+    singles = np.concatenate([tiny.embed([s]) for s in sequences])
+    before = tiny.stats.decodes
+    q = BatchQueue(tiny, token_budget=256)
+    try:
+        results = await asyncio.gather(*(q.embed([s]) for s in sequences))
+    finally:
+        q.close()
+    rows = np.concatenate(results)
+    norms = np.linalg.norm(rows, axis=1) * np.linalg.norm(singles, axis=1)
+    assert ((rows * singles).sum(1) / norms).min() > 0.9999
+    assert tiny.stats.decodes - before < len(texts)
