@@ -239,6 +239,7 @@ class _Puller:
         self.opener = urllib.request.build_opener()
 
     def run(self) -> ModelRecord:
+        """Fetch the manifest and every blob, then write the manifest; the stored model."""
         self.progress(PullProgress("pulling manifest"))
         manifest = self._retrying(self._fetch_manifest)
         for layer in manifest.blobs:
@@ -305,14 +306,7 @@ class _Puller:
                 return
             headers = {"Range": f"bytes={offset}-"} if offset else {}
             try:
-                with self._open(url, headers) as response:
-                    if offset and not _resumes(response, offset):
-                        if response.status != 200:
-                            _truncate(fh)  # a range the file cannot continue from
-                            continue
-                        offset = _truncate(fh)  # a server that ignores Range sends it all
-                    self._copy(response, fh, offset, layer.size, report)
-                    return
+                response = self._open(url, headers)
             except urllib.error.HTTPError as exc:
                 exc.close()
                 if exc.code == 416 and offset and not last_try:
@@ -323,6 +317,14 @@ class _Puller:
                 ) from None
             except (OSError, HTTPException) as exc:
                 raise _Interrupted(f"download of {layer.digest} failed: {_reason(exc)}") from None
+            with response:
+                if offset and not _resumes(response, offset):
+                    if response.status != 200:
+                        _truncate(fh)  # a range the file cannot continue from
+                        continue
+                    offset = _truncate(fh)  # a server that ignores Range sends it all
+                self._copy(response, fh, offset, layer.size, report)
+                return
         raise RegistryError(f"download of {layer.digest} failed: the registry cannot resume it")
 
     def _copy(
@@ -337,7 +339,10 @@ class _Puller:
         while completed <= size:  # one chunk past the size is enough to fail the digest
             if self.cancel.is_set():
                 raise PullCancelled()
-            chunk = response.read1(_CHUNK)  # what has arrived, so a stalled link can be left
+            try:  # what has arrived, so a stalled link can be left between chunks
+                chunk = response.read1(_CHUNK)
+            except (OSError, HTTPException) as exc:
+                raise _Interrupted(f"download interrupted: {_reason(exc)}") from None
             if not chunk:
                 break
             fh.write(chunk)
@@ -355,6 +360,7 @@ class _Puller:
     # -- HTTP
 
     def _open(self, url: str, headers: dict[str, str]) -> HTTPResponse:
+        """GET `url`, following redirects; HTTPError for a 4xx/5xx answer."""
         request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT, **headers})
         response: HTTPResponse = self.opener.open(request, timeout=self.timeout)
         return response

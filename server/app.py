@@ -7,12 +7,13 @@ import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
 from backends.base import Backend
 from models.store import ModelStores
 from server.config import Settings
 from server.engine import Engine
-from server.errors import HANDLED, error_response
+from server.errors import HANDLED, ErrorMiddleware, error_response
 from server.options import ServerDefaults
 from server.routes import ollama, openai
 from server.runtime import Runtime, RuntimeLimits
@@ -58,7 +59,8 @@ def create_app(
 
     app = Starlette(
         routes=[*ollama.routes, *openai.routes],
-        exception_handlers={**dict.fromkeys(HANDLED, error_response), Exception: error_response},
+        middleware=[Middleware(ErrorMiddleware)],
+        exception_handlers=dict.fromkeys(HANDLED, error_response),
         lifespan=lifespan,
     )
     app.state.settings = settings

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TypeAlias
 
-from server import __version__
+from server import __version__, cli_models
 from server.client import ClientError, EmberdClient, RunningModel, ShowResult
 from server.config import LOG_LEVELS, SOURCES, ClientConfig, ConfigError, Settings
 from server.durations import format_duration
@@ -325,7 +325,7 @@ def _add_client_verbs(subparsers: Subparsers) -> None:
 # Entry point
 
 # Each entry adds one or more subcommands; new verbs are added here.
-COMMANDS: list[Callable[[Subparsers], None]] = [_add_serve, _add_client_verbs]
+COMMANDS: list[Callable[[Subparsers], None]] = [_add_serve, _add_client_verbs, cli_models.register]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ from typing import Literal
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backends.base import BackendError, ModelLoadError, TokenOutOfRange
 from models.errors import InvalidModelFile, InvalidModelName, ModelNotFound
@@ -150,3 +151,35 @@ async def error_response(request: Request, exc: Exception) -> Response:
     if info.status >= 500:
         log.error("%s %s -> %d %s", request.method, request.url.path, info.status, info.message)
     return render(info, dialect_of(request))
+
+
+class ErrorMiddleware:
+    """Answers any exception a route lets out with `error_response`, and goes on serving.
+
+    Starlette's own catch-all (an `Exception` handler) re-raises after
+    answering, so uvicorn closes the connection under a client that may
+    already be sending its next request on it.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app; turn an exception raised before the response began into one."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            if started:  # half a response is out: only closing the connection is left
+                raise
+            response = await error_response(Request(scope), exc)
+            await response(scope, receive, send)

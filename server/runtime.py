@@ -114,11 +114,13 @@ class Runtime:
         limits: RuntimeLimits,
         *,
         observe: Callable[[BatchRecord], None] | None = None,
+        on_load: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._backend = backend
         self._limits = limits
         self._observe = observe
+        self._on_load = on_load
         self._clock = clock
         self._runners: dict[Path, _Runner] = {}
         self._changes = _Changes()
@@ -257,10 +259,12 @@ class Runtime:
         if runner.refs == 0:  # every request that wanted it has gone
             self._idle(runner)
         self._changes.notify()
+        seconds = time.perf_counter() - started
+        if self._on_load is not None:
+            self._on_load(seconds)
         log.info(
             "loaded %s in %.0f ms (num_ctx %d, keep_alive %s)",
-            name, (time.perf_counter() - started) * 1000, runner.options.num_ctx,
-            format_duration(runner.keep_alive),
+            name, seconds * 1000, runner.options.num_ctx, format_duration(runner.keep_alive),
         )
 
     def _evict(self) -> bool:

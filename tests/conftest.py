@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -25,7 +26,7 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
-from backends.base import DecodeStats, FloatMatrix, LoadOptions, ModelFacts
+from backends.base import DecodeStats, FloatMatrix, LoadedModel, LoadOptions, ModelFacts
 from backends.llama_cpp import LlamaCppBackend
 from server.app import create_app
 from server.config import Settings
@@ -36,6 +37,13 @@ TINY = "tiny"  # mean pooling, dropped into the emberd store as tiny.gguf
 TINY_CLS = "tiny-cls"  # CLS pooling, dropped in as tiny-cls.gguf
 OLLAMA_TINY = "ollama-tiny"  # in the Ollama store, params layer {"num_ctx": 64}
 OLLAMA_NUM_CTX = 64
+OLLAMA_PARAMS = "ollama-params"  # in the Ollama store, with sampling options as well
+OLLAMA_PARAMS_LAYER: dict[str, Any] = {
+    "num_ctx": 32,
+    "stop": ["</s>", "<|end|>"],
+    "temperature": 0.5,
+    "penalize_newline": True,
+}
 TINY_CONTEXT = 128  # the tiny models' trained context
 TINY_DIM = 32  # the tiny models' embedding length
 
@@ -43,7 +51,12 @@ TINY_DIM = 32  # the tiny models' embedding length
 DEADLINE_S = 10.0
 
 # Fixed modification times, so /api/tags has a known newest-first order.
-_MTIMES = {OLLAMA_TINY: 1_600_000_000, TINY: 1_700_000_000, TINY_CLS: 1_750_000_000}
+_MTIMES = {
+    OLLAMA_PARAMS: 1_500_000_000,
+    OLLAMA_TINY: 1_600_000_000,
+    TINY: 1_700_000_000,
+    TINY_CLS: 1_750_000_000,
+}
 
 
 @dataclass(frozen=True)
@@ -81,11 +94,15 @@ def make_stores(root: Path, files: ModelFiles) -> Stores:
         target = emberd / f"{name}.gguf"
         target.write_bytes(source.read_bytes())
         os.utime(target, (_MTIMES[name], _MTIMES[name]))
-    ollama = write_ollama_layout(
-        root / "ollama", files.mean, name=OLLAMA_TINY, params={"num_ctx": OLLAMA_NUM_CTX}
-    )
-    manifest = ollama / "manifests" / "registry.ollama.ai" / "library" / OLLAMA_TINY / "latest"
-    os.utime(manifest, (_MTIMES[OLLAMA_TINY], _MTIMES[OLLAMA_TINY]))
+    ollama = root / "ollama"
+    layers: dict[str, dict[str, Any]] = {
+        OLLAMA_TINY: {"num_ctx": OLLAMA_NUM_CTX},
+        OLLAMA_PARAMS: OLLAMA_PARAMS_LAYER,
+    }
+    for name, params in layers.items():
+        write_ollama_layout(ollama, files.mean, name=name, params=params)
+        manifest = ollama / "manifests" / "registry.ollama.ai" / "library" / name / "latest"
+        os.utime(manifest, (_MTIMES[name], _MTIMES[name]))
     outside = root / "outside.gguf"
     outside.write_bytes(files.mean.read_bytes())
     return Stores(emberd=emberd, ollama=ollama, outside=outside)
@@ -101,33 +118,42 @@ def stores(tmp_path_factory: pytest.TempPathFactory, model_files: ModelFiles) ->
 
 
 class TrackedModel:
-    """A real llama.cpp model that remembers whether it was closed."""
+    """A real llama.cpp model that remembers whether it was closed.
 
-    def __init__(self, inner: Any, path: Path, options: LoadOptions) -> None:
+    Every decode waits for `gate` first, after setting `decoding`.
+    """
+
+    def __init__(
+        self,
+        inner: LoadedModel,
+        path: Path,
+        options: LoadOptions,
+        gate: threading.Event,
+        decoding: threading.Event,
+    ) -> None:
         self._inner = inner
+        self._gate = gate
+        self._decoding = decoding
         self.path = path
         self.options = options
         self.closed = False
-
-    @property
-    def facts(self) -> ModelFacts:
-        return self._inner.facts  # type: ignore[no-any-return]
-
-    @property
-    def stats(self) -> DecodeStats:
-        return self._inner.stats  # type: ignore[no-any-return]
+        self.facts: ModelFacts = inner.facts
+        self.stats: DecodeStats = inner.stats  # the same counters the real model updates
 
     def tokenize(self, text: str) -> list[int]:
-        return self._inner.tokenize(text)  # type: ignore[no-any-return]
+        return self._inner.tokenize(text)
 
     def max_batch_tokens(self) -> int:
-        return self._inner.max_batch_tokens()  # type: ignore[no-any-return]
+        return self._inner.max_batch_tokens()
 
     def max_batch_sequences(self) -> int:
-        return self._inner.max_batch_sequences()  # type: ignore[no-any-return]
+        return self._inner.max_batch_sequences()
 
     def embed(self, sequences: Sequence[Sequence[int]]) -> FloatMatrix:
-        return self._inner.embed(sequences)  # type: ignore[no-any-return]
+        self._decoding.set()
+        if not self._gate.wait(DEADLINE_S):
+            raise TimeoutError("the test never released the held decode")
+        return self._inner.embed(sequences)
 
     def close(self) -> None:
         self.closed = True
@@ -135,20 +161,31 @@ class TrackedModel:
 
 
 class RecordingBackend:
-    """`LlamaCppBackend` with every load counted and, when gated, held until `release()`.
+    """`LlamaCppBackend` with every load counted and remembered.
 
+    `gated` holds every load, and `hold_decodes` every decode, until `release()`.
     `fail_with` makes every load raise that exception instead, for tests of how
     the server answers a fault it did not foresee.
     """
 
-    def __init__(self, *, gated: bool = False, fail_with: Exception | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        gated: bool = False,
+        hold_decodes: bool = False,
+        fail_with: Exception | None = None,
+    ) -> None:
         self._inner = LlamaCppBackend()
-        self._fail_with = fail_with  # raised by every load instead of loading
+        self._fail_with = fail_with
         self._lock = threading.Lock()
         self._gate = threading.Event()
         if not gated:
             self._gate.set()
+        self._decode_gate = threading.Event()
+        if not hold_decodes:
+            self._decode_gate.set()
         self.entered = threading.Event()  # set once a load has started
+        self.decoding = threading.Event()  # set once a decode has started
         self.load_calls = 0
         self.models: list[TrackedModel] = []
 
@@ -160,14 +197,16 @@ class RecordingBackend:
             raise TimeoutError("the test never released the gated load")
         if self._fail_with is not None:
             raise self._fail_with
-        model = TrackedModel(self._inner.load(path, options), path, options)
+        inner = self._inner.load(path, options)
+        model = TrackedModel(inner, path, options, self._decode_gate, self.decoding)
         with self._lock:
             self.models.append(model)
         return model
 
     def release(self) -> None:
-        """Let held and future loads proceed."""
+        """Let held and future loads and decodes proceed."""
         self._gate.set()
+        self._decode_gate.set()
 
 
 # -- live servers ------------------------------------------------------------------
@@ -206,7 +245,8 @@ class LiveServer:
     @property
     def pending(self) -> int:
         """Requests the runtime has admitted and not finished."""
-        return self.app.state.engine.runtime.pending  # type: ignore[no-any-return]
+        pending: int = self.app.state.engine.runtime.pending
+        return pending
 
 
 def wait_until(check: Callable[[], bool], deadline_s: float = DEADLINE_S) -> float:
@@ -232,6 +272,16 @@ def _join_stopped_servers() -> Iterator[None]:
     assert not any(thread.is_alive() for thread in _STOPPING), "a test server did not stop"
 
 
+def _listening_socket() -> socket.socket:
+    """A TCP socket listening on 127.0.0.1 at a port the kernel picks."""
+    # IPPROTO_TCP spelled out: asyncio turns Nagle off only for sockets whose
+    # proto says TCP, and with it on every response waits ~40 ms for an ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
 @contextlib.contextmanager
 def running_server(
     settings: Settings, backend: RecordingBackend | None = None
@@ -242,16 +292,16 @@ def running_server(
     models in its own thread); the session joins it at its end.
     """
     app = create_app(settings, backend=backend)
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", timeout_graceful_shutdown=5
-    )
+    sock = _listening_socket()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    config = uvicorn.Config(app, log_config=None, log_level="warning", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="emberd-test-server", daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="emberd-test-server", daemon=True
+    )
     thread.start()
     wait_until(lambda: server.started or not thread.is_alive())
     assert server.started, "the server did not start"
-    port = server.servers[0].sockets[0].getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
     client = httpx.Client(base_url=url, timeout=DEADLINE_S)
     try:
         yield LiveServer(url=url, app=app, client=client, backend=backend)
@@ -283,17 +333,17 @@ ServerFactory = Callable[..., LiveServer]
 
 @pytest.fixture
 def serve(stores: Stores) -> Iterator[ServerFactory]:
-    """Start servers with custom settings: `serve(backend=..., env=..., stores=..., **flags)`."""
+    """Start servers: `serve(backend=..., env={VAR: value}, model_stores=..., **settings)`."""
     with contextlib.ExitStack() as stack:
 
         def start(
             *,
             backend: RecordingBackend | None = None,
             env: Mapping[str, str] | None = None,
-            stores_: Stores | None = None,
+            model_stores: Stores | None = None,
             **overrides: Any,
         ) -> LiveServer:
-            settings = settings_for(stores_ or stores, env, **overrides)
+            settings = settings_for(model_stores or stores, env, **overrides)
             return stack.enter_context(running_server(settings, backend))
 
         yield start

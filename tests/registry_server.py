@@ -39,7 +39,7 @@ _RANGE = re.compile(r"bytes=(\d+)-")
 
 
 def digest_of(data: bytes) -> str:
-    """"sha256:<hex>" of `data`."""
+    """The "sha256:<hex>" digest of `data`."""
     return f"sha256:{hashlib.sha256(data).hexdigest()}"
 
 
@@ -59,7 +59,7 @@ class Published:
     """A model the registry serves: its blobs' digests and the manifest."""
 
     model: str  # digest of the GGUF blob
-    params: str | None
+    params: str  # "" when the model has no params layer
     config: str
     manifest: dict[str, Any]
 
@@ -103,7 +103,7 @@ class RegistryState:
         self.manifests[f"{repo}:{tag}"] = json.dumps(manifest).encode()
         return Published(
             model=layers[0]["digest"],
-            params=layers[1]["digest"] if params is not None else None,
+            params=layers[1]["digest"] if params is not None else "",
             config=config["digest"],
             manifest=manifest,
         )
@@ -116,10 +116,7 @@ class RegistryState:
     def blob_requests(self, digest: str) -> list[Request]:
         """The requests that fetched the blob `digest` (redirects not counted)."""
         with self.lock:
-            return [
-                r for r in self.requests
-                if r.path.endswith(digest) and r.status in (200, 206)
-            ]
+            return [r for r in self.requests if r.path.endswith(digest) and r.status in (200, 206)]
 
     def clear_requests(self) -> None:
         """Forget the requests recorded so far."""

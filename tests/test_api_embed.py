@@ -8,7 +8,14 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from tests.conftest import TINY, TINY_CONTEXT, TINY_DIM, LiveServer, RecordingBackend
+from tests.conftest import (
+    TINY,
+    TINY_CONTEXT,
+    TINY_DIM,
+    LiveServer,
+    RecordingBackend,
+    ServerFactory,
+)
 from tests.tiny_model import TINY_TOKENS
 
 # Sentences of whole vocabulary words: each word is exactly one token.
@@ -65,8 +72,14 @@ def test_list_input_counts_tokens_of_every_input(server: LiveServer) -> None:
     assert response.json()["prompt_eval_count"] == sum(expected_tokens(t) for t in texts) == 14
 
 
-@pytest.mark.parametrize("body", [{"input": ""}, {"input": None}, {}], ids=["empty", "null", "absent"])
-def test_no_input_loads_the_model_and_returns_no_embeddings(serve, body: dict) -> None:
+@pytest.mark.parametrize(
+    "body",
+    [{"input": ""}, {"input": None}, {}, {"input": []}],
+    ids=["empty", "null", "absent", "empty-list"],
+)
+def test_no_input_loads_the_model_and_returns_no_embeddings(
+    serve: ServerFactory, body: dict
+) -> None:
     live = serve()
     assert live.loaded_names() == []
     response = live.embed({"model": TINY, **body})
@@ -117,10 +130,16 @@ def test_model_is_required(server: LiveServer, body: dict) -> None:
     assert response.json() == {"error": "model is required"}
 
 
-def test_unknown_model_is_404_with_the_contract_message(server: LiveServer) -> None:
-    response = server.embed({"model": "no-such-model:v2", "input": SKY})
+@pytest.mark.parametrize(
+    "name", ["no-such-model:v2", "Ghost", "example.com:5000/team/ghost:1.0", "tiny:v9"]
+)
+@pytest.mark.parametrize("body", [{"input": SKY}, {}], ids=["input", "no-input"])
+def test_unknown_model_is_404_with_the_contract_message(
+    server: LiveServer, name: str, body: dict
+) -> None:
+    response = server.embed({"model": name, **body})
     assert response.status_code == 404
-    assert response.json() == {"error": 'model "no-such-model:v2" not found, try pulling it first'}
+    assert response.json() == {"error": f'model "{name}" not found, try pulling it first'}
 
 
 # -- dimensions --------------------------------------------------------------------
@@ -147,7 +166,7 @@ def test_dimensions_out_of_range_are_ignored(server: LiveServer, d: int) -> None
 # -- durations and number format ---------------------------------------------------
 
 
-def test_durations_are_integer_nanoseconds(serve) -> None:
+def test_durations_are_integer_nanoseconds(serve: ServerFactory) -> None:
     live = serve()
     first = live.embed({"model": TINY, "input": SKY}).json()
     second = live.embed({"model": TINY, "input": SKY}).json()
@@ -162,7 +181,7 @@ def test_durations_are_integer_nanoseconds(serve) -> None:
     assert second["load_duration"] < first["load_duration"]
 
 
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 
 
 def significant_digits(text: str) -> int:
@@ -170,18 +189,23 @@ def significant_digits(text: str) -> int:
     return len(mantissa.lstrip("0")) or 1
 
 
-def test_floats_are_the_shortest_float32_text(server: LiveServer) -> None:
-    response = server.embed({"model": TINY, "input": [SKY, "hello world", "the sun is hot"]})
-    assert response.status_code == 200
-    raw = response.text
-    start = raw.index('"embeddings":') + len('"embeddings":')
-    numbers = _NUMBER.findall(raw[start : raw.index("]]", start)])
-    assert len(numbers) == 3 * TINY_DIM
+def assert_shortest_float32_text(numbers: list[str]) -> None:
+    """Each number is the shortest decimal text of the float32 it denotes."""
     for text in numbers:
         assert significant_digits(text) <= 9, text
         value = np.float32(text)
         shortest = np.format_float_scientific(value, unique=True)
         assert Decimal(text) == Decimal(shortest), (text, shortest)
+
+
+def test_floats_are_the_shortest_float32_text(server: LiveServer) -> None:
+    response = server.embed({"model": TINY, "input": [SKY, "hello world", "the sun is hot"]})
+    assert response.status_code == 200
+    raw = response.text
+    start = raw.index('"embeddings":') + len('"embeddings":')
+    numbers = NUMBER.findall(raw[start : raw.index("]]", start)])
+    assert len(numbers) == 3 * TINY_DIM
+    assert_shortest_float32_text(numbers)
 
 
 # -- truncation --------------------------------------------------------------------
@@ -207,10 +231,16 @@ def test_long_input_is_truncated_to_num_ctx(server: LiveServer) -> None:
     assert cosine(whole, expected) < 0.9999
 
 
-def test_input_over_the_trained_context_is_truncated_by_default(server: LiveServer) -> None:
-    response = server.embed({"model": TINY, "input": long_text(3 * TINY_CONTEXT)})
+@pytest.mark.parametrize("n_words", [3 * TINY_CONTEXT, 2000], ids=["short", "over-4k-chars"])
+def test_input_over_the_trained_context_is_truncated_by_default(
+    server: LiveServer, n_words: int
+) -> None:
+    text = long_text(n_words)
+    response = server.embed({"model": TINY, "input": [text, "sky"]})
     assert response.status_code == 200, response.text
-    assert response.json()["prompt_eval_count"] == TINY_CONTEXT
+    assert response.json()["prompt_eval_count"] == TINY_CONTEXT + 3
+    kept = server.vectors(TINY, long_text(TINY_CONTEXT - SPECIALS), truncate=False)[0]
+    np.testing.assert_allclose(response.json()["embeddings"][0], kept, atol=1e-5)
 
 
 def test_input_exactly_at_the_limit_is_not_truncated(server: LiveServer) -> None:
@@ -255,7 +285,7 @@ def test_one_bad_input_fails_the_whole_request(server: LiveServer) -> None:
 # -- batching ----------------------------------------------------------------------
 
 
-def test_many_inputs_batch_into_fewer_decodes_with_the_same_vectors(serve) -> None:
+def test_many_inputs_batch_into_fewer_decodes_with_the_same_vectors(serve: ServerFactory) -> None:
     backend = RecordingBackend()
     live = serve(backend=backend)
     n = 40

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from tests.conftest import TINY, LiveServer, Stores, make_stores
+from models.bert_gguf import FileType, write_bert_gguf
+from tests.conftest import (
+    TINY,
+    LiveServer,
+    ModelFiles,
+    RecordingBackend,
+    ServerFactory,
+    Stores,
+    make_stores,
+)
 from tests.test_api_embed import SKY
+from tests.tiny_model import TINY_VOCAB, tiny_hparams, tiny_tensors, tiny_token_id
 
 GOOD = {"model": TINY, "input": SKY}
 
@@ -64,9 +77,7 @@ RAW_BODIES = {
 @pytest.mark.parametrize("path", ["/api/embed", "/api/embeddings", "/api/show", "/v1/embeddings"])
 @pytest.mark.parametrize("raw", RAW_BODIES.values(), ids=RAW_BODIES.keys())
 def test_unreadable_bodies_are_400(server: LiveServer, path: str, raw: bytes) -> None:
-    response = server.client.post(
-        path, content=raw, headers={"content-type": "application/json"}
-    )
+    response = server.client.post(path, content=raw, headers={"content-type": "application/json"})
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     message = error["message"] if path.startswith("/v1/") else error
@@ -105,11 +116,17 @@ def test_wrong_option_type_has_ollamas_message(server: LiveServer) -> None:
     assert response.json() == {"error": 'option "num_ctx" must be of type integer'}
 
 
-def test_unknown_options_and_fields_are_ignored(server: LiveServer) -> None:
-    response = server.embed(
-        {**GOOD, "options": {"no_such_option": 1, "seed": 42, "top_k": 5}, "extra_field": [1]}
-    )
+def test_unknown_options_and_fields_are_ignored_with_a_warning(
+    server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="emberd"):
+        response = server.embed(
+            {**GOOD, "options": {"no_such_option": 1, "seed": 42, "top_k": 5}, "extra_field": [1]}
+        )
     assert response.status_code == 200, response.text
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("no_such_option" in message for message in warnings), warnings
+    assert not any("seed" in message or "top_k" in message for message in warnings), warnings
 
 
 def test_legacy_wrong_types_are_400(server: LiveServer) -> None:
@@ -131,7 +148,7 @@ def test_unknown_paths_and_wrong_methods(server: LiveServer) -> None:
 
 
 @pytest.fixture
-def broken_stores(tmp_path, model_files) -> Stores:
+def broken_stores(tmp_path: Path, model_files: ModelFiles) -> Stores:
     """Stores whose emberd store also holds a garbage GGUF and two truncated copies."""
     stores = make_stores(tmp_path, model_files)
     (stores.emberd / "bad.gguf").write_bytes(b"this is not a GGUF file\x00" * 100)
@@ -143,9 +160,9 @@ def broken_stores(tmp_path, model_files) -> Stores:
 
 @pytest.mark.parametrize("name", ["bad", "cut-header", "cut-tensors"])
 def test_a_corrupt_gguf_is_a_500_and_the_server_survives(
-    serve, broken_stores: Stores, name: str
+    serve: ServerFactory, broken_stores: Stores, name: str
 ) -> None:
-    live = serve(stores_=broken_stores)
+    live = serve(model_stores=broken_stores)
     for attempt in range(2):  # a failed load is not cached as loaded
         response = live.embed({"model": name, "input": SKY})
         assert response.status_code == 500, (attempt, response.text)
@@ -159,17 +176,81 @@ def test_a_corrupt_gguf_is_a_500_and_the_server_survives(
     assert live.loaded_names() == ["tiny:latest"]
 
 
-def test_corrupt_files_are_left_out_of_tags(serve, broken_stores: Stores) -> None:
-    live = serve(stores_=broken_stores)
+def test_corrupt_files_are_left_out_of_tags(serve: ServerFactory, broken_stores: Stores) -> None:
+    live = serve(model_stores=broken_stores)
     names = {m["name"] for m in live.client.get("/api/tags").json()["models"]}
-    assert names == {"tiny:latest", "tiny-cls:latest", "ollama-tiny:latest"}
+    assert names == {"tiny:latest", "tiny-cls:latest", "ollama-tiny:latest", "ollama-params:latest"}
 
 
-def test_a_gguf_removed_after_listing_is_a_clean_error(serve, broken_stores: Stores) -> None:
-    live = serve(stores_=broken_stores)
+def test_a_gguf_removed_after_listing_is_a_clean_error(
+    serve: ServerFactory, broken_stores: Stores
+) -> None:
+    live = serve(model_stores=broken_stores)
     assert live.client.post("/api/show", json={"model": "tiny-cls"}).status_code == 200
     os.remove(broken_stores.emberd / "tiny-cls.gguf")
     response = live.embed({"model": "tiny-cls", "input": SKY})
     assert response.status_code == 404
     assert response.json() == {"error": 'model "tiny-cls" not found, try pulling it first'}
     assert_still_serving(live)
+
+
+def test_a_gguf_removed_after_its_load_fails_is_a_404(
+    serve: ServerFactory, broken_stores: Stores
+) -> None:
+    live = serve(model_stores=broken_stores)
+    assert live.embed({"model": "bad", "input": SKY}).status_code == 500
+    os.remove(broken_stores.emberd / "bad.gguf")
+    assert live.embed({"model": "bad", "input": SKY}).status_code == 404
+
+
+# -- faults the server did not foresee ---------------------------------------------
+
+
+def test_an_unexpected_fault_is_a_500_and_the_connection_stays_usable(serve: ServerFactory) -> None:
+    live = serve(backend=RecordingBackend(fail_with=RuntimeError("something odd")))
+    for _ in range(5):
+        response = live.embed(GOOD)
+        assert response.status_code == 500
+        assert response.json() == {"error": "internal server error"}
+        # The same keep-alive connection serves the next request.
+        assert live.client.get("/api/version").status_code == 200
+    openai = live.client.post("/v1/embeddings", json=GOOD)
+    assert openai.status_code == 500
+    assert openai.json()["error"] == {
+        "message": "internal server error",
+        "type": "api_error",
+        "param": None,
+        "code": None,
+    }
+    assert live.client.get("/").text == "Ollama is running"
+
+
+@pytest.fixture
+def nan_stores(tmp_path: Path, model_files: ModelFiles) -> Stores:
+    """Stores that also hold `poison`, a tiny model whose "sky" embeds to NaN."""
+    stores = make_stores(tmp_path, model_files)
+    tensors = tiny_tensors(context_length=128, embedding_length=32, block_count=2, ff=64, seed=0)
+    tensors["embeddings.word_embeddings.weight"][tiny_token_id("sky")] = np.inf
+    write_bert_gguf(
+        stores.emberd / "poison.gguf", "poison", tiny_hparams(), TINY_VOCAB, tensors, FileType.F32
+    )
+    return stores
+
+
+def test_nan_in_an_embedding_is_a_500_never_invalid_json(
+    serve: ServerFactory, nan_stores: Stores
+) -> None:
+    live = serve(model_stores=nan_stores)
+    fine = live.embed({"model": "poison", "input": "why is the blue sea"})
+    assert fine.status_code == 200, fine.text
+    for body in ({"input": "the sky"}, {"input": ["blue", "sky", "sea"]}):
+        response = live.embed({"model": "poison", **body})
+        assert response.status_code == 500
+        assert response.json() == {"error": "embedding contains NaN or Inf values"}
+    legacy = live.client.post("/api/embeddings", json={"model": "poison", "prompt": "sky"})
+    assert legacy.status_code == 500
+    assert legacy.json() == {"error": "embedding contains NaN or Inf values"}
+    openai = live.client.post("/v1/embeddings", json={"model": "poison", "input": "sky"})
+    assert openai.status_code == 500
+    assert openai.json()["error"]["message"] == "embedding contains NaN or Inf values"
+    assert live.embed({"model": "poison", "input": "blue"}).status_code == 200

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.conftest import TINY, TINY_CONTEXT, TINY_DIM, LiveServer
+from tests.conftest import (
+    TINY,
+    TINY_CONTEXT,
+    TINY_DIM,
+    LiveServer,
+    ServerFactory,
+)
+from tests.test_api_embed import NUMBER, assert_shortest_float32_text
 
 SKY = "why is the sky blue"
 
@@ -27,7 +34,15 @@ def test_prompt_gives_one_unnormalised_embedding(server: LiveServer) -> None:
     np.testing.assert_allclose(raw, normalised * norm, rtol=1e-4, atol=1e-5)
 
 
-def test_empty_prompt_loads_the_model_and_returns_an_empty_embedding(serve) -> None:
+def test_legacy_floats_are_the_shortest_float32_text(server: LiveServer) -> None:
+    response = server.client.post("/api/embeddings", json={"model": TINY, "prompt": SKY})
+    raw = response.text
+    numbers = NUMBER.findall(raw[raw.index("[") : raw.index("]")])
+    assert len(numbers) == TINY_DIM
+    assert_shortest_float32_text(numbers)
+
+
+def test_empty_prompt_loads_the_model_and_returns_an_empty_embedding(serve: ServerFactory) -> None:
     live = serve()
     assert live.loaded_names() == []
     assert legacy(live, {"model": TINY, "prompt": ""}) == {"embedding": []}
@@ -53,8 +68,9 @@ def test_legacy_options_truncate_like_embed(server: LiveServer) -> None:
     options = {"num_ctx": 8}
     long_prompt = "why is the sky blue and the grass is green"
     kept = "why is the sky blue and"
-    raw = np.asarray(legacy(server, {"model": TINY, "prompt": long_prompt, "options": options})
-                     ["embedding"])
+    raw = np.asarray(
+        legacy(server, {"model": TINY, "prompt": long_prompt, "options": options})["embedding"]
+    )
     expected = server.vectors(TINY, kept, options=options)[0]
     np.testing.assert_allclose(raw / np.linalg.norm(raw), expected, atol=1e-5)
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import (
     OLLAMA_NUM_CTX,
+    OLLAMA_PARAMS,
     OLLAMA_TINY,
     TINY,
     TINY_CLS,
@@ -16,6 +18,7 @@ from tests.conftest import (
     TINY_DIM,
     LiveServer,
     RecordingBackend,
+    ServerFactory,
     Stores,
 )
 
@@ -43,7 +46,7 @@ def test_tags_lists_both_stores_newest_first(server: LiveServer, stores: Stores)
     assert response.status_code == 200
     models = response.json()["models"]
     names = [m["name"] for m in models]
-    assert names == ["tiny-cls:latest", "tiny:latest", "ollama-tiny:latest"]
+    assert names == ["tiny-cls:latest", "tiny:latest", "ollama-tiny:latest", "ollama-params:latest"]
     times = [parse_time(m["modified_at"]) for m in models]
     assert times == sorted(times, reverse=True)
     assert times[1] == datetime.fromtimestamp(1_700_000_000, timezone.utc)
@@ -65,9 +68,9 @@ def test_tags_head_is_ok_without_a_body(server: LiveServer) -> None:
     assert response.content == b""
 
 
-def test_tags_on_empty_stores_is_an_empty_list(serve, tmp_path) -> None:
+def test_tags_on_empty_stores_is_an_empty_list(serve: ServerFactory, tmp_path: Path) -> None:
     empty = Stores(emberd=tmp_path / "e", ollama=tmp_path / "o", outside=tmp_path / "x")
-    live = serve(stores_=empty)
+    live = serve(model_stores=empty)
     response = live.client.get("/api/tags")
     assert response.status_code == 200
     assert response.json() == {"models": []}
@@ -91,6 +94,29 @@ def test_show_describes_the_model(server: LiveServer, field: str) -> None:
     lines = [line.split() for line in data["parameters"].splitlines()]
     assert lines == [["num_ctx", str(OLLAMA_NUM_CTX)]]
     parse_time(data["modified_at"])
+
+
+def test_show_prints_parameters_as_ollama_does(server: LiveServer) -> None:
+    response = server.client.post("/api/show", json={"model": OLLAMA_PARAMS})
+    assert response.status_code == 200, response.text
+    lines = [line.split(None, 1) for line in response.json()["parameters"].splitlines()]
+    assert lines == [
+        ["num_ctx", "32"],
+        ["stop", '"</s>"'],
+        ["stop", '"<|end|>"'],
+        ["temperature", "0.5"],
+        ["penalize_newline", "true"],
+    ]
+    # Values start in the 32nd column: the key padded to 30, then a space.
+    assert all(line[31] != " " for line in response.json()["parameters"].splitlines())
+
+
+def test_sampling_options_in_the_params_layer_are_ignored(serve: ServerFactory) -> None:
+    live = serve()
+    response = live.embed({"model": OLLAMA_PARAMS, "input": " ".join(["sky"] * 40)})
+    assert response.status_code == 200, response.text
+    assert response.json()["prompt_eval_count"] == 32
+    assert [e["context_length"] for e in live.ps()] == [32]
 
 
 def test_show_of_a_dropped_model_has_no_parameters(server: LiveServer) -> None:
@@ -137,7 +163,9 @@ def escaping_names(stores: Stores) -> list[str]:
     ]
 
 
-def test_names_that_point_outside_the_stores_are_refused(serve, stores: Stores) -> None:
+def test_names_that_point_outside_the_stores_are_refused(
+    serve: ServerFactory, stores: Stores
+) -> None:
     backend = RecordingBackend()
     live = serve(backend=backend)
     for name in escaping_names(stores):
@@ -157,12 +185,12 @@ def test_names_that_point_outside_the_stores_are_refused(serve, stores: Stores) 
 # -- /api/ps -----------------------------------------------------------------------
 
 
-def test_ps_is_empty_before_any_request(serve) -> None:
+def test_ps_is_empty_before_any_request(serve: ServerFactory) -> None:
     live = serve()
     assert live.ps() == []
 
 
-def test_ps_describes_a_loaded_model(serve, stores: Stores) -> None:
+def test_ps_describes_a_loaded_model(serve: ServerFactory, stores: Stores) -> None:
     live = serve()
     before = datetime.now(timezone.utc)
     response = live.embed({"model": TINY, "input": "sky", "keep_alive": "10m"})
@@ -180,7 +208,7 @@ def test_ps_describes_a_loaded_model(serve, stores: Stores) -> None:
     assert before + timedelta(minutes=10) <= expires <= after + timedelta(minutes=10, seconds=1)
 
 
-def test_ps_lists_the_latest_expiry_first(serve) -> None:
+def test_ps_lists_the_latest_expiry_first(serve: ServerFactory) -> None:
     live = serve()
     assert live.embed({"model": TINY, "keep_alive": "10m"}).status_code == 200
     assert live.embed({"model": TINY_CLS, "keep_alive": "5m"}).status_code == 200
@@ -189,7 +217,7 @@ def test_ps_lists_the_latest_expiry_first(serve) -> None:
     assert live.loaded_names() == ["tiny-cls:latest", "tiny:latest"]
 
 
-def test_ollama_store_params_layer_sets_num_ctx(serve) -> None:
+def test_ollama_store_params_layer_sets_num_ctx(serve: ServerFactory) -> None:
     live = serve()
     words = " ".join(["sky"] * 100)
     response = live.embed({"model": OLLAMA_TINY, "input": words})
@@ -200,14 +228,14 @@ def test_ollama_store_params_layer_sets_num_ctx(serve) -> None:
     assert entry["context_length"] == OLLAMA_NUM_CTX
 
 
-def test_request_options_override_the_params_layer(serve) -> None:
+def test_request_options_override_the_params_layer(serve: ServerFactory) -> None:
     live = serve()
     response = live.embed({"model": OLLAMA_TINY, "input": "sky", "options": {"num_ctx": 16}})
     assert response.status_code == 200, response.text
     assert [e["context_length"] for e in live.ps()] == [16]
 
 
-def test_context_length_setting_is_the_default_num_ctx(serve) -> None:
+def test_context_length_setting_is_the_default_num_ctx(serve: ServerFactory) -> None:
     live = serve(env={"OLLAMA_CONTEXT_LENGTH": "24"})
     response = live.embed({"model": TINY, "input": " ".join(["sky"] * 50)})
     assert response.status_code == 200, response.text
@@ -215,7 +243,7 @@ def test_context_length_setting_is_the_default_num_ctx(serve) -> None:
     assert [e["context_length"] for e in live.ps()] == [24]
 
 
-def test_the_same_gguf_in_both_stores_loads_once_per_name(serve) -> None:
+def test_the_same_gguf_in_both_stores_loads_once_per_name(serve: ServerFactory) -> None:
     live = serve()
     tiny = live.vectors(TINY, "why is the sky blue")[0]
     ollama = live.vectors(OLLAMA_TINY, "why is the sky blue")[0]

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.conftest import (
@@ -16,6 +17,7 @@ from tests.conftest import (
     TINY_CLS,
     LiveServer,
     RecordingBackend,
+    ServerFactory,
     wait_until,
 )
 
@@ -64,7 +66,7 @@ def post_embed(live: LiveServer, body: dict) -> Callable[[], httpx.Response]:
 
 
 @pytest.mark.parametrize("keep_alive", [0.3, "300ms"], ids=["seconds", "go-duration"])
-def test_short_keep_alive_unloads_after_it_passes(serve, keep_alive: object) -> None:
+def test_short_keep_alive_unloads_after_it_passes(serve: ServerFactory, keep_alive: object) -> None:
     backend = RecordingBackend()
     live = serve(backend=backend)
     started = time.monotonic()
@@ -79,7 +81,9 @@ def test_short_keep_alive_unloads_after_it_passes(serve, keep_alive: object) -> 
 
 
 @pytest.mark.parametrize("keep_alive", [0, "0", 0.0, "0s"])
-def test_zero_keep_alive_unloads_when_the_request_ends(serve, keep_alive: object) -> None:
+def test_zero_keep_alive_unloads_when_the_request_ends(
+    serve: ServerFactory, keep_alive: object
+) -> None:
     backend = RecordingBackend()
     live = serve(backend=backend)
     response = live.embed({"model": TINY, "input": "sky", "keep_alive": keep_alive})
@@ -90,7 +94,7 @@ def test_zero_keep_alive_unloads_when_the_request_ends(serve, keep_alive: object
     assert model.closed
 
 
-def test_zero_keep_alive_without_input_loads_then_unloads(serve) -> None:
+def test_zero_keep_alive_without_input_loads_then_unloads(serve: ServerFactory) -> None:
     backend = RecordingBackend()
     live = serve(backend=backend)
     live.embed({"model": TINY, "keep_alive": "10m"})
@@ -103,11 +107,22 @@ def test_zero_keep_alive_without_input_loads_then_unloads(serve) -> None:
 
 
 @pytest.mark.parametrize("keep_alive", [-1, "-1m", -0.5, "-1h30m"])
-def test_negative_keep_alive_keeps_the_model_forever(serve, keep_alive: object) -> None:
+def test_negative_keep_alive_keeps_the_model_forever(
+    serve: ServerFactory, keep_alive: object
+) -> None:
     live = serve()
     response = live.embed({"model": TINY, "input": "sky", "keep_alive": keep_alive})
     assert response.status_code == 200, response.text
     assert expiry(live) > datetime.now(timezone.utc) + timedelta(days=365)
+
+
+@pytest.mark.parametrize("keep_alive", [1e12, 1e300, "2562047h"])
+def test_keep_alive_past_gos_range_is_forever(serve: ServerFactory, keep_alive: object) -> None:
+    live = serve()
+    response = live.embed({"model": TINY, "input": "sky", "keep_alive": keep_alive})
+    assert response.status_code == 200, response.text
+    assert expiry(live) > datetime.now(timezone.utc) + timedelta(days=365)
+    assert live.embed({"model": TINY, "input": "sky"}).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -133,7 +148,7 @@ def test_keep_alive_of_another_type_is_400(server: LiveServer, keep_alive: objec
     assert "keep_alive" in response.json()["error"]
 
 
-def test_absent_keep_alive_keeps_the_current_setting(serve) -> None:
+def test_absent_keep_alive_keeps_the_current_setting(serve: ServerFactory) -> None:
     live = serve()
     assert live.embed({"model": TINY, "input": "sky", "keep_alive": -1}).status_code == 200
     assert live.embed({"model": TINY, "input": "sky"}).status_code == 200
@@ -144,21 +159,21 @@ def test_absent_keep_alive_keeps_the_current_setting(serve) -> None:
     assert now + timedelta(seconds=110) < expiry(live) <= now + timedelta(minutes=2)
 
 
-def test_default_keep_alive_is_five_minutes(serve) -> None:
+def test_default_keep_alive_is_five_minutes(serve: ServerFactory) -> None:
     live = serve()
     assert live.embed({"model": TINY, "input": "sky"}).status_code == 200
     now = datetime.now(timezone.utc)
     assert now + timedelta(seconds=290) < expiry(live) <= now + timedelta(minutes=5)
 
 
-def test_ollama_keep_alive_setting_is_the_default(serve) -> None:
+def test_ollama_keep_alive_setting_is_the_default(serve: ServerFactory) -> None:
     live = serve(env={"OLLAMA_KEEP_ALIVE": "2h"})
     assert live.embed({"model": TINY, "input": "sky"}).status_code == 200
     now = datetime.now(timezone.utc)
     assert now + timedelta(minutes=119) < expiry(live) <= now + timedelta(hours=2)
 
 
-def test_ollama_keep_alive_zero_unloads_after_each_request(serve) -> None:
+def test_ollama_keep_alive_zero_unloads_after_each_request(serve: ServerFactory) -> None:
     live = serve(env={"OLLAMA_KEEP_ALIVE": "0"})
     assert live.embed({"model": TINY, "input": "sky"}).status_code == 200
     assert live.ps() == []
@@ -167,19 +182,19 @@ def test_ollama_keep_alive_zero_unloads_after_each_request(serve) -> None:
 # -- reloads and eviction ----------------------------------------------------------
 
 
-def test_changed_num_ctx_reloads_the_model(serve) -> None:
+def test_changed_num_ctx_reloads_the_model(serve: ServerFactory) -> None:
     backend = RecordingBackend()
     live = serve(backend=backend)
-    assert live.embed({"model": TINY, "input": "sky", "options": {"num_ctx": 32}}).status_code == 200
-    assert [e["context_length"] for e in live.ps()] == [32]
-    assert live.embed({"model": TINY, "input": "sky", "options": {"num_ctx": 64}}).status_code == 200
-    assert [e["context_length"] for e in live.ps()] == [64]
+    for num_ctx in (32, 64):
+        response = live.embed({"model": TINY, "input": "sky", "options": {"num_ctx": num_ctx}})
+        assert response.status_code == 200, response.text
+        assert [e["context_length"] for e in live.ps()] == [num_ctx]
     first, second = backend.models
     assert first.closed and not second.closed
     assert (first.options.num_ctx, second.options.num_ctx) == (32, 64)
 
 
-def test_same_load_options_reuse_the_loaded_model(serve) -> None:
+def test_same_load_options_reuse_the_loaded_model(serve: ServerFactory) -> None:
     backend = RecordingBackend()
     live = serve(backend=backend)
     for options in ({"num_ctx": 32}, {"num_ctx": 32, "temperature": 0.5}, {"num_ctx": 32.0}):
@@ -188,7 +203,7 @@ def test_same_load_options_reuse_the_loaded_model(serve) -> None:
     assert backend.load_calls == 1
 
 
-def test_null_options_mean_unset(serve) -> None:
+def test_null_options_mean_unset(serve: ServerFactory) -> None:
     backend = RecordingBackend()
     live = serve(backend=backend)
     live.embed({"model": TINY, "input": "sky"})
@@ -198,7 +213,7 @@ def test_null_options_mean_unset(serve) -> None:
     assert backend.load_calls == 1
 
 
-def test_loading_one_model_too_many_evicts_the_idle_one(serve) -> None:
+def test_loading_one_model_too_many_evicts_the_idle_one(serve: ServerFactory) -> None:
     backend = RecordingBackend()
     live = serve(backend=backend, max_loaded_models=1)
     assert live.embed({"model": TINY, "input": "sky"}).status_code == 200
@@ -210,7 +225,7 @@ def test_loading_one_model_too_many_evicts_the_idle_one(serve) -> None:
     assert not second.closed
 
 
-def test_eviction_picks_the_model_that_expires_first(serve) -> None:
+def test_eviction_picks_the_model_that_expires_first(serve: ServerFactory) -> None:
     live = serve(max_loaded_models=2)
     live.embed({"model": TINY, "input": "sky", "keep_alive": "1h"})
     live.embed({"model": TINY_CLS, "input": "sky", "keep_alive": "1m"})
@@ -222,7 +237,7 @@ def test_eviction_picks_the_model_that_expires_first(serve) -> None:
 # -- concurrency: the queue bound and single loads ---------------------------------
 
 
-def test_past_the_queue_bound_requests_get_503(serve) -> None:
+def test_past_the_queue_bound_requests_get_503(serve: ServerFactory) -> None:
     backend = RecordingBackend(gated=True)
     live = serve(backend=backend, max_queue=1)
     first = in_background(post_embed(live, {"model": TINY, "input": "sky"}))
@@ -243,7 +258,7 @@ def test_past_the_queue_bound_requests_get_503(serve) -> None:
     assert backend.load_calls == 1
 
 
-def test_concurrent_requests_for_a_loading_model_share_one_load(serve) -> None:
+def test_concurrent_requests_for_a_loading_model_share_one_load(serve: ServerFactory) -> None:
     backend = RecordingBackend(gated=True)
     live = serve(backend=backend)
     n = 6
@@ -251,10 +266,14 @@ def test_concurrent_requests_for_a_loading_model_share_one_load(serve) -> None:
     waiting = [in_background(post_embed(live, {"model": TINY, "input": t})) for t in texts]
     assert backend.entered.wait(DEADLINE_S)
     wait_until(lambda: live.pending == n)
+    held = 0.1
+    time.sleep(held)
     backend.release()
     responses = [result() for result in waiting]
     assert [r.status_code for r in responses] == [200] * n
     assert backend.load_calls == 1
+    # load_duration includes the wait for a load another request started.
+    assert all(r.json()["load_duration"] >= held * 1e9 for r in responses)
     assert live.loaded_names() == ["tiny:latest"]
     # Each request got its own input's vector.
     singles = [live.vectors(TINY, t)[0].tolist() for t in texts]
@@ -262,7 +281,23 @@ def test_concurrent_requests_for_a_loading_model_share_one_load(serve) -> None:
         assert response.json()["embeddings"][0] == pytest.approx(single, abs=1e-5)
 
 
-def test_a_model_is_not_unloaded_under_a_running_request(serve) -> None:
+def test_a_client_that_gives_up_during_a_load_leaves_nothing_behind(serve: ServerFactory) -> None:
+    backend = RecordingBackend(gated=True)
+    live = serve(backend=backend)
+    with (
+        httpx.Client(base_url=live.url, timeout=0.2) as impatient,
+        pytest.raises(httpx.ReadTimeout),
+    ):
+        impatient.post("/api/embed", json={"model": TINY, "input": "sky"})
+    backend.release()
+    wait_until(lambda: live.pending == 0)
+    assert live.loaded_names() == ["tiny:latest"]
+    assert live.embed({"model": TINY, "input": "sky", "keep_alive": 0}).status_code == 200
+    assert live.ps() == []  # no lease was left behind to keep it loaded
+    assert backend.load_calls == 1
+
+
+def test_a_model_is_not_evicted_under_a_request_waiting_for_its_load(serve: ServerFactory) -> None:
     backend = RecordingBackend(gated=True)
     live = serve(backend=backend, max_loaded_models=1)
     # The first request holds tiny (its load is gated); a request for another
@@ -276,3 +311,43 @@ def test_a_model_is_not_unloaded_under_a_running_request(serve) -> None:
     assert second().status_code == 200
     assert live.loaded_names() == ["tiny-cls:latest"]
     assert backend.load_calls == 2
+
+
+def test_a_model_is_not_evicted_under_a_running_decode(serve: ServerFactory) -> None:
+    backend = RecordingBackend(hold_decodes=True)
+    live = serve(backend=backend, max_loaded_models=1)
+    first = in_background(post_embed(live, {"model": TINY, "input": "why is the sky blue"}))
+    assert backend.decoding.wait(DEADLINE_S)
+    second = in_background(post_embed(live, {"model": TINY_CLS, "input": "sky"}))
+    wait_until(lambda: live.pending == 2)
+    time.sleep(0.05)  # room for a wrong eviction to happen
+    (tiny,) = backend.models
+    assert not tiny.closed
+    assert backend.load_calls == 1
+    backend.release()
+    response = first()
+    assert response.status_code == 200, response.text
+    assert second().status_code == 200
+    assert live.loaded_names() == ["tiny-cls:latest"]
+    wait_until(lambda: tiny.closed)
+    expected = live.vectors(TINY, "why is the sky blue")[0]
+    np.testing.assert_allclose(response.json()["embeddings"][0], expected, atol=1e-5)
+
+
+def test_a_reload_waits_for_the_running_decode(serve: ServerFactory) -> None:
+    backend = RecordingBackend(hold_decodes=True)
+    live = serve(backend=backend)
+    first = in_background(post_embed(live, {"model": TINY, "input": "sky"}))
+    assert backend.decoding.wait(DEADLINE_S)
+    other_ctx = {"model": TINY, "input": "sky", "options": {"num_ctx": 16}}
+    second = in_background(post_embed(live, other_ctx))
+    wait_until(lambda: live.pending == 2)
+    time.sleep(0.05)  # room for a wrong reload to happen
+    (old,) = backend.models
+    assert not old.closed
+    backend.release()
+    assert first().status_code == 200
+    assert second().status_code == 200
+    assert [e["context_length"] for e in live.ps()] == [16]
+    assert backend.load_calls == 2
+    wait_until(lambda: old.closed)

@@ -57,8 +57,9 @@ def store(tmp_path: Path, gguf: Path) -> Store:
         stores.write_manifest(ModelName.parse(f"tiny:{tag}"), [model, params[tag]], config)
     (root / "dropped.gguf").write_bytes(gguf.read_bytes())
     write_ollama_layout(ollama, gguf, name="theirs")
-    return Store(stores, root, ollama, model.digest, params["a"].digest, params["b"].digest,
-                 config.digest)
+    return Store(
+        stores, root, ollama, model.digest, params["a"].digest, params["b"].digest, config.digest
+    )
 
 
 @pytest.fixture

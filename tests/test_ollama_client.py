@@ -10,7 +10,14 @@ import numpy as np
 import ollama
 import pytest
 
-from tests.conftest import OLLAMA_NUM_CTX, OLLAMA_TINY, TINY, TINY_DIM, LiveServer
+from tests.conftest import (
+    OLLAMA_NUM_CTX,
+    OLLAMA_TINY,
+    TINY,
+    TINY_DIM,
+    LiveServer,
+    ServerFactory,
+)
 
 TEXTS = ["why is the sky blue", "the grass is green", ""]
 
@@ -45,14 +52,18 @@ def test_embed_matches_raw_http(server: LiveServer, client: ollama.Client) -> No
 
 def test_embed_with_options_truncate_and_dimensions(client: ollama.Client) -> None:
     result = client.embed(
-        model=TINY, input="why is the sky blue", options={"num_ctx": 5}, dimensions=8,
+        model=TINY,
+        input="why is the sky blue",
+        options={"num_ctx": 5},
+        dimensions=8,
         keep_alive="5m",
     )
     assert result.prompt_eval_count == 5
     assert len(result.embeddings[0]) == 8
     with pytest.raises(ollama.ResponseError) as caught:
-        client.embed(model=TINY, input="why is the sky blue", options={"num_ctx": 5},
-                     truncate=False)
+        client.embed(
+            model=TINY, input="why is the sky blue", options={"num_ctx": 5}, truncate=False
+        )
     assert caught.value.status_code == 400
     assert caught.value.error == "the input length exceeds the context length"
 
@@ -75,7 +86,7 @@ def test_unknown_model_raises_response_error_404(client: ollama.Client) -> None:
     assert caught.value.error == 'model "missing" not found, try pulling it first'
 
 
-def test_list_show_and_ps_parse(serve) -> None:
+def test_list_show_and_ps_parse(serve: ServerFactory) -> None:
     live = serve()
     with ollama.Client(host=live.url) as client:
         check_list_show_and_ps(client)
@@ -84,7 +95,10 @@ def test_list_show_and_ps_parse(serve) -> None:
 def check_list_show_and_ps(client: ollama.Client) -> None:
     listed = client.list()
     assert [m.model for m in listed.models] == [
-        "tiny-cls:latest", "tiny:latest", "ollama-tiny:latest"
+        "tiny-cls:latest",
+        "tiny:latest",
+        "ollama-tiny:latest",
+        "ollama-params:latest",
     ]
     assert all(isinstance(m.modified_at, datetime) for m in listed.models)
     assert listed.models[0].details is not None

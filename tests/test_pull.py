@@ -95,7 +95,9 @@ def test_default_host_goes_to_the_configured_registry() -> None:
     name = ModelName.parse("all-minilm")
     base = registry_base_url(name, "http://127.0.0.1:5000/")
     assert base == "http://127.0.0.1:5000"
-    assert manifest_url(name, base) == "http://127.0.0.1:5000/v2/library/all-minilm/manifests/latest"
+    assert (
+        manifest_url(name, base) == "http://127.0.0.1:5000/v2/library/all-minilm/manifests/latest"
+    )
     digest = "sha256:" + "a" * 64
     assert blob_url(name, base, digest) == f"{base}/v2/library/all-minilm/blobs/{digest}"
 
@@ -146,7 +148,9 @@ def test_pull_stores_the_model_byte_for_byte(
     assert statuses[-3:] == ["verifying sha256 digest", "writing manifest", "success"]
     layers = [e for e in events if e.digest]
     assert [e.digest for e in layers if e.completed == e.total] == [
-        published.model, published.params, published.config
+        published.model,
+        published.params,
+        published.config,
     ]
     for event in layers:
         assert event.status == f"pulling {event.digest[7:19]}"
@@ -156,7 +160,9 @@ def test_pull_stores_the_model_byte_for_byte(
 def test_progress_lines_leave_out_empty_fields() -> None:
     assert PullProgress("success").to_json() == {"status": "success"}
     assert PullProgress("pulling abc", "sha256:abc", 10, 0).to_json() == {
-        "status": "pulling abc", "digest": "sha256:abc", "total": 10
+        "status": "pulling abc",
+        "digest": "sha256:abc",
+        "total": 10,
     }
 
 
@@ -369,9 +375,7 @@ def stream_lines(client: TestClient, body: dict[str, Any]) -> tuple[int, str, li
         return response.status_code, response.headers["content-type"], lines
 
 
-def test_api_pull_streams_progress_in_order(
-    client: TestClient, published: Published
-) -> None:
+def test_api_pull_streams_progress_in_order(client: TestClient, published: Published) -> None:
     status, content_type, lines = stream_lines(client, {"model": "tiny"})
     assert status == 200
     assert content_type == "application/x-ndjson"
@@ -449,8 +453,12 @@ def test_client_leaving_the_stream_stops_the_pull(
 ) -> None:
     release = threading.Event()
     registry.state.stall[published.model] = (1000, release)
-    env = {"HOME": str(tmp_path), "EMBERD_MODELS": str(tmp_path / "emberd"),
-           "OLLAMA_MODELS": str(tmp_path / "ollama"), "EMBERD_REGISTRY": registry.url}
+    env = {
+        "HOME": str(tmp_path),
+        "EMBERD_MODELS": str(tmp_path / "emberd"),
+        "OLLAMA_MODELS": str(tmp_path / "ollama"),
+        "EMBERD_REGISTRY": registry.url,
+    }
     stores = ModelStores(tmp_path / "emberd", None)
     partial = partial_path(stores, published.model)
     try:

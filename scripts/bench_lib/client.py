@@ -46,8 +46,14 @@ class HttpEmbedder:
     def post(self, batch: Sequence[str]) -> Any:
         """Send one request for `batch`; the parsed answer (BenchError unless 200)."""
         body = orjson.dumps({"model": self._endpoint.model, "input": list(batch)})
-        self._conn.request("POST", self._endpoint.path, body, _HEADERS)
-        response = self._conn.getresponse()
+        try:
+            self._conn.request("POST", self._endpoint.path, body, _HEADERS)
+            response = self._conn.getresponse()
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            # The server closed an idle keep-alive connection: reconnect once, as clients do.
+            self._conn.close()
+            self._conn.request("POST", self._endpoint.path, body, _HEADERS)
+            response = self._conn.getresponse()
         data = response.read()
         if response.status != 200:
             raise BenchError(f"{self._endpoint.path} answered {response.status}: {data[:300]!r}")

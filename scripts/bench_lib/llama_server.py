@@ -163,14 +163,16 @@ def server_argv(
 
 
 def sweep_grid(
-    longest_tokens: int,
+    context: int,
+    longest_tokens: int = 1,
     parallels: Sequence[int] = (1, 4, 8, 32),
     ubatches: Sequence[int] = (256, 512, 1024),
 ) -> list[ServerConfig]:
-    """Valid configurations: the micro-batch holds the longest sequence and divides by -np."""
+    """Settings worth a try: the micro-batch holds the longest sequence, divides by -np
+    (context creation aborts otherwise) and fits in the total context."""
     return [
         ServerConfig(p, u)
         for p in parallels
         for u in ubatches
-        if u >= longest_tokens and u % p == 0
+        if longest_tokens <= u <= context * p and u % p == 0
     ]

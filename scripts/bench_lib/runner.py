@@ -191,12 +191,16 @@ def start_llama_server(opts: Options, binary: Path, config: ServerConfig) -> pro
 
 def _sweep(opts: Options, binary: Path, outcome: Outcome, say: Say) -> dict[str, ServerConfig]:
     """One run of each throughput workload per setting; the best setting of each."""
-    grid = llama_server.sweep_grid(longest_tokens=1)
+    grid = llama_server.sweep_grid(opts.model.context)
     one = replace(opts, sizes=replace(opts.sizes, repeats=1))
     best: dict[str, tuple[float, ServerConfig]] = {}
     for config in grid:
         say(f"llama-server sweep: {config.label}")
-        server = start_llama_server(opts, binary, config)
+        try:
+            server = start_llama_server(opts, binary, config)
+        except procs.BenchError as exc:
+            outcome.sweep += [SweepPoint(config, m, None, str(exc)[-200:]) for m in THROUGHPUT]
+            continue
         endpoint = Endpoint(server.port, OPENAI, opts.model.name)
         try:
             for metric in THROUGHPUT:

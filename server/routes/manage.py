@@ -83,9 +83,7 @@ async def pull(request: Request) -> Response:
     registry: str = request.app.state.settings.registry
 
     def job(progress: Callable[[PullProgress], None], cancel: threading.Event) -> object:
-        return pull_model(
-            name, stores, registry, progress, insecure=body.insecure, cancel=cancel
-        )
+        return pull_model(name, stores, registry, progress, insecure=body.insecure, cancel=cancel)
 
     if body.stream is False:
         try:

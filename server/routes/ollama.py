@@ -12,7 +12,7 @@ from starlette.routing import Route
 from models.store import ModelRecord
 from server import __version__
 from server.engine import EmbedJob, Engine
-from server.errors import BadRequest
+from server.errors import BadRequest, go_quote
 from server.render import json_response
 from server.runtime import LoadedView
 from server.schemas import (
@@ -128,11 +128,20 @@ async def tags(request: Request) -> Response:
     return json_response({"models": models})
 
 
+def _go_value(value: object) -> str:
+    """A params value as Ollama's show prints it (Go's %#v): strings quoted, bools lower-case."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return go_quote(value)
+    return str(value)
+
+
 def _parameters(params: dict[str, Any]) -> str:
     lines = []
     for key, value in params.items():
         for item in value if isinstance(value, list) else [value]:
-            lines.append(f"{key:<30} {item}")
+            lines.append(f"{key:<30} {_go_value(item)}")
     return "\n".join(lines)
 
 

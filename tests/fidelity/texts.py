@@ -92,19 +92,20 @@ TEXTS: tuple[str, ...] = (
 )
 
 # Texts that Hugging Face's BertTokenizer and llama.cpp's WordPiece tokenizer
-# split differently, with the reason. They are in the reference so the gap is
-# measured; tests/test_fidelity.py expects them to differ until it is closed.
-DIVERGENT_TEXTS: tuple[str, ...] = (
-    # Hangul: llama.cpp's NFD table maps a syllable to its leading jamo only,
+# split differently, by a short name, with the reason. They are in the
+# reference so the gap is measured; tests/test_fidelity.py expects them to
+# differ until it is closed.
+DIVERGENT_TEXTS: dict[str, str] = {
+    # llama.cpp's NFD table maps a Hangul syllable to its leading jamo only,
     # dropping the vowel and final consonant that full NFD yields.
-    "한국어 문장입니다.",
+    "hangul": "한국어 문장입니다.",
     # Devanagari vowel signs of category Mc: Hugging Face strips only Mn marks,
     # llama.cpp strips every \p{M}.
-    "हिन्दी भाषा",
+    "devanagari-mc": "हिन्दी भाषा",
     # A word over 100 characters: Hugging Face's WordPiece gives one [UNK],
     # llama.cpp has no length cap.
-    "x" * 101,
+    "word-over-100-chars": "x" * 101,
     # Vertical tab, form feed and NEL are control characters to Hugging Face
     # (removed, the words join) and whitespace to llama.cpp (the words split).
-    "a\x0bb c\x0cd nel\x85x",
-)
+    "vt-ff-nel": "a\x0bb c\x0cd nel\x85x",
+}
