@@ -8,15 +8,20 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 
 from backends.base import Backend
 from models.store import ModelStores
+from server import openapi
 from server.config import Settings
 from server.engine import Engine
 from server.errors import HANDLED, ErrorMiddleware, error_response
+from server.metrics import Metrics, RequestMetrics
+from server.metrics import routes as metrics_routes
 from server.options import ServerDefaults
-from server.routes import ollama, openai
+from server.routes import manage, ollama, openai
 from server.runtime import Runtime, RuntimeLimits
+from server.security import BUILTIN_ORIGINS, ApiKeyAuth, HostCheck, origin_regex
 
 log = logging.getLogger("emberd")
 
@@ -37,6 +42,7 @@ def create_app(
         gpu = False
     if stores is None:
         stores = ModelStores(settings.models_dir, settings.ollama_models_dir)
+    metrics = Metrics()
     runtime = Runtime(
         backend,
         RuntimeLimits(
@@ -44,7 +50,10 @@ def create_app(
             max_queue=settings.max_queue,
             default_keep_alive=settings.keep_alive,
         ),
+        observe=metrics.observe_batch,
+        on_load=metrics.observe_load,
     )
+    metrics.watch(lambda: runtime.pending, lambda: len(runtime.loaded()))
     defaults = ServerDefaults(
         context_length=settings.context_length,
         num_thread=settings.num_thread,
@@ -58,11 +67,37 @@ def create_app(
         await runtime.close()
 
     app = Starlette(
-        routes=[*ollama.routes, *openai.routes],
-        middleware=[Middleware(ErrorMiddleware)],
+        routes=[
+            *ollama.routes, *openai.routes, *manage.routes, *metrics_routes, *openapi.routes,
+        ],
+        middleware=_middleware(settings, metrics),
         exception_handlers=dict.fromkeys(HANDLED, error_response),
         lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.metrics = metrics
     return app
+
+
+def _middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
+    """Outermost first: errors, metrics, Host check, CORS, then API keys."""
+    stack = [Middleware(ErrorMiddleware), Middleware(RequestMetrics, metrics=metrics)]
+    if settings.is_loopback():
+        stack.append(Middleware(HostCheck))
+    stack.append(
+        Middleware(
+            CORSMiddleware,
+            allow_origin_regex=origin_regex((*BUILTIN_ORIGINS, *settings.origins)),
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
+            allow_headers=["*"],
+        )
+    )
+    if settings.api_keys:
+        stack.append(Middleware(ApiKeyAuth, keys=settings.api_keys))
+    elif not settings.is_loopback():
+        log.warning(
+            "listening on %s with no API key: anyone who can reach it can use it "
+            "(set EMBERD_API_KEY or --api-key)", settings.address,
+        )
+    return stack

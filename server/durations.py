@@ -157,6 +157,9 @@ def parse_go_duration(text: str) -> float:
     return parse_go_duration_ns(text) / _NS_PER_S
 
 
+MAX_DURATION_SECONDS = (2**63 - 1) / 1e9
+
+
 def parse_keep_alive(value: object) -> float | None:
     """Interpret a request's `keep_alive` value with Ollama's rules.
 
@@ -177,7 +180,8 @@ def parse_keep_alive(value: object) -> float | None:
         seconds = float(value)
         if math.isnan(seconds):
             raise DurationError("invalid keep_alive: NaN is not a duration")
-    return math.inf if seconds < 0 else seconds
+    # Past Go's longest duration (about 292 years) is forever too.
+    return math.inf if seconds < 0 or seconds > MAX_DURATION_SECONDS else seconds
 
 
 def _json_type_name(value: object) -> str:

@@ -7,6 +7,7 @@ submit to the model's batch queue, then check, cut and normalise the vectors.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from backends.base import FloatMatrix, LoadedModel, LoadOptions, TokenOutOfRange
+from models.bundled import bundled_for, install_bundled
+from models.errors import ModelNotFound
 from models.store import ModelRecord, ModelStores
 from server.errors import BadRequest, InternalError
 from server.options import ServerDefaults, load_overrides, resolve_load_options
@@ -113,17 +116,34 @@ class Engine:
         self.stores = stores
         self.runtime = runtime
         self.defaults = defaults
+        self._installing = asyncio.Lock()
 
-    def find(self, name: str) -> ModelRecord:
-        """The model a name means, from the stores."""
+    async def find(self, name: str) -> ModelRecord:
+        """The model a name means, from the stores.
+
+        A bundled model (all-minilm) that no store has yet is imported from
+        its package on first use, once, however many requests ask at once.
+        """
         if not name:
             raise BadRequest("model is required")
-        return self.stores.resolve(name)
+        try:
+            return self.stores.resolve(name)
+        except ModelNotFound as missing:
+            bundled = bundled_for(name)
+            if bundled is None:
+                raise
+            not_found = missing
+        async with self._installing:
+            with contextlib.suppress(ModelNotFound):
+                return self.stores.resolve(name)  # installed while this request waited
+            if await asyncio.to_thread(install_bundled, bundled, self.stores) is None:
+                raise not_found
+            return self.stores.resolve(name)
 
     async def embed(self, job: EmbedJob) -> EmbedResult:
         """Embed `job`'s inputs; no inputs just loads the model (keep_alive applied)."""
         started = time.perf_counter()
-        record = self.find(job.model)
+        record = await self.find(job.model)
         info = record.info()  # validates the GGUF before llama.cpp sees it; cached
         options = resolve_load_options(
             self.defaults, record.params, load_overrides(job.options), info.context_length

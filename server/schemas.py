@@ -6,7 +6,6 @@ Each model documents its fields as the Ollama and OpenAI APIs define them.
 
 from __future__ import annotations
 
-import math
 from typing import Any, TypeVar
 
 import orjson
@@ -16,19 +15,6 @@ from server.durations import parse_keep_alive
 from server.errors import BadRequest
 
 Body = TypeVar("Body", bound=BaseModel)
-
-# Go's time.Duration tops out near 292 years; a keep_alive longer than that is
-# forever (and an expiry that far out would not fit a datetime).
-_MAX_KEEP_ALIVE_S = (2**63 - 1) / 1e9
-
-
-def keep_alive_seconds(value: object) -> float | None:
-    """A request's keep_alive in seconds (inf = forever), None when absent."""
-    seconds = parse_keep_alive(value)
-    if seconds is not None and seconds > _MAX_KEEP_ALIVE_S:
-        return math.inf
-    return seconds
-
 
 class _Request(BaseModel):
     # strict: "true" is not a bool and "5" is not an int, as in Go's decoder.
@@ -58,7 +44,7 @@ class EmbedRequest(_Request):
 
     def keep_alive_seconds(self) -> float | None:
         """keep_alive in seconds (inf = forever), None when absent."""
-        return keep_alive_seconds(self.keep_alive)
+        return parse_keep_alive(self.keep_alive)
 
 
 class LegacyEmbeddingRequest(_Request):
@@ -71,7 +57,7 @@ class LegacyEmbeddingRequest(_Request):
 
     def keep_alive_seconds(self) -> float | None:
         """keep_alive in seconds (inf = forever), None when absent."""
-        return keep_alive_seconds(self.keep_alive)
+        return parse_keep_alive(self.keep_alive)
 
 
 class ShowRequest(_Request):

@@ -22,13 +22,14 @@ from server.errors import ErrorInfo, render
 log = logging.getLogger("emberd.security")
 
 # Origins every Ollama server allows (browser extensions, desktop shells, local pages).
-BUILTIN_ORIGINS: tuple[str, ...] = tuple(
+_LOCAL_ORIGINS = tuple(
     f"{scheme}://{host}{port}"
     for host in ("localhost", "127.0.0.1", "0.0.0.0")
     for scheme in ("http", "https")
     for port in ("", ":*")
-) + (
-    "app://*", "file://*", "tauri://*", "vscode-webview://*", "vscode-file://*",
+)
+BUILTIN_ORIGINS: tuple[str, ...] = (
+    *_LOCAL_ORIGINS, "app://*", "file://*", "tauri://*", "vscode-webview://*", "vscode-file://*",
 )
 
 _LOCAL_SUFFIXES = (".localhost", ".local", ".internal")

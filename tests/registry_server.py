@@ -25,7 +25,6 @@ from starlette.applications import Starlette
 
 from server.app import create_app
 from server.config import Settings
-from server.routes import manage
 
 MANIFEST_MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"
@@ -221,11 +220,8 @@ class RegistryServer:
 
 
 def manage_app(settings: Settings) -> Starlette:
-    """`create_app(settings)`, with the model management routes added if it lacks them."""
-    app = create_app(settings)
-    if not any(getattr(route, "path", None) == "/api/pull" for route in app.routes):
-        app.router.routes.extend(manage.routes)
-    return app
+    """The server's app for `settings` (it carries the pull and delete routes)."""
+    return create_app(settings)
 
 
 @contextmanager

@@ -69,7 +69,7 @@ def client(tmp_path: Path, store: Store) -> Iterator[TestClient]:
         "EMBERD_MODELS": str(store.root),
         "OLLAMA_MODELS": str(store.ollama),
     }
-    with TestClient(manage_app(Settings.from_env(env))) as test_client:
+    with TestClient(manage_app(Settings.from_env(env)), base_url="http://127.0.0.1") as test_client:
         yield test_client
 
 

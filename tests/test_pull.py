@@ -365,7 +365,7 @@ def client(tmp_path: Path, registry: RegistryServer) -> Iterator[TestClient]:
         "OLLAMA_MODELS": str(tmp_path / "ollama"),
         "EMBERD_REGISTRY": registry.url,
     }
-    with TestClient(manage_app(Settings.from_env(env))) as test_client:
+    with TestClient(manage_app(Settings.from_env(env)), base_url="http://127.0.0.1") as test_client:
         yield test_client
 
 

@@ -92,14 +92,17 @@ async def embeddings(request: Request) -> Response:
 
 
 def _details(record: ModelRecord) -> dict[str, Any]:
+    """Ollama's `details`: the manifest's config blob where it says, else the GGUF."""
     info = record.info()
+    config = record.config
+    family = (config and config.family) or info.architecture
     return {
         "parent_model": "",
-        "format": "gguf",
-        "family": info.architecture,
-        "families": [info.architecture],
-        "parameter_size": info.parameter_size,
-        "quantization_level": info.file_type,
+        "format": (config and config.model_format) or "gguf",
+        "family": family,
+        "families": list((config and config.families) or [family]),
+        "parameter_size": (config and config.parameter_size) or info.parameter_size,
+        "quantization_level": (config and config.quantization_level) or info.file_type,
     }
 
 
@@ -150,7 +153,7 @@ async def show(request: Request) -> Response:
     body = parse_body(ShowRequest, read_json(await request.body()))
     if not body.target():
         raise BadRequest("model is required")
-    record = _engine(request).find(body.target())
+    record = await _engine(request).find(body.target())
     info = record.info()
     return json_response(
         {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Sequence
 from typing import Any
@@ -12,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from backends.base import FloatMatrix
+from models.store import ModelRecord
 from server.engine import EmbedJob, Engine
 from server.errors import BadRequest
 from server.render import json_response
@@ -91,4 +93,31 @@ async def embeddings(request: Request) -> Response:
     return await embeddings_response(request, read_json(await request.body()))
 
 
-routes = [Route("/v1/embeddings", embeddings, methods=["POST"])]
+def _model_object(record: ModelRecord) -> dict[str, Any]:
+    return {
+        "id": record.name.display,
+        "object": "model",
+        "created": int(record.modified_at.timestamp()),
+        "owned_by": record.name.namespace,
+    }
+
+
+async def list_models(request: Request) -> Response:
+    """GET /v1/models: the same models as /api/tags, in OpenAI's list shape."""
+    engine: Engine = request.app.state.engine
+    records = await asyncio.to_thread(engine.stores.list)
+    return json_response({"object": "list", "data": [_model_object(r) for r in records]})
+
+
+async def get_model(request: Request) -> Response:
+    """GET /v1/models/{model}."""
+    request.state.dialect = "openai"
+    engine: Engine = request.app.state.engine
+    return json_response(_model_object(await engine.find(request.path_params["model"])))
+
+
+routes = [
+    Route("/v1/embeddings", embeddings, methods=["POST"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/models/{model:path}", get_model, methods=["GET"]),
+]
