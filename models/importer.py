@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
-import os
 import struct
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -52,7 +50,7 @@ from models.bert_gguf import (
 from models.errors import ModelError
 from models.gguf_meta import read_gguf_info
 from models.names import ModelName
-from models.ollama_layout import CONFIG_MEDIA_TYPE, MODEL_MEDIA_TYPE, Layer
+from models.ollama_layout import CONFIG_MEDIA_TYPE, MODEL_MEDIA_TYPE, Layer, file_digest
 from models.store import ModelRecord, ModelStores
 
 Progress = Callable[[int, int], None]
@@ -526,22 +524,10 @@ def _safetensors_header(path: Path) -> tuple[int, dict[str, Any]]:
 
 
 def _adopt_blob(stores: ModelStores, path: Path) -> Layer:
-    """Move the finished GGUF at `path` into the blobs by a rename; a copy across filesystems."""
-    hasher = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(4 << 20):
-            hasher.update(chunk)
-    digest = f"sha256:{hasher.hexdigest()}"
+    """Move the finished GGUF at `path` into the blobs as the model layer."""
+    digest = file_digest(path)
     size = path.stat().st_size
-    target = stores.blob_path(digest)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, 0o644)
-    try:
-        os.replace(path, target)
-    except OSError:
-        digest = stores.write_blob_from_file(path)
-    else:
-        _fsync_dir(target.parent)
+    stores.adopt_blob(path, digest)
     return Layer(MODEL_MEDIA_TYPE, digest, size)
 
 
@@ -565,18 +551,6 @@ def _remove_if_unused(stores: ModelStores, blob: Path) -> None:
     if any(record.path == blob for record in stores.list()):
         return
     blob.unlink(missing_ok=True)
-
-
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-# -- small helpers
 
 
 def _read_json(path: Path, *, required: bool = False, kind: type = dict) -> Any:

@@ -241,16 +241,33 @@ class ManifestStore:
                 raise InvalidModelFile(f"blob digest mismatch: expected {expected}, got {digest}")
             os.chmod(tmp, 0o644)
             os.replace(tmp, self.blob_path(digest))
-            _fsync_dir(self.blobs_dir)
+            fsync_dir(self.blobs_dir)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         return digest
 
-    def write_blob_from_file(self, src: Path) -> str:
+    def adopt_blob(self, path: Path, digest: str) -> None:
+        """Move the finished file `path`, whose sha256 is `digest`, into the blobs.
+
+        A rename on the same filesystem (no copy of a large GGUF); the caller
+        has verified `digest`.
+        """
+        target = self.blob_path(digest)
+        self.blobs_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, 0o644)
+        try:
+            os.replace(path, target)
+        except OSError:  # another filesystem: copy
+            self.write_blob_from_file(path, digest)
+            path.unlink(missing_ok=True)
+            return
+        fsync_dir(self.blobs_dir)
+
+    def write_blob_from_file(self, src: Path, expected_digest: str | None = None) -> str:
         """Copy the file `src` into the blobs; return its "sha256:<hex>" digest."""
         with open(src, "rb") as f:
-            return self.write_blob(iter(lambda: f.read(_COPY_CHUNK), b""))
+            return self.write_blob(iter(lambda: f.read(_COPY_CHUNK), b""), expected_digest)
 
     def write_manifest(self, name: ModelName, layers: list[Layer], config: Layer) -> None:
         """Write the manifest of `name`, replacing any; every blob must already exist."""
@@ -397,10 +414,19 @@ def _atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
-def _fsync_dir(directory: Path) -> None:
+def file_digest(path: Path) -> str:
+    """The "sha256:<hex>" digest of a file's bytes."""
+    hasher = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_COPY_CHUNK):
+            hasher.update(chunk)
+    return f"sha256:{hasher.hexdigest()}"
+
+
+def fsync_dir(directory: Path) -> None:
     """Make a rename in `directory` durable where the platform allows it."""
     try:
         fd = os.open(directory, os.O_RDONLY)

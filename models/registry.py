@@ -291,8 +291,7 @@ class _Puller:
                 return
             self._retrying(lambda: self._download(layer, fh, report))
             _verify(layer, fh, partial)
-            os.replace(partial, final)
-            _fsync_dir(final.parent)
+            self.stores.adopt_blob(partial, layer.digest)
 
     def _download(self, layer: Layer, fh: BinaryIO, report: Callable[[int], None]) -> None:
         """Bring the partial file `fh` up to the layer's size, resuming what it holds."""
@@ -452,20 +451,6 @@ def _same_file(fh: BinaryIO, path: Path) -> bool:
         return os.path.samestat(os.fstat(fh.fileno()), os.stat(path))
     except OSError:
         return False
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename in `directory` durable where the platform allows it."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _reason(exc: BaseException) -> str:

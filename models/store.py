@@ -119,6 +119,10 @@ class ModelStores:
         """Copy `src` into the blobs atomically; return its "sha256:<hex>" digest."""
         return self._emberd.write_blob_from_file(src)
 
+    def adopt_blob(self, path: Path, digest: str) -> None:
+        """Move the verified file `path` into the blobs by a rename (see ManifestStore)."""
+        self._emberd.adopt_blob(path, digest)
+
     def write_manifest(self, name: ModelName, layers: builtins.list[Layer], config: Layer) -> None:
         """Write (or replace) the manifest of `name` in the emberd store."""
         self._emberd.write_manifest(name, layers, config)

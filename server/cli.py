@@ -157,6 +157,8 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=numeric, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    # The GGUF writer narrates every file it writes at info level.
+    logging.getLogger("gguf").setLevel(max(numeric, logging.WARNING))
 
 
 def run_server(settings: Settings) -> int:
