@@ -11,6 +11,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from backends.base import Backend
+from models.errors import ModelError
 from models.store import ModelStores
 from server import openapi
 from server.config import Settings
@@ -31,8 +32,14 @@ def create_app(
     *,
     backend: Backend | None = None,
     stores: ModelStores | None = None,
+    prepare_default_model: bool = False,
 ) -> Starlette:
-    """The whole HTTP application for `settings`; `backend`/`stores` may be swapped in tests."""
+    """The whole HTTP application for `settings`; `backend`/`stores` may be swapped in tests.
+
+    With `prepare_default_model`, start-up makes sure the default model is in
+    a store (importing the bundled all-minilm if needed), so the first
+    request does not pay for it.
+    """
     if backend is None:
         from backends.llama_cpp import LlamaCppBackend, gpu_offload_supported
 
@@ -63,6 +70,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if prepare_default_model:
+            await _prepare(engine, settings.default_model)
         yield
         await runtime.close()
 
@@ -78,6 +87,15 @@ def create_app(
     app.state.engine = engine
     app.state.metrics = metrics
     return app
+
+
+async def _prepare(engine: Engine, name: str) -> None:
+    try:
+        record = await engine.find(name)
+    except ModelError as exc:
+        log.warning("default model %s is not available: %s", name, exc)
+        return
+    log.info("default model %s: %s", record.name.display, record.path)
 
 
 def _middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:

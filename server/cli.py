@@ -177,7 +177,7 @@ def run_server(settings: Settings) -> int:
         format_duration(settings.keep_alive),
     )
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, prepare_default_model=True),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -90,9 +90,13 @@ def http_suite(
         )
         out.append(Measurement(name, BATCH_LONG, rate, best))
     if CONC in metrics:
-        batch = texts.short_texts(sizes.conc_requests, seed + 1000)
-        rate = workloads.concurrent_rate(factory, batch, sizes.conc_clients)
-        out.append(Measurement(name, CONC, rate, note))
+        rate = workloads.concurrent_rate(
+            factory,
+            lambda s: texts.short_texts(sizes.conc_requests, seed + 1000 + s),
+            sizes.conc_clients,
+            sizes.repeats,
+        )
+        out.append(Measurement(name, CONC, rate, best))
     if LATENCY_P50 in metrics:
         batch = texts.short_texts(sizes.latency_requests + sizes.latency_warmup, seed + 2000)
         lat = workloads.latency(factory, batch, sizes.latency_warmup)

@@ -121,7 +121,10 @@ def run(job: Job) -> list[results.Measurement]:
         factory, lambda s: texts.long_texts(sizes.long_batch, seed + s), sizes.repeats
     )
     conc = workloads.concurrent_rate(
-        factory, texts.short_texts(sizes.conc_requests, seed + 1000), sizes.conc_clients
+        factory,
+        lambda s: texts.short_texts(sizes.conc_requests, seed + 1000 + s),
+        sizes.conc_clients,
+        sizes.repeats,
     )
     lat = workloads.latency(
         factory,
@@ -132,7 +135,7 @@ def run(job: Job) -> list[results.Measurement]:
     return [
         results.Measurement(name, results.BATCH_SHORT, short, best),
         results.Measurement(name, results.BATCH_LONG, long_, best),
-        results.Measurement(name, results.CONC, conc, "calls serialised by a lock"),
+        results.Measurement(name, results.CONC, conc, f"{best}; calls serialised by a lock"),
         results.Measurement(name, results.LATENCY_P50, lat.p50_ms),
         results.Measurement(name, results.LATENCY_P99, lat.p99_ms),
         results.Measurement(

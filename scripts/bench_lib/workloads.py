@@ -116,14 +116,19 @@ def batch_rate(factory: EmbedderFactory, make: Callable[[int], list[str]], repea
         client.close()
 
 
-def concurrent_rate(factory: EmbedderFactory, batch: Sequence[str], clients: int) -> float:
-    """Texts per second with `clients` threads each sending one text per request."""
+def concurrent_rate(
+    factory: EmbedderFactory, make: Callable[[int], list[str]], clients: int, repeats: int
+) -> float:
+    """Texts per second with `clients` threads each sending one text of `make(seed)` per
+    request; best of `repeats` (new texts each)."""
     embedders = [factory() for _ in range(clients)]
     try:
         for client in embedders:
-            client.embed(batch[:1])
-        seconds = run_concurrently(embedders, ([t] for t in batch))
-        return len(batch) / seconds
+            client.embed(make(-1)[:1])
+        best = math.inf
+        for seed in range(repeats):
+            best = min(best, run_concurrently(embedders, ([t] for t in make(seed))))
+        return len(make(0)) / best
     finally:
         for client in embedders:
             client.close()
