@@ -99,8 +99,12 @@ async def _prepare(engine: Engine, name: str) -> None:
 
 
 def _middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
-    """Outermost first: errors, metrics, Host check, CORS, then API keys."""
-    stack = [Middleware(ErrorMiddleware), Middleware(RequestMetrics, metrics=metrics)]
+    """Outermost first: metrics, Host check, CORS, errors, then API keys.
+
+    Errors sit inside CORS so that a browser page can read every error,
+    unexpected 500s included; API keys inside CORS so preflights need none.
+    """
+    stack = [Middleware(RequestMetrics, metrics=metrics)]
     if settings.is_loopback():
         stack.append(Middleware(HostCheck))
     stack.append(
@@ -111,6 +115,7 @@ def _middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
             allow_headers=["*"],
         )
     )
+    stack.append(Middleware(ErrorMiddleware))
     if settings.api_keys:
         stack.append(Middleware(ApiKeyAuth, keys=settings.api_keys))
     elif not settings.is_loopback():

@@ -15,7 +15,7 @@ from typing import TypeAlias
 
 from models.errors import ModelError
 from models.importer import import_checkpoint, parse_file_type, text_progress
-from models.registry import pull_cli
+from models.pull import pull_cli
 from models.store import ModelStores
 from server.config import ConfigError, Settings
 

@@ -75,9 +75,9 @@ class Metrics:
 
 
 def route_label(scope: Scope) -> str:
-    """The route template a request matched, so labels stay few."""
+    """The route template a request matched (as OpenAPI writes it), so labels stay few."""
     route = scope.get("route")
-    path = getattr(route, "path", None)
+    path = getattr(route, "path_format", None)
     return path if isinstance(path, str) else "unmatched"
 
 

@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from server import __version__
 from server.render import json_response
+from server.routes.manage import DeleteRequest, PullRequest
 from server.schemas import (
     EmbedRequest,
     LegacyEmbeddingRequest,
@@ -24,24 +25,25 @@ from server.schemas import (
 )
 
 
-class ModelNameBody(BaseModel):
-    """A body naming one model (`model`, or the legacy `name`)."""
-
-    model: str = ""
-    name: str = ""
-
-
-class PullBody(ModelNameBody):
-    """POST /api/pull."""
-
-    insecure: bool = False
-    stream: bool = True
-
-
 class ErrorBody(BaseModel):
     """Ollama-dialect error."""
 
     error: str
+
+
+class OpenAIErrorDetail(BaseModel):
+    """What went wrong, as OpenAI describes it."""
+
+    message: str
+    type: str  # invalid_request_error, authentication_error, not_found_error, api_error, ...
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIErrorBody(BaseModel):
+    """OpenAI-dialect error."""
+
+    error: OpenAIErrorDetail
 
 
 class EmbedResponse(BaseModel):
@@ -90,38 +92,48 @@ class VersionResponse(BaseModel):
     version: str
 
 
+Models = tuple[type[BaseModel], ...]
+
+
 @dataclass(frozen=True)
 class Operation:
-    """One documented route."""
+    """One documented route; several bodies or answers mean any one of them."""
 
     method: str
     path: str
     summary: str
-    body: type[BaseModel] | None = None
-    answer: type[BaseModel] | None = None
-    answer_type: str = "application/json"
+    bodies: Models = ()
+    answers: Models = ()
+    answer_type: str = "application/json"  # "" for an answer without a body
 
+
+_EMBEDDINGS_SUMMARY = "Legacy `prompt` dialect, or the OpenAI dialect when the body has `input`."
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("get", "/", "Health check; answers `Ollama is running`.", answer_type="text/plain"),
-    Operation("get", "/api/version", "Server version.", answer=VersionResponse),
-    Operation("post", "/api/embed", "Embed one or many inputs (normalised).", EmbedRequest,
-              EmbedResponse),
-    Operation("post", "/api/embeddings",
-              "Legacy `prompt` dialect, or the OpenAI dialect when the body has `input`.",
-              LegacyEmbeddingRequest, LegacyEmbeddingResponse),
+    Operation("head", "/", "Health check without a body.", answer_type=""),
+    Operation("get", "/api/version", "Server version.", answers=(VersionResponse,)),
+    Operation("head", "/api/version", "Server version, headers only.", answer_type=""),
+    Operation("post", "/api/embed", "Embed one or many inputs (normalised).", (EmbedRequest,),
+              (EmbedResponse,)),
+    Operation("post", "/api/embeddings", _EMBEDDINGS_SUMMARY,
+              (LegacyEmbeddingRequest, OpenAIEmbeddingRequest),
+              (LegacyEmbeddingResponse, OpenAIEmbeddingResponse)),
     Operation("get", "/api/tags", "Models in the stores, newest first."),
+    Operation("head", "/api/tags", "Models in the stores, headers only.", answer_type=""),
     Operation("post", "/api/show", "Details, GGUF key/values and capabilities of a model.",
-              ShowRequest),
+              (ShowRequest,)),
     Operation("get", "/api/ps", "Loaded models, latest expiry first."),
     Operation("post", "/api/pull", "Pull a model from a registry (streams progress lines).",
-              PullBody, answer_type="application/x-ndjson"),
-    Operation("delete", "/api/delete", "Delete a model from emberd's store.", ModelNameBody),
-    Operation("post", "/v1/embeddings", "OpenAI embeddings.", OpenAIEmbeddingRequest,
-              OpenAIEmbeddingResponse),
+              (PullRequest,), answer_type="application/x-ndjson"),
+    Operation("delete", "/api/delete", "Delete a model from emberd's store.", (DeleteRequest,),
+              answer_type=""),
+    Operation("post", "/v1/embeddings", "OpenAI embeddings.", (OpenAIEmbeddingRequest,),
+              (OpenAIEmbeddingResponse,)),
     Operation("get", "/v1/models", "OpenAI model list."),
     Operation("get", "/v1/models/{model}", "One model, OpenAI shape."),
     Operation("get", "/metrics", "Prometheus metrics.", answer_type="text/plain"),
+    Operation("get", "/openapi.json", "This document."),
 )
 
 
@@ -132,21 +144,28 @@ def _ref(model: type[BaseModel], components: dict[str, Any]) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
+def _schema(models: Models, components: dict[str, Any]) -> dict[str, Any]:
+    refs = [_ref(model, components) for model in models]
+    return refs[0] if len(refs) == 1 else {"oneOf": refs}
+
+
 def _operation(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
     answer: dict[str, Any] = {"description": "OK"}
-    if op.answer is not None:
-        answer["content"] = {op.answer_type: {"schema": _ref(op.answer, components)}}
-    else:
-        answer["content"] = {op.answer_type: {}}
+    if op.answer_type:
+        media = {"schema": _schema(op.answers, components)} if op.answers else {}
+        answer["content"] = {op.answer_type: media}
+    error_model = OpenAIErrorBody if op.path.startswith("/v1/") else ErrorBody
     error = {"description": "Error", "content": {"application/json": {
-        "schema": _ref(ErrorBody, components)}}}
+        "schema": _ref(error_model, components)}}}
     spec: dict[str, Any] = {"summary": op.summary, "responses": {"200": answer, "4XX": error}}
-    if op.body is not None:
+    if op.bodies:
         spec["requestBody"] = {"required": True, "content": {
-            "application/json": {"schema": _ref(op.body, components)}}}
+            "application/json": {"schema": _schema(op.bodies, components)}}}
     if "{model}" in op.path:
         spec["parameters"] = [{"name": "model", "in": "path", "required": True,
                                "schema": {"type": "string"}}]
+    if op.path == "/":
+        spec["security"] = []  # the health check never needs a key
     return spec
 
 
@@ -159,7 +178,8 @@ def build_openapi() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "emberd", "version": __version__,
-                 "description": "Ollama- and OpenAI-compatible embedding server."},
+                 "description": "Ollama- and OpenAI-compatible embedding server. "
+                                "API keys are needed only when the server is given some."},
         "paths": paths,
         "components": {
             "schemas": components,

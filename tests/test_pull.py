@@ -1,4 +1,4 @@
-"""Pulling from an Ollama-style registry: models.registry and POST /api/pull.
+"""Pulling from an Ollama-style registry: models.registry, models.pull and POST /api/pull.
 
 The registry is tests/registry_server.py on loopback; the store a temporary
 directory; the served model the tiny BERT GGUF, so a pulled model really
@@ -21,18 +21,14 @@ from starlette.testclient import TestClient
 
 from models.errors import InvalidModelName, ModelNotFound
 from models.names import ModelName
+from models.pull import DigestMismatch, PullProgress, partial_path, pull_cli, pull_model
 from models.registry import (
-    DigestMismatch,
     ManifestNotFound,
     PullCancelled,
-    PullProgress,
     RegistryError,
     blob_url,
     manifest_url,
     parse_manifest,
-    partial_path,
-    pull_cli,
-    pull_model,
     registry_base_url,
 )
 from models.store import ModelStores

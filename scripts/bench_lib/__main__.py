@@ -26,6 +26,7 @@ from scripts.bench_lib.workloads import Sizes
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK_LEAK_REQUESTS = 2000
+BUSY_LOAD = 1.5  # a 1-minute load average above this means others share the CPU
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,15 +110,29 @@ def run(args: argparse.Namespace) -> int:
     )
     outcome = runner.Outcome()
     version = llama_server.pinned_version()
-    if runner.EMBERD in contenders:
-        runner.run_emberd(opts, outcome, _say)
+    binary = None
     if runner.LLAMA_SERVER in contenders:
         binary = llama_server.ensure_binary(cache, version, os.cpu_count() or 1, _say)
-        runner.run_llama_server(opts, binary, outcome, _say)
-    if runner.LLAMA_CPP in contenders:
-        runner.run_worker(opts, runner.LLAMA_CPP, sys.executable, model.gguf, outcome, _say)
-    if runner.SENTENCE_TRANSFORMERS in contenders:
-        _run_st(args, opts, outcome)
+    loads: dict[str, float] = {}
+    for contender in contenders:
+        loads[contender] = os.getloadavg()[0]
+        if loads[contender] > BUSY_LOAD:
+            _say(
+                f"warning: load average {loads[contender]:.2f} before {contender}: "
+                "something else is using the CPU, figures will be noisy"
+            )
+        if contender == runner.EMBERD:
+            runner.run_emberd(opts, outcome, _say)
+        elif contender == runner.LLAMA_SERVER and binary is not None:
+            runner.run_llama_server(opts, binary, outcome, _say)
+        elif contender == runner.LLAMA_CPP:
+            runner.run_worker(opts, runner.LLAMA_CPP, sys.executable, model.gguf, outcome, _say)
+        elif contender == runner.SENTENCE_TRANSFORMERS:
+            _run_st(args, opts, outcome)
+    busy = {c: v for c, v in loads.items() if v > BUSY_LOAD}
+    if busy:
+        listed = ", ".join(f"{c} {v:.2f}" for c, v in busy.items())
+        outcome.notes.append(f"load average above {BUSY_LOAD} before: {listed} (noisy figures)")
     targets = report.evaluate(outcome.measurements, model.name)
     print(_summary(opts, outcome, version))
     print(report.table(outcome.measurements, contenders))

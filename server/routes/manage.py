@@ -21,7 +21,8 @@ from starlette.routing import Route
 
 from models.errors import InvalidModelFile, ModelNotFound
 from models.names import ModelName
-from models.registry import ManifestNotFound, PullProgress, RegistryError, pull_model
+from models.pull import PullProgress, pull_model
+from models.registry import ManifestNotFound, RegistryError
 from models.store import ModelStores
 from server.errors import BadRequest, ErrorInfo, NotFound, describe
 from server.render import dumps, json_response
