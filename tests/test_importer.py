@@ -20,6 +20,7 @@ from models.checkpoint import CheckpointError, read_checkpoint
 from models.errors import InvalidModelName
 from models.importer import import_checkpoint, parse_file_type, text_progress
 from models.store import EMBERD, ModelStores
+from tests.bundled_model import minilm_checkpoint
 from tests.hf_checkpoint import (
     CHECKPOINT_TOKENS,
     CheckpointSpec,
@@ -28,7 +29,6 @@ from tests.hf_checkpoint import (
     expected_vocab,
     write_checkpoint,
 )
-from tests.test_fidelity import checkpoint_dir
 
 TEXTS = ["why is the sky blue?", "Hello World, hello world!", "the dog has two cats"]
 SENTENCES = [
@@ -261,7 +261,7 @@ def test_reimport_keeps_a_blob_another_model_uses(tmp_path: Path) -> None:
 
 @pytest.mark.fidelity
 def test_the_real_all_minilm_checkpoint_imports(tmp_path: Path) -> None:
-    result = import_checkpoint(checkpoint_dir(), "all-minilm", _stores(tmp_path))
+    result = import_checkpoint(minilm_checkpoint(), "all-minilm", _stores(tmp_path))
     info = result.record.info()
     assert (info.embedding_length, info.context_length, info.pooling_type) == (384, 512, 1)
     assert result.checkpoint.max_seq_length == 256
