@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
@@ -18,6 +20,8 @@ from server.app import create_app
 from server.config import Settings
 from tests.bundled_model import minilm_checkpoint
 from tests.conftest import running_server
+
+REFERENCE = Path(__file__).parent / "fidelity" / "reference.json"
 
 
 def settings_for(tmp_path: Path) -> Settings:
@@ -37,13 +41,17 @@ def test_first_ask_imports_all_minilm_once(
 ) -> None:
     caplog.set_level(logging.INFO, logger="emberd.models")
     with running_server(settings_for(tmp_path)) as server:
-        body = {"model": "all-minilm", "input": ["Why is the sky blue?", "Why is the grass green?"]}
+        body = {"model": "all-minilm", "input": ["why is the sky blue?", "Why is the grass green?"]}
         first = server.embed(body).json()
         again = server.embed(body).json()
         names = [m["name"] for m in server.client.get("/api/tags").json()["models"]]
     assert len(first["embeddings"]) == 2 and len(first["embeddings"][0]) == 384
     assert first["prompt_eval_count"] == 8 + 8  # [CLS] why is the sky blue ? [SEP], twice
     assert again["embeddings"] == first["embeddings"]
+    # The real model's vector, as sentence-transformers makes it.
+    reference = json.loads(REFERENCE.read_text())
+    expected = next(t["vector"] for t in reference["texts"] if t["text"] == "why is the sky blue?")
+    assert float(np.dot(first["embeddings"][0], expected)) > 0.9999
     assert names == ["all-minilm:latest"]
     imports = [r for r in caplog.records if "importing all-minilm" in r.getMessage()]
     assert len(imports) == 1
