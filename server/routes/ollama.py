@@ -14,6 +14,7 @@ from server import __version__
 from server.engine import EmbedJob, Engine
 from server.errors import BadRequest, go_quote
 from server.render import json_response
+from server.routes.openai import embeddings_response
 from server.runtime import LoadedView
 from server.schemas import (
     EmbedRequest,
@@ -72,8 +73,6 @@ async def embeddings(request: Request) -> Response:
     """POST /api/embeddings: the legacy `prompt` dialect, or OpenAI's when given `input`."""
     data = read_json(await request.body())
     if "input" in data and "prompt" not in data:
-        from server.routes.openai import embeddings_response
-
         request.state.dialect = "openai"
         return await embeddings_response(request, data)
     body = parse_body(LegacyEmbeddingRequest, data)
