@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -37,6 +38,11 @@ OLLAMA = "ollama"
 GGUF_SUFFIX = ".gguf"
 # Top-level directories of the emberd store that are not dropped models.
 _RESERVED_DIRS = frozenset({"manifests", "blobs"})
+# Resolving lists directories (names match case-insensitively), which costs
+# more than the rest of a short request: answers are reused this long.
+# Writes through this object forget them at once; other processes' changes
+# show within this time.
+RESOLVE_CACHE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,15 @@ class ModelRecord:
         return read_gguf_info(self.path)
 
 
+def _version(path: Path) -> tuple[int, int] | None:
+    """Size and modification time of a file, None when it is gone."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 class ModelStores:
     """The stores, in the order they are searched."""
 
@@ -67,6 +82,7 @@ class ModelStores:
         self._ollama = ManifestStore(ollama_dir) if ollama_dir is not None else None
         self._digest_lock = threading.Lock()
         self._file_digests: dict[tuple[str, int, int], str] = {}
+        self._resolved: dict[str, tuple[float, ModelRecord, tuple[int, int] | None]] = {}
 
     @property
     def emberd_dir(self) -> Path:
@@ -83,6 +99,17 @@ class ModelStores:
         InvalidModelFile is raised.
         """
         wanted = ModelName.parse(name)
+        cached = self._resolved.get(wanted.key)
+        if cached is not None:
+            when, record, version = cached
+            # A GGUF removed or rewritten by hand is noticed at once.
+            if time.monotonic() - when < RESOLVE_CACHE_SECONDS and _version(record.path) == version:
+                return record
+        record = self._find(name, wanted)
+        self._resolved[wanted.key] = (time.monotonic(), record, _version(record.path))
+        return record
+
+    def _find(self, name: str, wanted: ModelName) -> ModelRecord:
         problem: InvalidModelFile | None = None
         for finder in self._finders():
             try:
@@ -125,7 +152,10 @@ class ModelStores:
 
     def write_manifest(self, name: ModelName, layers: builtins.list[Layer], config: Layer) -> None:
         """Write (or replace) the manifest of `name` in the emberd store."""
-        self._emberd.write_manifest(name, layers, config)
+        try:
+            self._emberd.write_manifest(name, layers, config)
+        finally:
+            self._resolved.clear()
 
     def delete(self, name: str) -> None:
         """Delete `name` from the emberd store; ModelNotFound(name) if it has none.
@@ -133,7 +163,12 @@ class ModelStores:
         A manifest model loses its manifest and the blobs no other manifest
         uses; a dropped GGUF file is removed.
         """
-        wanted = ModelName.parse(name)
+        try:
+            self._delete(name, ModelName.parse(name))
+        finally:
+            self._resolved.clear()
+
+    def _delete(self, name: str, wanted: ModelName) -> None:
         if self._emberd.delete(wanted):
             return
         path = self._dropped_path(wanted)

@@ -6,12 +6,14 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator, Mapping
 from datetime import timezone
 from pathlib import Path
 
 import pytest
 
+from models import store as store_module
 from models.errors import InvalidModelFile, InvalidModelName, ModelNotFound
 from models.names import ModelName
 from models.ollama_layout import (
@@ -570,3 +572,31 @@ def test_manifest_store_lists_only_valid_names(emberd_dir: Path, tmp_path: Path)
     odd.write_text("{}")
     store = ManifestStore(emberd_dir)
     assert [name.display for name, _ in store.manifests()] == ["ok:latest"]
+
+
+# -- the resolve cache
+
+
+def test_resolve_answers_are_reused_briefly_then_looked_up_again(
+    stores: ModelStores, emberd_dir: Path, ollama_dir: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(store_module, "RESOLVE_CACHE_SECONDS", 0.2)
+    gguf = write_gguf(tmp_path / "src.gguf")
+    ollama_model(ollama_dir, _lib("shared"), gguf)
+    assert stores.resolve("shared").source == OLLAMA
+    # Another process drops a model of the same name into emberd's store.
+    write_gguf(emberd_dir / "shared.gguf")
+    assert stores.resolve("shared").source == OLLAMA  # the cached answer, for now
+    time.sleep(0.25)
+    assert stores.resolve("shared").source == EMBERD
+
+
+def test_a_write_through_the_stores_is_seen_at_once(
+    stores: ModelStores, emberd_dir: Path, tmp_path: Path
+) -> None:
+    write_gguf(emberd_dir / "gone.gguf")
+    assert stores.resolve("gone").source == EMBERD
+    stores.delete("gone")
+    with pytest.raises(ModelNotFound):
+        stores.resolve("gone")
