@@ -58,6 +58,8 @@ async def embed(request: Request) -> Response:
         options=body.options or {},
     )
     result = await _engine(request).embed(job)
+    if not job.texts:  # a load (or unload) only: Ollama answers with no counts
+        return json_response({"model": body.model, "embeddings": []})
     return json_response(
         {
             "model": body.model,
