@@ -71,6 +71,21 @@ def _settle(
         future.set_exception(error)
 
 
+def _settle_all(jobs: list[_Job]) -> None:
+    for job in jobs:
+        _settle(job.future, job.result, None)
+
+
+def _finish_all(jobs: list[_Job]) -> None:
+    """Give each finished job its result, waking each caller's loop once, not once per job."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
+    for job in jobs:
+        by_loop.setdefault(job.loop, []).append(job)
+    for loop, finished in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop has no caller left
+            loop.call_soon_threadsafe(_settle_all, finished)
+
+
 def pack(
     lengths: Sequence[int], token_budget: int, max_tokens: int, max_sequences: int
 ) -> list[list[int]]:
@@ -194,10 +209,12 @@ class BatchQueue:
             ]
             if members:
                 self._decode(members, failed)
+            done = []
             for job, _ in (items[k] for k in group):
                 job.remaining -= 1
                 if job.remaining == 0 and job not in failed:
-                    job.finish()
+                    done.append(job)
+            _finish_all(done)
 
     def _decode(self, members: list[tuple[_Job, int]], failed: set[_Job]) -> None:
         started = time.perf_counter()

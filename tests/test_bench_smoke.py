@@ -8,12 +8,13 @@ from what they measured.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
-from scripts.bench_lib import llama_server, report, runner, texts, workloads
+from scripts.bench_lib import llama_server, procs, report, runner, texts, workloads
 from scripts.bench_lib.model import LINKED_NAME, prepare_model
 from scripts.bench_lib.results import (
     BATCH_LONG,
@@ -60,6 +61,13 @@ def test_texts_are_deterministic_and_sized() -> None:
 def test_percentile_interpolates() -> None:
     assert workloads.percentile([3.0, 1.0, 2.0], 50) == 2.0
     assert workloads.percentile([0.0, 10.0], 99) == pytest.approx(9.9)
+
+
+def test_machine_readings() -> None:
+    watch = procs.CpuWatch.start()
+    sum(range(200_000))  # the bench's own work is not counted
+    assert 0.0 <= watch.others_share() <= 1.0
+    assert procs.rss_bytes(os.getpid()) > 1_000_000
 
 
 def test_sweep_grid_and_server_argv() -> None:
@@ -124,14 +132,7 @@ def test_emberd_and_llama_embed_on_tiny_model(tmp_path: Path, model_files: Model
     model = prepare_model(str(model_files.mean), tmp_path, None, print)
     assert model.name == LINKED_NAME and model.context == 128
     opts = runner.Options(
-        model=model,
-        threads=1,
-        sizes=TINY_SIZES,
-        contenders=runner.CONTENDERS,
-        sweep=False,
-        cache=tmp_path,
-        repo=REPO,
-        st_python=None,
+        model=model, threads=1, sizes=TINY_SIZES, sweep=False, cache=tmp_path, repo=REPO
     )
     outcome = runner.Outcome()
     runner.run_emberd(opts, outcome, print)

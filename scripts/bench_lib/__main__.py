@@ -19,14 +19,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from scripts.bench_lib import llama_server, report, runner
+from scripts.bench_lib import llama_server, procs, report, runner
 from scripts.bench_lib.model import DEFAULT_MODEL, prepare_model
 from scripts.bench_lib.procs import BenchError
 from scripts.bench_lib.workloads import Sizes
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK_LEAK_REQUESTS = 2000
-BUSY_LOAD = 1.5  # a 1-minute load average above this means others share the CPU
+BUSY_SHARE = 0.05  # other work using more of the CPU than this makes the figures noisy
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,37 +102,13 @@ def run(args: argparse.Namespace) -> int:
         model=model,
         threads=args.threads,
         sizes=sizes,
-        contenders=contenders,
         sweep=not args.skip_sweep,
         cache=cache,
         repo=REPO,
-        st_python=None,
     )
     outcome = runner.Outcome()
     version = llama_server.pinned_version()
-    binary = None
-    if runner.LLAMA_SERVER in contenders:
-        binary = llama_server.ensure_binary(cache, version, os.cpu_count() or 1, _say)
-    loads: dict[str, float] = {}
-    for contender in contenders:
-        loads[contender] = os.getloadavg()[0]
-        if loads[contender] > BUSY_LOAD:
-            _say(
-                f"warning: load average {loads[contender]:.2f} before {contender}: "
-                "something else is using the CPU, figures will be noisy"
-            )
-        if contender == runner.EMBERD:
-            runner.run_emberd(opts, outcome, _say)
-        elif contender == runner.LLAMA_SERVER and binary is not None:
-            runner.run_llama_server(opts, binary, outcome, _say)
-        elif contender == runner.LLAMA_CPP:
-            runner.run_worker(opts, runner.LLAMA_CPP, sys.executable, model.gguf, outcome, _say)
-        elif contender == runner.SENTENCE_TRANSFORMERS:
-            _run_st(args, opts, outcome)
-    busy = {c: v for c, v in loads.items() if v > BUSY_LOAD}
-    if busy:
-        listed = ", ".join(f"{c} {v:.2f}" for c, v in busy.items())
-        outcome.notes.append(f"load average above {BUSY_LOAD} before: {listed} (noisy figures)")
+    busy = _run_contenders(args, opts, contenders, version, outcome)
     targets = report.evaluate(outcome.measurements, model.name)
     print(_summary(opts, outcome, version))
     print(report.table(outcome.measurements, contenders))
@@ -153,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         llama_cpp_python=version,
         llama_server_sweep=[_sweep_json(p) for p in outcome.sweep],
         notes=outcome.notes,
+        cpu_used_by_others=busy,
     )
     text = json.dumps(doc, indent=2)
     paths = [cache / f"results-{time.strftime('%Y%m%d-%H%M%S')}.json"]
@@ -162,6 +139,40 @@ def run(args: argparse.Namespace) -> int:
         path.write_text(text + "\n")
     _say(f"JSON written to {', '.join(str(p) for p in paths)}")
     return 0
+
+
+def _run_contenders(
+    args: argparse.Namespace,
+    opts: runner.Options,
+    contenders: Sequence[str],
+    version: str,
+    outcome: runner.Outcome,
+) -> dict[str, float]:
+    """Each contender in turn; the share of the CPU other work used during each."""
+    binary = None
+    if runner.LLAMA_SERVER in contenders:
+        binary = llama_server.ensure_binary(opts.cache, version, os.cpu_count() or 1, _say)
+    busy: dict[str, float] = {}
+    for contender in contenders:
+        watch = procs.CpuWatch.start()
+        if contender == runner.EMBERD:
+            runner.run_emberd(opts, outcome, _say)
+        elif contender == runner.LLAMA_SERVER and binary is not None:
+            runner.run_llama_server(opts, binary, outcome, _say)
+        elif contender == runner.LLAMA_CPP:
+            gguf = opts.model.gguf
+            runner.run_worker(opts, runner.LLAMA_CPP, sys.executable, gguf, outcome, _say)
+        elif contender == runner.SENTENCE_TRANSFORMERS:
+            _run_st(args, opts, outcome)
+        busy[contender] = watch.others_share()
+        if busy[contender] > BUSY_SHARE:
+            _say(
+                f"warning: other work kept {busy[contender]:.0%} of the CPU busy during {contender}"
+            )
+    noisy = ", ".join(f"{c} {v:.0%}" for c, v in busy.items() if v > BUSY_SHARE)
+    if noisy:
+        outcome.notes.append(f"CPU used by other work during: {noisy} (noisy figures)")
+    return busy
 
 
 def _run_st(args: argparse.Namespace, opts: runner.Options, outcome: runner.Outcome) -> None:

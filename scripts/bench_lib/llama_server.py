@@ -128,35 +128,31 @@ def server_argv(
     pooling: int | None,
     config: ServerConfig,
     port: int,
+    clients: int = 32,
 ) -> list[str]:
     """The command line of llama-server serving `model` for embeddings.
 
     Each slot gets the model's whole context (`-c` is shared among slots), so
-    `-c` is the model's context times the slot count.
+    `-c` is the model's context times the slot count. A keep-alive connection
+    holds one HTTP thread (default `-np` + 4 of them), and connections beyond
+    that wait until one is idle for 5 s: `--threads-http` is sized for the
+    bench's `clients`.
     """
-    argv = [
-        str(binary),
-        "--model",
-        str(model),
-        "--embeddings",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "-c",
-        str(context * config.parallel),
-        "-np",
-        str(config.parallel),
-        "-b",
-        str(config.ubatch),
-        "-ub",
-        str(config.ubatch),
-        "-t",
-        str(threads),
-        "-tb",
-        str(threads),
-        "--no-webui",
-    ]
+    options = {
+        "--model": str(model),
+        "--host": "127.0.0.1",
+        "--port": str(port),
+        "-c": str(context * config.parallel),
+        "-np": str(config.parallel),
+        "-b": str(config.ubatch),
+        "-ub": str(config.ubatch),
+        "-t": str(threads),
+        "-tb": str(threads),
+        "--threads-http": str(max(clients, config.parallel) + 4),
+    }
+    argv = [str(binary), "--embeddings", "--no-webui"]
+    for flag, value in options.items():
+        argv += [flag, value]
     if pooling is not None and pooling in POOLING_NAMES:
         argv += ["--pooling", POOLING_NAMES[pooling]]
     return argv

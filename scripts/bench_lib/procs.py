@@ -110,3 +110,44 @@ def base_env() -> dict[str, str]:
         if key.startswith(("EMBERD_", "OLLAMA_", "LLAMA_ARG_")):
             del env[key]
     return env
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine since boot."""
+    with open("/proc/stat", encoding="ascii") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
+def _own_cpu_seconds() -> float:
+    """CPU seconds of this process and of the children it has waited for."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+@dataclass(frozen=True)
+class CpuWatch:
+    """Measures how much of the machine's CPU others used while the bench ran.
+
+    Start it, run a contender (its processes are this one's children and
+    must have been waited for), then ask `others_share`.
+    """
+
+    busy: int
+    total: int
+    own: float
+
+    @classmethod
+    def start(cls) -> CpuWatch:
+        """Begin watching now."""
+        busy, total = _cpu_times()
+        return cls(busy, total, _own_cpu_seconds())
+
+    def others_share(self) -> float:
+        """The share (0..1) of all cores busy with other work since `start`."""
+        busy, total = _cpu_times()
+        tick = os.sysconf("SC_CLK_TCK")
+        others = (busy - self.busy) / tick - (_own_cpu_seconds() - self.own)
+        return max(0.0, others / max(1e-9, (total - self.total) / tick))

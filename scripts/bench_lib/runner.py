@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from scripts.bench_lib.results import (
     LEAK,
     RSS,
     Measurement,
+    from_json,
 )
 from scripts.bench_lib.worker import LLAMA_CPP, SENTENCE_TRANSFORMERS, Job
 
@@ -40,11 +42,9 @@ class Options:
     model: BenchModel
     threads: int
     sizes: workloads.Sizes
-    contenders: tuple[str, ...]
-    sweep: bool
-    cache: Path
-    repo: Path
-    st_python: str | None  # an interpreter with sentence-transformers, if any
+    sweep: bool  # sweep llama-server's settings (else one default setting)
+    cache: Path  # builds, stores, logs and results
+    repo: Path  # the checkout, where child processes run
     seed: int = 0
 
 
@@ -186,6 +186,7 @@ def start_llama_server(opts: Options, binary: Path, config: ServerConfig) -> pro
         pooling=opts.model.pooling,
         config=config,
         port=port,
+        clients=opts.sizes.conc_clients,
     )
     log = opts.cache / "logs" / f"llama-server-{port}.log"
     server = procs.spawn(LLAMA_SERVER, argv, port, log, procs.base_env(), opts.repo)
@@ -299,9 +300,5 @@ def run_worker(
         tail = log.read_text(errors="replace").splitlines()[-5:]
         outcome.notes.append(f"{engine}: failed ({done.returncode}): " + " | ".join(tail))
         return
-    import json
-
-    from scripts.bench_lib.results import from_json
-
     lines = done.stdout.decode().strip().splitlines()
     outcome.measurements += from_json(json.loads(lines[-1])["measurements"])
