@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import random
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -17,23 +15,13 @@ import pytest
 from backends.base import BackendError, LoadOptions
 from backends.llama_cpp import LlamaCppBackend, LlamaCppModel
 from server.batching import BatchQueue, BatchRecord, pack
+from tests.bounded import bounded
 from tests.standin_backend import N_EMBD, POISON, StandInModel, vector_of
 from tests.tiny_model import write_tiny_bert
 
 OPTIONS = LoadOptions(
     num_ctx=128, num_batch=128, num_gpu=0, main_gpu=0, use_mmap=True, use_mlock=False, num_thread=1
 )
-TEST_DEADLINE_S = 5.0
-
-
-def bounded(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """Run an async test on a fresh event loop, failing it after TEST_DEADLINE_S."""
-
-    @functools.wraps(test)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(asyncio.wait_for(test(*args, **kwargs), TEST_DEADLINE_S))
-
-    return wrapper
 
 
 async def until(check: Callable[[], bool], timeout: float = 2.0) -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import math
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from models.names import ModelName
 from models.store import EMBERD, ModelRecord
 from server.errors import ServerBusy
 from server.runtime import Runtime, RuntimeLimits
+from tests.bounded import bounded
 from tests.standin_backend import StandInBackend, StandInModel, vector_of
 
 OPTIONS = LoadOptions(
@@ -28,17 +28,6 @@ OPTIONS = LoadOptions(
 OTHER_OPTIONS = dataclasses.replace(OPTIONS, num_ctx=32)
 # Timers may fire this early by the event loop's clock resolution.
 EPSILON_S = 0.005
-TEST_DEADLINE_S = 5.0
-
-
-def bounded(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """Run an async test on a fresh event loop, failing it after TEST_DEADLINE_S."""
-
-    @functools.wraps(test)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(asyncio.wait_for(test(*args, **kwargs), TEST_DEADLINE_S))
-
-    return wrapper
 
 
 def record(name: str, size: int = 1000) -> ModelRecord:
