@@ -225,6 +225,13 @@ class LiveServer:
         """POST /api/embed."""
         return self.client.post("/api/embed", json=body)
 
+    def post_ok(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST `body` to `path`, assert a 200, and return the JSON answer."""
+        response = self.client.post(path, json=body)
+        assert response.status_code == 200, response.text
+        data: dict[str, Any] = response.json()
+        return data
+
     def vectors(self, model: str, texts: str | list[str], **extra: Any) -> np.ndarray:
         """The /api/embed vectors of `texts`, asserting success."""
         response = self.embed({"model": model, "input": texts, **extra})

@@ -23,6 +23,8 @@ from models.bert_gguf import (
 from tests.tiny_model import (
     TINY_TOKENS,
     TINY_VOCAB,
+    embed_with_llama,
+    load_with_llama,
     tiny_hparams,
     tiny_tensors,
     tiny_token_id,
@@ -35,19 +37,6 @@ TEXTS = [SKY, "why is the grass green", "hello world"]
 GGML = gguf.GGMLQuantizationType
 
 
-def _load(path: Path) -> llama_cpp.Llama:
-    return llama_cpp.Llama(
-        str(path), embedding=True, verbose=False, n_ctx=128, n_batch=128, n_ubatch=128
-    )
-
-
-def _embed(path: Path, texts: list[str]) -> np.ndarray:
-    model = _load(path)
-    try:
-        vectors = np.asarray(model.embed(texts), dtype=np.float64)
-    finally:
-        model.close()
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 def _tensors_kw() -> dict[str, int]:
@@ -66,12 +55,12 @@ def f32_path(tiny_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def f32_vectors(f32_path: Path) -> np.ndarray:
-    return _embed(f32_path, TEXTS)
+    return embed_with_llama(f32_path, TEXTS)
 
 
 @pytest.fixture
 def model(f32_path: Path) -> Iterator[llama_cpp.Llama]:
-    loaded = _load(f32_path)
+    loaded = load_with_llama(f32_path)
     yield loaded
     loaded.close()
 
@@ -111,7 +100,7 @@ def test_cased_vocab_keeps_case(tmp_path: Path) -> None:
     cased = dataclasses.replace(TINY_VOCAB, lowercase=False)
     path = tmp_path / "cased.gguf"
     write_bert_gguf(path, "cased", tiny_hparams(), cased, tiny_tensors(**_tensors_kw()))
-    loaded = _load(path)
+    loaded = load_with_llama(path)
     try:
         ids = loaded.tokenize(b"WHY why")
     finally:
@@ -128,7 +117,7 @@ def test_embeddings_have_width_are_finite_and_differ(f32_vectors: np.ndarray) ->
 
 
 def test_cls_pooling_differs_from_mean(tiny_dir: Path, f32_vectors: np.ndarray) -> None:
-    cls_vectors = _embed(write_tiny_bert(tiny_dir / "tiny-cls.gguf", pooling=2), TEXTS)
+    cls_vectors = embed_with_llama(write_tiny_bert(tiny_dir / "tiny-cls.gguf", pooling=2), TEXTS)
     cosines = np.sum(cls_vectors * f32_vectors, axis=1)
     assert (cosines < 0.99).all()
 
@@ -151,7 +140,7 @@ def test_smaller_file_types_load_close_to_f32(
     assert types["blk.0.attn_output_norm.weight"] == GGML.F32
     assert types["blk.0.attn_q.bias"] == GGML.F32
     assert types["token_types.weight"] == GGML.F32
-    vectors = _embed(path, TEXTS)
+    vectors = embed_with_llama(path, TEXTS)
     assert (np.sum(vectors * f32_vectors, axis=1) > 0.99).all()
 
 
@@ -163,7 +152,7 @@ def test_q8_0_keeps_rows_it_cannot_block_in_f16(tmp_path: Path) -> None:
     assert types["blk.0.attn_q.weight"] == GGML.F16
     assert types["blk.0.ffn_down.weight"] == GGML.Q8_0
     assert int(reader.fields["general.file_type"].parts[-1][0]) == FileType.Q8_0.value
-    assert _embed(path, [SKY]).shape == (1, 48)
+    assert embed_with_llama(path, [SKY]).shape == (1, 48)
 
 
 def test_prefixed_names_load_and_extras_are_dropped(tmp_path: Path) -> None:
@@ -175,7 +164,7 @@ def test_prefixed_names_load_and_extras_are_dropped(tmp_path: Path) -> None:
     names = {t.name for t in gguf.GGUFReader(path).tensors}
     assert len(names) == 5 + 2 * 16
     assert not any("pool" in n or "position_ids" in n for n in names)
-    assert _embed(path, [SKY]).shape == (1, 32)
+    assert embed_with_llama(path, [SKY]).shape == (1, 32)
 
 
 def test_missing_tensor_is_a_clear_error(tmp_path: Path) -> None:

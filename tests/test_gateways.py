@@ -26,17 +26,11 @@ TEXTS = [SKY, "the grass is green", "hello world"]
 
 
 def gateway(live: LiveServer, body: dict[str, Any]) -> dict[str, Any]:
-    response = live.client.post("/api/embeddings", json=body)
-    assert response.status_code == 200, response.text
-    data: dict[str, Any] = response.json()
-    return data
+    return live.post_ok("/api/embeddings", body)
 
 
 def api_embed(live: LiveServer, texts: list[str], **extra: Any) -> dict[str, Any]:
-    response = live.embed({"model": TINY, "input": texts, **extra})
-    assert response.status_code == 200, response.text
-    data: dict[str, Any] = response.json()
-    return data
+    return live.post_ok("/api/embed", {"model": TINY, "input": texts, **extra})
 
 
 # -- AI gateways on /api/embeddings -------------------------------------------------------

@@ -29,6 +29,7 @@ from tests.hf_checkpoint import (
     expected_vocab,
     write_checkpoint,
 )
+from tests.tiny_model import embed_with_llama, load_with_llama
 
 TEXTS = ["why is the sky blue?", "Hello World, hello world!", "the dog has two cats"]
 SENTENCES = [
@@ -40,32 +41,19 @@ SENTENCES = [
 IDS = {token: i for i, token in enumerate(CHECKPOINT_TOKENS)}
 
 
-def _load(path: Path) -> llama_cpp.Llama:
-    return llama_cpp.Llama(
-        str(path), embedding=True, verbose=False, n_ctx=128, n_batch=128, n_ubatch=128
-    )
-
 
 @pytest.fixture
 def loaded() -> Iterator[Callable[[Path], llama_cpp.Llama]]:
     models: list[llama_cpp.Llama] = []
 
     def load(path: Path) -> llama_cpp.Llama:
-        models.append(_load(path))
+        models.append(load_with_llama(path))
         return models[-1]
 
     yield load
     for model in models:
         model.close()
 
-
-def _embed(path: Path, texts: list[str]) -> np.ndarray:
-    model = _load(path)
-    try:
-        vectors = np.asarray(model.embed(texts), dtype=np.float64)
-    finally:
-        model.close()
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 def _reference_gguf(directory: Path, spec: CheckpointSpec) -> Path:
@@ -177,8 +165,8 @@ def test_import_embeds_as_the_same_weights_written_directly(
     info = record.info()
     assert info.pooling_type == expected_hparams(spec).pooling
     assert _kv(record.path, "tokenizer.ggml.normalizer.lowercase") is spec.lowercase
-    imported = _embed(record.path, TEXTS)
-    reference = _embed(_reference_gguf(tmp_path, spec), TEXTS)
+    imported = embed_with_llama(record.path, TEXTS)
+    reference = embed_with_llama(_reference_gguf(tmp_path, spec), TEXTS)
     assert imported.shape == (len(TEXTS), 32)
     np.testing.assert_array_less(0.9999, np.sum(imported * reference, axis=1))
 
@@ -189,7 +177,7 @@ def test_pooling_comes_from_the_checkpoint(tmp_path: Path) -> None:
     for pooling in ("mean", "cls"):
         source = write_checkpoint(tmp_path / pooling, CheckpointSpec(pooling=pooling))
         record = import_checkpoint(source, pooling, stores, FileType.F32).record
-        vectors[pooling] = _embed(record.path, TEXTS)
+        vectors[pooling] = embed_with_llama(record.path, TEXTS)
     assert np.all(np.sum(vectors["mean"] * vectors["cls"], axis=1) < 0.99)
 
 
@@ -213,8 +201,8 @@ def test_every_file_type_loads_and_embeds_alike(tmp_path: Path, file_type: FileT
     record = import_checkpoint(source, f"t-{file_type.name}", _stores(tmp_path), file_type).record
     assert record.info().file_type == file_type.name
     assert record.config is not None and record.config.quantization_level == file_type.name
-    reference = _embed(_reference_gguf(tmp_path, spec), TEXTS)
-    cosines = np.sum(_embed(record.path, TEXTS) * reference, axis=1)
+    reference = embed_with_llama(_reference_gguf(tmp_path, spec), TEXTS)
+    cosines = np.sum(embed_with_llama(record.path, TEXTS) * reference, axis=1)
     np.testing.assert_array_less(0.999 if file_type is FileType.Q8_0 else 0.9999, cosines)
 
 
@@ -228,7 +216,7 @@ def test_embedding_rows_beyond_the_vocabulary_get_placeholder_tokens(tmp_path: P
         f"[PAD{len(CHECKPOINT_TOKENS) - 2}]",
         f"[PAD{len(CHECKPOINT_TOKENS) - 1}]",
     ]
-    assert _embed(record.path, TEXTS).shape == (len(TEXTS), 32)
+    assert embed_with_llama(record.path, TEXTS).shape == (len(TEXTS), 32)
 
 
 def test_file_type_names() -> None:
@@ -266,7 +254,7 @@ def test_the_real_all_minilm_checkpoint_imports(tmp_path: Path) -> None:
     assert (info.embedding_length, info.context_length, info.pooling_type) == (384, 512, 1)
     assert result.checkpoint.max_seq_length == 256
     assert result.checkpoint.normalize
-    model = _load_real(result.record.path)
+    model = load_with_llama(result.record.path, n_ctx=512)
     try:
         assert model.tokenize(b"Why is the sky blue?", add_bos=True) == [
             101, 2339, 2003, 1996, 3712, 2630, 1029, 102,
@@ -277,11 +265,6 @@ def test_the_real_all_minilm_checkpoint_imports(tmp_path: Path) -> None:
     assert vector.shape == (384,)
     assert np.all(np.isfinite(vector)) and 1 < np.linalg.norm(vector) < 100
 
-
-def _load_real(path: Path) -> llama_cpp.Llama:
-    return llama_cpp.Llama(
-        str(path), embedding=True, verbose=False, n_ctx=512, n_batch=512, n_ubatch=512
-    )
 
 
 # -- imports that fail, leaving the store as it was

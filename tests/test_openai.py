@@ -47,17 +47,11 @@ def post(live: LiveServer, body: dict[str, Any]) -> httpx.Response:
 
 
 def ok(live: LiveServer, body: dict[str, Any]) -> dict[str, Any]:
-    response = post(live, body)
-    assert response.status_code == 200, response.text
-    data: dict[str, Any] = response.json()
-    return data
+    return live.post_ok("/v1/embeddings", body)
 
 
 def embed_raw(live: LiveServer, texts: list[str], **extra: Any) -> dict[str, Any]:
-    response = live.embed({"model": TINY, "input": texts, **extra})
-    assert response.status_code == 200, response.text
-    data: dict[str, Any] = response.json()
-    return data
+    return live.post_ok("/api/embed", {"model": TINY, "input": texts, **extra})
 
 
 def openai_error(response: httpx.Response, status: int, kind: str) -> str:

@@ -16,6 +16,7 @@ import string
 from pathlib import Path
 from typing import Any
 
+import llama_cpp
 import numpy as np
 
 from models.bert_gguf import BertHParams, FileType, WordPieceVocab, write_bert_gguf
@@ -216,3 +217,20 @@ def write_ollama_layout(
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
     manifest_path.write_text(json.dumps(manifest))
     return root
+
+
+def load_with_llama(path: Path, n_ctx: int = 128) -> llama_cpp.Llama:
+    """The GGUF loaded by llama-cpp-python's own `Llama`: a reference that is not emberd's."""
+    return llama_cpp.Llama(
+        str(path), embedding=True, verbose=False, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx
+    )
+
+
+def embed_with_llama(path: Path, texts: list[str], n_ctx: int = 128) -> np.ndarray:
+    """Unit-length vectors of `texts` from `Llama.embed` (the model is freed afterwards)."""
+    model = load_with_llama(path, n_ctx)
+    try:
+        vectors = np.asarray(model.embed(texts), dtype=np.float64)
+    finally:
+        model.close()
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
