@@ -9,7 +9,6 @@ is verified and imported as `all-minilm:latest` in F16, as Ollama ships it.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from models.bert_gguf import FileType
 from models.errors import InvalidModelFile
 from models.importer import import_checkpoint
 from models.names import ModelName
+from models.ollama_layout import file_digest
 from models.store import ModelRecord, ModelStores
 
 log = logging.getLogger("emberd.models")
@@ -58,14 +58,6 @@ ALL_MINILM = BundledModel(
 BUNDLED: tuple[BundledModel, ...] = (ALL_MINILM,)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def bundled_for(name: str) -> BundledModel | None:
     """The bundled model a name asks for, if any."""
     parsed = ModelName.parse(name)
@@ -86,7 +78,7 @@ def install_bundled(model: BundledModel, stores: ModelStores) -> ModelRecord | N
         )
         return None
     weights = source / "model.safetensors"
-    found = _sha256(weights)
+    found = file_digest(weights).removeprefix("sha256:")
     if found != model.sha256:
         raise InvalidModelFile(f"{weights}: sha256 {found}, expected {model.sha256}")
     log.info("importing %s from the %s package (first use)", model.name, model.package)

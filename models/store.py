@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import hashlib
 import logging
 import os
 import threading
@@ -28,6 +27,7 @@ from models.ollama_layout import (
     ConfigDetails,
     Layer,
     ManifestStore,
+    file_digest,
     spelling_on_disk,
 )
 
@@ -295,14 +295,10 @@ class ModelStores:
             cached = self._file_digests.get(key)
         if cached is not None:
             return cached
-        hasher = hashlib.sha256()
         try:
-            with open(path, "rb") as f:
-                while chunk := f.read(4 << 20):
-                    hasher.update(chunk)
+            digest = file_digest(path).removeprefix("sha256:")
         except OSError as exc:
             raise InvalidModelFile(f"{path}: cannot read: {exc.strerror}") from exc
-        digest = hasher.hexdigest()
         with self._digest_lock:
             self._file_digests[key] = digest
         return digest

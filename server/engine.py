@@ -162,11 +162,12 @@ class Engine:
     async def _prepare(
         self, model: LoadedModel, options: LoadOptions, job: EmbedJob
     ) -> list[list[int]]:
-        limit = truncation_limit(model, options)
         if job.token_lists is not None:
-            if job.token_lists:
-                limit += len(model.facts.prefix) + len(model.facts.suffix)
+            # Ids go to the model as given: no special tokens are added, so
+            # none need room.
+            limit = min(options.num_ctx, model.facts.n_ctx_train)
             return prepare_tokens(model, job.token_lists, limit, job.truncate)
+        limit = truncation_limit(model, options)
         if sum(len(t) for t in job.texts) < _INLINE_TOKENIZE_CHARS:
             return prepare_texts(model, job.texts, limit, job.truncate)
         return await asyncio.to_thread(prepare_texts, model, job.texts, limit, job.truncate)

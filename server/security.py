@@ -15,9 +15,10 @@ import socket
 from collections.abc import Iterable
 
 from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server.errors import ErrorInfo, render
+from server.errors import ApiError, Forbidden, Unauthorized, error_response
 
 log = logging.getLogger("emberd.security")
 
@@ -64,8 +65,12 @@ def is_local_host(name: str) -> bool:
     return address.is_loopback or address.is_private or address.is_unspecified
 
 
-def _dialect(path: str) -> str:
-    return "openai" if path.startswith("/v1/") else "ollama"
+async def _refuse(scope: Scope, receive: Receive, send: Send, error: ApiError) -> None:
+    """Answer with `error` through the one error path, in the request's dialect."""
+    response = await error_response(Request(scope), error)
+    if isinstance(error, Unauthorized):
+        response.headers["WWW-Authenticate"] = "Bearer"  # required on a 401 (RFC 9110)
+    await response(scope, receive, send)
 
 
 class HostCheck:
@@ -78,10 +83,7 @@ class HostCheck:
         if scope["type"] == "http":
             host = host_name(Headers(scope=scope).get("host", ""))
             if not is_local_host(host):
-                info = ErrorInfo(403, "forbidden: host not allowed")
-                response = render(info, "openai" if _dialect(scope["path"]) == "openai"
-                                  else "ollama")
-                await response(scope, receive, send)
+                await _refuse(scope, receive, send, Forbidden("forbidden: host not allowed"))
                 return
         await self.app(scope, receive, send)
 
@@ -111,10 +113,7 @@ class ApiKeyAuth:
             return
         header = Headers(scope=scope).get("authorization", "")
         if not self._allowed(header):
-            info = ErrorInfo(401, "unauthorized: a valid API key is required")
-            response = render(info, "openai" if _dialect(scope["path"]) == "openai"
-                              else "ollama")
-            response.headers["WWW-Authenticate"] = "Bearer"  # required on a 401 (RFC 9110)
-            await response(scope, receive, send)
+            error = Unauthorized("unauthorized: a valid API key is required")
+            await _refuse(scope, receive, send, error)
             return
         await self.app(scope, receive, send)
