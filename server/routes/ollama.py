@@ -12,7 +12,7 @@ from starlette.routing import Route
 from models.store import ModelRecord
 from server import __version__
 from server.engine import EmbedJob, Engine
-from server.errors import BadRequest, go_quote
+from server.errors import go_quote
 from server.render import json_response
 from server.routes.openai import embeddings_response
 from server.runtime import LoadedView
@@ -47,8 +47,6 @@ async def version(request: Request) -> Response:
 async def embed(request: Request) -> Response:
     """POST /api/embed: normalised vectors for one or many inputs."""
     body = parse_body(EmbedRequest, read_json(await request.body()))
-    if not body.model:
-        raise BadRequest("model is required")
     job = EmbedJob(
         model=body.model,
         texts=body.texts(),
@@ -78,8 +76,6 @@ async def embeddings(request: Request) -> Response:
         request.state.dialect = "openai"
         return await embeddings_response(request, data)
     body = parse_body(LegacyEmbeddingRequest, data)
-    if not body.model:
-        raise BadRequest("model is required")
     job = EmbedJob(
         model=body.model,
         texts=[body.prompt] if body.prompt else [],
@@ -152,8 +148,6 @@ def _parameters(params: dict[str, Any]) -> str:
 async def show(request: Request) -> Response:
     """POST /api/show: details, GGUF key/values and capabilities of one model."""
     body = parse_body(ShowRequest, read_json(await request.body()))
-    if not body.target():
-        raise BadRequest("model is required")
     record = await _engine(request).find(body.target())
     info = record.info()
     return json_response(

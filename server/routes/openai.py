@@ -69,8 +69,6 @@ def _data(vectors: FloatMatrix, encoding: str) -> Sequence[dict[str, Any]]:
 async def embeddings_response(request: Request, data: dict[str, Any]) -> Response:
     """Answer an OpenAI-shaped embeddings body (from /v1/embeddings or /api/embeddings)."""
     body = parse_body(OpenAIEmbeddingRequest, data)
-    if not body.model:
-        raise BadRequest("model is required")
     if body.input is None:
         raise BadRequest("invalid input")
     encoding = encoding_of(body.encoding_format)
