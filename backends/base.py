@@ -96,6 +96,10 @@ class LoadedModel(Protocol):
         """Most sequences one decode can take."""
         ...
 
+    def parallel_decodes(self) -> int:
+        """How many decodes `embed_parallel` runs side by side (1 or more)."""
+        ...
+
     def embed(self, sequences: Sequence[Sequence[int]]) -> FloatMatrix:
         """Pooled, unnormalised vectors, one row per sequence, in one decode.
 
@@ -104,9 +108,31 @@ class LoadedModel(Protocol):
         """
         ...
 
+    def embed_parallel(
+        self, batches: Sequence[Sequence[Sequence[int]]]
+    ) -> list[FloatMatrix | BackendError]:
+        """One decode per batch (at most `parallel_decodes()` of them), run side by side.
+
+        Each batch gets its vectors, or the BackendError its own decode raised.
+        """
+        ...
+
     def close(self) -> None:
         """Free the model's memory. The object is unusable afterwards."""
         ...
+
+
+def embed_each(
+    model: LoadedModel, batches: Sequence[Sequence[Sequence[int]]]
+) -> list[FloatMatrix | BackendError]:
+    """`embed_parallel` for a model that decodes one batch at a time."""
+    results: list[FloatMatrix | BackendError] = []
+    for batch in batches:
+        try:
+            results.append(model.embed(batch))
+        except BackendError as exc:
+            results.append(exc)
+    return results
 
 
 class Backend(Protocol):

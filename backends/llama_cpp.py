@@ -13,6 +13,7 @@ import functools
 import logging
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import llama_cpp as lc
@@ -35,6 +36,10 @@ log = logging.getLogger("emberd.llama")
 MAX_SEQUENCES = 256
 # Offloading more layers than a model has means "all of them".
 ALL_LAYERS = 999
+# Contexts a CPU model decodes on side by side. Two decodes of one thread each
+# beat one decode of two threads: ggml's threads meet at a barrier after
+# every operation, and the small ones (norms, adds, GELU) barely split.
+CPU_LANES = 2
 
 # ggml numbers its levels 1 debug, 2 info, 3 warn, 4 error, 5 continuation.
 _GGML_LEVELS = {3: logging.WARNING, 4: logging.ERROR}
@@ -113,8 +118,32 @@ class _Batch:
         return total
 
 
+class _Lane:
+    """One llama context with its batch arrays: the unit that runs one decode."""
+
+    def __init__(self, ctx: lc.llama_context_p, capacity: int, threads: int) -> None:
+        self.ctx = ctx
+        self.batch = _Batch(capacity)
+        self.threads = threads
+
+    def use_threads(self, threads: int) -> None:
+        if threads != self.threads:
+            lc.llama_set_n_threads(self.ctx, threads, threads)
+            self.threads = threads
+
+
+def split_threads(threads: int, ways: int) -> list[int]:
+    """`threads` shared out among `ways` decodes as evenly as can be, at least one each."""
+    return [max(1, threads // ways + (1 if i < threads % ways else 0)) for i in range(ways)]
+
+
 class LlamaCppModel:
-    """One GGUF loaded in embedding mode, with its own llama context."""
+    """One GGUF loaded in embedding mode, with its own llama contexts (lanes).
+
+    A model on the CPU gets CPU_LANES contexts over the same weights, so that
+    when there is work for several decodes they run side by side with the
+    threads shared out; a single decode gets every thread.
+    """
 
     def __init__(self, path: Path, options: LoadOptions) -> None:
         _init_llama()
@@ -123,6 +152,8 @@ class LlamaCppModel:
         self.stats = DecodeStats()
         self._closed = False
         self._lock = threading.Lock()
+        self._lanes: list[_Lane] = []
+        self._pool: ThreadPoolExecutor | None = None
         self._model = self._load_model(path, options)
         try:
             self._vocab = lc.llama_model_get_vocab(self._model)
@@ -132,8 +163,13 @@ class LlamaCppModel:
             seq_cap = max(1, min(options.num_ctx, n_ctx_train))
             self._ubatch = safe_batch_size(seq_cap)
             self._n_seq_max = min(self._ubatch, MAX_SEQUENCES)
-            self._ctx = self._new_context(pooling)
-            self._batch = _Batch(self._ubatch)
+            gpu_layers = self._offloaded_layers(options)
+            lanes = CPU_LANES if gpu_layers == 0 and options.num_thread >= CPU_LANES else 1
+            for _ in range(lanes):
+                ctx = self._new_context(pooling)
+                self._lanes.append(_Lane(ctx, self._ubatch, options.num_thread))
+            if lanes > 1:
+                self._pool = ThreadPoolExecutor(lanes - 1, thread_name_prefix="emberd-lane")
             prefix, suffix = self._special_affixes()
             self.facts = ModelFacts(
                 n_embd=lc.llama_model_n_embd(self._model),
@@ -142,7 +178,7 @@ class LlamaCppModel:
                 pooling=pooling,
                 prefix=prefix,
                 suffix=suffix,
-                gpu_layers=self._offloaded_layers(options),
+                gpu_layers=gpu_layers,
                 n_layers=lc.llama_model_n_layer(self._model),
             )
             self._encoder_only = bool(
@@ -248,30 +284,66 @@ class LlamaCppModel:
         """Most sequences one decode takes."""
         return self._n_seq_max
 
+    def parallel_decodes(self) -> int:
+        """How many decodes run side by side (one per lane)."""
+        return len(self._lanes)
+
+    def lane_contexts(self) -> list[lc.llama_context_p]:
+        """The llama contexts of the lanes, for inspection."""
+        return [lane.ctx for lane in self._lanes]
+
     def embed(self, sequences: Sequence[Sequence[int]]) -> FloatMatrix:
         """Pooled vectors of `sequences`, decoded together in one llama.cpp call."""
-        if not sequences:
-            return np.zeros((0, self.facts.n_embd), dtype=np.float32)
-        self._check_fits(sequences)
+        (result,) = self.embed_parallel([sequences])
+        if isinstance(result, BackendError):
+            raise result
+        return result
+
+    def embed_parallel(
+        self, batches: Sequence[Sequence[Sequence[int]]]
+    ) -> list[FloatMatrix | BackendError]:
+        """One decode per batch, on lanes side by side, the threads shared among them."""
+        if len(batches) > len(self._lanes):
+            raise BackendError(f"{len(batches)} batches for {len(self._lanes)} lanes")
+        for sequences in batches:
+            self._check_fits(sequences)
         with self._lock:
             if self._closed:
                 raise BackendError("model is closed")
-            total = self._batch.fill(sequences)
-            run = lc.llama_encode if self._encoder_only else lc.llama_decode
-            try:
-                rc = run(self._ctx, self._batch.struct)
-                if rc != 0:
-                    raise BackendError(f"llama.cpp decode failed with code {rc}")
-                out = self._read_pooled(len(sequences))
-            finally:
-                self._clear_memory()
-            self.stats.decodes += 1
-            self.stats.sequences += len(sequences)
-            self.stats.tokens += total
-        return out
+            threads = split_threads(self.options.num_thread, len(batches))
+            jobs = list(zip(self._lanes, batches, threads, strict=False))
+            # The first decode runs on this thread, the others on the lane pool.
+            others = [self._pool.submit(self._decode, *job) for job in jobs[1:] if self._pool]
+            results = [self._decode(*job) for job in jobs[:1]]
+            results += [future.result() for future in others]
+            for sequences in filter(None, batches):
+                self.stats.decodes += 1
+                self.stats.sequences += len(sequences)
+                self.stats.tokens += sum(len(s) for s in sequences)
+        return results
+
+    def _decode(
+        self, lane: _Lane, sequences: Sequence[Sequence[int]], threads: int
+    ) -> FloatMatrix | BackendError:
+        if not sequences:
+            return np.zeros((0, self.facts.n_embd), dtype=np.float32)
+        lane.use_threads(threads)
+        lane.batch.fill(sequences)
+        run = lc.llama_encode if self._encoder_only else lc.llama_decode
+        try:
+            rc = run(lane.ctx, lane.batch.struct)
+            if rc != 0:
+                return BackendError(f"llama.cpp decode failed with code {rc}")
+            return self._read_pooled(lane.ctx, len(sequences))
+        except BackendError as exc:
+            return exc
+        finally:
+            self._clear_memory(lane.ctx)
 
     def _check_fits(self, sequences: Sequence[Sequence[int]]) -> None:
         # Each of these would be a C assert (a process abort) inside llama.cpp.
+        if not sequences:
+            return
         lengths = [len(s) for s in sequences]
         total = sum(lengths)
         if total > self._ubatch or len(sequences) > self._n_seq_max:
@@ -288,20 +360,20 @@ class LlamaCppModel:
                 f"of {self.facts.n_ctx_train}"
             )
 
-    def _read_pooled(self, count: int) -> FloatMatrix:
+    def _read_pooled(self, ctx: lc.llama_context_p, count: int) -> FloatMatrix:
         n_embd = self.facts.n_embd
         out: npt.NDArray[np.float32] = np.empty((count, n_embd), dtype=np.float32)
         for seq in range(count):
-            ptr = lc.llama_get_embeddings_seq(self._ctx, seq)
+            ptr = lc.llama_get_embeddings_seq(ctx, seq)
             if not ptr:
                 raise BackendError("llama.cpp returned no pooled embedding")
             out[seq] = np.ctypeslib.as_array(ptr, shape=(n_embd,))
         return out
 
-    def _clear_memory(self) -> None:
+    def _clear_memory(self, ctx: lc.llama_context_p) -> None:
         # Decoder models keep a KV cache between calls; each batch starts clean.
         if not self._encoder_only:
-            mem = lc.llama_get_memory(self._ctx)
+            mem = lc.llama_get_memory(ctx)
             if mem:
                 lc.llama_memory_clear(mem, True)
 
@@ -311,8 +383,10 @@ class LlamaCppModel:
             if self._closed:
                 return
             self._closed = True
-            ctx = getattr(self, "_ctx", None)
-            if ctx:
-                lc.llama_free(ctx)
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+            for lane in self._lanes:
+                lc.llama_free(lane.ctx)
+            self._lanes = []
             if self._model:
                 lc.llama_model_free(self._model)

@@ -1,9 +1,9 @@
 """One queue and one worker thread per loaded model: dynamic batching.
 
 Requests put token sequences on the queue and await a future. The worker
-takes everything waiting, sorts the sequences by length and packs them into
-token-budgeted decodes, so concurrent single-text requests share decodes and
-a long list of texts never runs one decode per text. Decoding happens on the
+fills each decode up to a token budget from the jobs waiting, so concurrent
+single-text requests share decodes and a long list of texts never runs one
+decode per text. Decoding happens on the
 worker thread (llama.cpp releases the GIL), never on the event loop.
 """
 
@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -41,13 +42,11 @@ class BatchRecord:
 @dataclass(eq=False)
 class _Job:
     sequences: Sequence[Sequence[int]]
+    order: list[int]  # indexes of the non-empty sequences, shortest first
     future: asyncio.Future[FloatMatrix]
     loop: asyncio.AbstractEventLoop
     result: FloatMatrix
-    remaining: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.remaining = len(self.sequences)
+    next: int = 0  # position in `order` of the first sequence not yet decoded
 
     @property
     def wanted(self) -> bool:
@@ -86,34 +85,30 @@ def _finish_all(jobs: list[_Job]) -> None:
             loop.call_soon_threadsafe(_settle_all, finished)
 
 
-def pack(
-    lengths: Sequence[int], token_budget: int, max_tokens: int, max_sequences: int
-) -> list[list[int]]:
-    """Group item indexes into decodes, shortest first.
+def decode_size(lengths: Iterable[int], budget: int, max_sequences: int) -> int:
+    """How many of the next items, taken in order, go into one decode.
 
-    A decode holds at most `max_sequences` items and `token_budget` tokens,
-    except that an item longer than the budget goes alone (it always fits
-    `max_tokens`, truncation saw to that).
+    A decode holds at most `max_sequences` items and `budget` tokens, except
+    that an item longer than the budget goes alone (it always fits the model's
+    micro-batch: truncation saw to that).
     """
-    budget = max(1, min(token_budget, max_tokens))
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    groups: list[list[int]] = []
-    current: list[int] = []
-    used = 0
-    for index in order:
-        size = lengths[index]
-        if current and (used + size > budget or len(current) >= max_sequences):
-            groups.append(current)
-            current, used = [], 0
-        current.append(index)
+    count = used = 0
+    for size in lengths:
+        if count and (used + size > budget or count >= max_sequences):
+            break
+        count += 1
         used += size
-    if current:
-        groups.append(current)
-    return groups
+    return count
 
 
 class BatchQueue:
-    """The decode queue of one loaded model, served by one worker thread."""
+    """The decode queue of one loaded model, served by one worker thread.
+
+    The worker batches continuously: each decode takes up to the token budget
+    from the jobs in arrival order (each job's texts shortest first), and jobs
+    that arrive during a decode join the next one, so the remainder of a job
+    shares its decode with newcomers instead of running half empty.
+    """
 
     def __init__(
         self,
@@ -124,9 +119,11 @@ class BatchQueue:
         observe: Callable[[BatchRecord], None] | None = None,
     ) -> None:
         self._model = model
-        self._budget = token_budget
+        self._budget = max(1, min(token_budget, model.max_batch_tokens()))
+        self._max_sequences = model.max_batch_sequences()
+        self._lanes = model.parallel_decodes()
         self._observe = observe
-        self._jobs: deque[_Job | None] = deque()
+        self._arrivals: deque[_Job | None] = deque()
         self._wake = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"emberd-batch-{name}", daemon=True)
@@ -134,24 +131,26 @@ class BatchQueue:
 
     @property
     def depth(self) -> int:
-        """Requests waiting for the worker."""
-        return len(self._jobs)
+        """Requests the worker has not picked up yet."""
+        return len(self._arrivals)
 
     async def embed(self, sequences: Sequence[Sequence[int]]) -> FloatMatrix:
         """Pooled vectors for `sequences`, in order, decoded alongside other requests.
 
+        An empty token sequence has no vector to pool: its row stays zero.
         Raises the decode's error, or BackendError once the queue is closed.
         """
         loop = asyncio.get_running_loop()
         n_embd = self._model.facts.n_embd
         result = np.zeros((len(sequences), n_embd), dtype=np.float32)
-        if not sequences:
+        order = sorted((i for i, s in enumerate(sequences) if s), key=lambda i: len(sequences[i]))
+        if not order:
             return result
-        job = _Job(sequences, loop.create_future(), loop, result)
+        job = _Job(sequences, order, loop.create_future(), loop, result)
         with self._wake:
             if self._closed:
                 raise BackendError("the model has been unloaded")
-            self._jobs.append(job)
+            self._arrivals.append(job)
             self._wake.notify()
         return await job.future
 
@@ -160,75 +159,104 @@ class BatchQueue:
         with self._wake:
             if not self._closed:
                 self._closed = True
-                self._jobs.append(None)
+                self._arrivals.append(None)
                 self._wake.notify()
         self._thread.join()
 
-    def _take_all(self) -> tuple[list[_Job], bool]:
+    def _take_arrivals(self, wait: bool) -> tuple[list[_Job], bool]:
+        """Jobs that arrived since the last look, and whether close() was called."""
         with self._wake:
-            while not self._jobs:
+            while wait and not self._arrivals:
                 self._wake.wait()
             jobs: list[_Job] = []
             stop = False
-            while self._jobs:
-                job = self._jobs.popleft()
+            while self._arrivals:
+                job = self._arrivals.popleft()
                 if job is None:
                     stop = True
-                    break
-                jobs.append(job)
+                else:
+                    jobs.append(job)
             return jobs, stop
 
     def _run(self) -> None:
+        active: deque[_Job] = deque()
+        stopping = False
         while True:
-            jobs, stop = self._take_all()
+            arrived, stop = self._take_arrivals(wait=not active)
+            active.extend(arrived)
+            stopping = stopping or stop
+            for job in [job for job in active if not job.wanted]:
+                active.remove(job)  # its caller went away
+            if not active:
+                if stopping:
+                    return
+                continue
             try:
-                self._serve(jobs)
+                self._step(active)
             except Exception as exc:  # a bug must not leave callers waiting forever
                 log.exception("batch worker failed")
-                for job in jobs:
+                for job in active:
                     job.finish(exc)
-            if stop:
-                return
+                active.clear()
 
-    def _serve(self, jobs: list[_Job]) -> None:
-        items = [(job, i) for job in jobs for i in range(len(job.sequences))]
-        lengths = [len(job.sequences[i]) for job, i in items]
-        groups = pack(
-            lengths,
-            self._budget,
-            self._model.max_batch_tokens(),
-            self._model.max_batch_sequences(),
-        )
-        failed: set[_Job] = set()
-        for group in groups:
-            # An empty token list has no vector to pool: it stays zero.
-            members = [
-                (job, i)
-                for job, i in (items[k] for k in group)
-                if job.sequences[i] and job.wanted and job not in failed
-            ]
-            if members:
-                self._decode(members, failed)
-            done = []
-            for job, _ in (items[k] for k in group):
-                job.remaining -= 1
-                if job.remaining == 0 and job not in failed:
-                    done.append(job)
-            _finish_all(done)
+    def _step(self, active: deque[_Job]) -> None:
+        """One round of decodes from the head of `active`; finished and failed jobs leave it."""
+        groups = self._plan(active)
+        consumed = sum(len(group) for group in groups)
+        for job in active:
+            take = min(consumed, len(job.order) - job.next)
+            job.next += take
+            consumed -= take
+            if not consumed:
+                break
+        for job in self._decode(groups):
+            active.remove(job)
+        done = []
+        while active and active[0].next == len(active[0].order):
+            done.append(active.popleft())
+        _finish_all(done)
 
-    def _decode(self, members: list[tuple[_Job, int]], failed: set[_Job]) -> None:
+    def _plan(self, active: deque[_Job]) -> list[list[tuple[_Job, int]]]:
+        """The next decodes, one per lane at most, taken in order from the head of the queue.
+
+        What that many full decodes would hold is shared out evenly, so that
+        32 waiting texts become two decodes of 16, not one of 25 and one of 7.
+        """
+        lanes = self._lanes
+        pending = ((job, i) for job in active for i in job.order[job.next :])
+        head = list(itertools.islice(pending, lanes * self._max_sequences))
+        sizes = [len(job.sequences[i]) for job, i in head]
+        window = decode_size(sizes, lanes * self._budget, lanes * self._max_sequences)
+        share = min(self._budget, -(-sum(sizes[:window]) // lanes))
+        groups: list[list[tuple[_Job, int]]] = []
+        start = 0
+        while start < window and len(groups) < lanes:
+            count = decode_size(sizes[start:window], share, self._max_sequences)
+            groups.append(head[start : start + count])
+            start += count
+        return groups
+
+    def _decode(self, groups: list[list[tuple[_Job, int]]]) -> set[_Job]:
+        """Decode `groups` side by side into their jobs' results; the jobs that failed."""
         started = time.perf_counter()
+        batches = [[job.sequences[i] for job, i in group] for group in groups]
+        results: list[FloatMatrix | Exception]
         try:
-            vectors = self._model.embed([job.sequences[i] for job, i in members])
+            results = [*self._model.embed_parallel(batches)]
         except Exception as exc:  # fail these callers, keep serving others
-            log.error("decode failed: %s", exc)
-            for job, _ in members:
-                if job not in failed:
+            results = [exc] * len(groups)
+        seconds = time.perf_counter() - started
+        failed: set[_Job] = set()
+        for group, result in zip(groups, results, strict=True):
+            if isinstance(result, Exception):
+                log.error("decode failed: %s", result)
+                for job in {job for job, _ in group} - failed:
                     failed.add(job)
-                    job.finish(exc)
-            return
-        for row, (job, i) in enumerate(members):
-            job.result[i] = vectors[row]
-        if self._observe is not None:
-            tokens = sum(len(job.sequences[i]) for job, i in members)
-            self._observe(BatchRecord(len(members), tokens, time.perf_counter() - started))
+                    job.finish(result)
+                continue
+            for row, (job, i) in enumerate(group):
+                job.result[i] = result[row]
+            if self._observe is not None:
+                tokens = sum(len(job.sequences[i]) for job, i in group)
+                self._observe(BatchRecord(len(group), tokens, seconds))
+        return failed

@@ -26,7 +26,14 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
-from backends.base import DecodeStats, FloatMatrix, LoadedModel, LoadOptions, ModelFacts
+from backends.base import (
+    BackendError,
+    DecodeStats,
+    FloatMatrix,
+    LoadedModel,
+    LoadOptions,
+    ModelFacts,
+)
 from backends.llama_cpp import LlamaCppBackend
 from server.app import create_app
 from server.config import Settings
@@ -149,11 +156,23 @@ class TrackedModel:
     def max_batch_sequences(self) -> int:
         return self._inner.max_batch_sequences()
 
-    def embed(self, sequences: Sequence[Sequence[int]]) -> FloatMatrix:
+    def parallel_decodes(self) -> int:
+        return self._inner.parallel_decodes()
+
+    def _hold(self) -> None:
         self._decoding.set()
         if not self._gate.wait(DEADLINE_S):
             raise TimeoutError("the test never released the held decode")
+
+    def embed(self, sequences: Sequence[Sequence[int]]) -> FloatMatrix:
+        self._hold()
         return self._inner.embed(sequences)
+
+    def embed_parallel(
+        self, batches: Sequence[Sequence[Sequence[int]]]
+    ) -> list[FloatMatrix | BackendError]:
+        self._hold()
+        return self._inner.embed_parallel(batches)
 
     def close(self) -> None:
         self.closed = True

@@ -22,6 +22,7 @@ from backends.base import (
     ModelFacts,
     ModelLoadError,
     Pooling,
+    embed_each,
 )
 
 N_EMBD = 8
@@ -72,6 +73,7 @@ class StandInModel:
         max_tokens: int = 64,
         max_sequences: int = 8,
         gpu_layers: int = 0,
+        lanes: int = 1,
     ) -> None:
         self.path = path
         self.options = options
@@ -92,6 +94,7 @@ class StandInModel:
         self.closed_at: float | None = None
         self._max_tokens = max_tokens
         self._max_sequences = max_sequences
+        self._lanes = lanes
 
     @property
     def closed(self) -> bool:
@@ -109,6 +112,17 @@ class StandInModel:
     def max_batch_sequences(self) -> int:
         """The stand-in's sequence limit."""
         return self._max_sequences
+
+    def parallel_decodes(self) -> int:
+        """Batches `embed_parallel` takes at once (decoded one after another)."""
+        return self._lanes
+
+    def embed_parallel(
+        self, batches: Sequence[Sequence[Sequence[int]]]
+    ) -> list[FloatMatrix | BackendError]:
+        """`embed` of each batch, each failing alone."""
+        assert len(batches) <= self._lanes
+        return embed_each(self, batches)
 
     def embed(self, sequences: Sequence[Sequence[int]]) -> FloatMatrix:
         """`vector_of` each sequence; fails on POISON or on a batch that does not fit."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import threading
 import time
@@ -14,7 +15,7 @@ import pytest
 
 from backends.base import BackendError, LoadOptions
 from backends.llama_cpp import LlamaCppBackend, LlamaCppModel
-from server.batching import BatchQueue, BatchRecord, pack
+from server.batching import BatchQueue, BatchRecord, decode_size
 from tests.bounded import bounded
 from tests.standin_backend import N_EMBD, POISON, StandInModel, vector_of
 from tests.tiny_model import write_tiny_bert
@@ -47,30 +48,38 @@ def queue(standin: StandInModel) -> Iterator[BatchQueue]:
     q.close()
 
 
-# -- pack ----------------------------------------------------------------------------
+# -- decode_size -----------------------------------------------------------------------
+
+
+def split(lengths: list[int], budget: int, max_sequences: int) -> list[list[int]]:
+    """Lengths cut into decodes by repeated decode_size calls."""
+    groups = []
+    while lengths:
+        count = decode_size(lengths, budget, max_sequences)
+        groups.append(lengths[:count])
+        lengths = lengths[count:]
+    return groups
 
 
 @pytest.mark.parametrize("seed", range(20))
-def test_pack_properties(seed: int) -> None:
+def test_decode_size_properties(seed: int) -> None:
     rng = random.Random(seed)
     lengths = [rng.randint(1, 40) for _ in range(rng.randint(0, 60))]
     budget, max_sequences = rng.choice([16, 32, 64]), rng.randint(1, 6)
-    groups = pack(lengths, budget, max_tokens=64, max_sequences=max_sequences)
-    flat = [i for group in groups for i in group]
-    assert sorted(flat) == list(range(len(lengths)))  # every index exactly once
-    assert [lengths[i] for i in flat] == sorted(lengths)  # shortest first
+    groups = split(lengths, budget, max_sequences)
+    assert [size for group in groups for size in group] == lengths  # in order, each once
     for group, following in zip(groups, [*groups[1:], None], strict=True):
-        size = sum(lengths[i] for i in group)
-        assert len(group) <= max_sequences
-        assert size <= budget or len(group) == 1  # only a long item goes over, alone
+        assert 1 <= len(group) <= max_sequences
+        assert sum(group) <= budget or len(group) == 1  # only a long item goes over, alone
         if following is not None and len(group) < max_sequences:
-            assert size + lengths[following[0]] > budget  # nothing that fitted was left out
+            assert sum(group) + following[0] > budget  # nothing that fitted was left out
 
 
-def test_pack_budget_is_capped_by_the_model() -> None:
-    assert pack([3, 3, 3], token_budget=100, max_tokens=6, max_sequences=8) == [[0, 1], [2]]
-    assert pack([], 10, 10, 10) == []
-    assert pack([50, 1], 10, 64, 8) == [[1], [0]]
+def test_decode_size_edges() -> None:
+    assert decode_size([], 10, 10) == 0
+    assert decode_size(iter([50, 1]), 10, 8) == 1  # a long item alone
+    assert decode_size([3, 3, 3], 6, 8) == 2
+    assert decode_size([1, 1, 1], 100, 2) == 2
 
 
 # -- the queue with the stand-in ------------------------------------------------------
@@ -97,6 +106,69 @@ async def test_concurrent_jobs_are_coalesced(standin: StandInModel, queue: Batch
     assert [len(batch) for batch in standin.batches] == [1, 5]
     for k, rows in enumerate(results[1:]):
         np.testing.assert_array_equal(rows[0], vector_of([1, 10 + k, 2]))
+
+
+@bounded
+async def test_a_job_remainder_shares_a_decode_with_later_arrivals(
+    standin: StandInModel, queue: BatchQueue
+) -> None:
+    standin.decode_gate.close()
+    big = asyncio.create_task(queue.embed([[1, *range(8), 2]] * 4))  # 10 tokens each
+    await until(standin.decode_gate.entered.is_set)  # three of them fill the first decode
+    small = asyncio.create_task(queue.embed([[1, 77, 2]]))
+    await until(lambda: queue.depth == 1)
+    standin.decode_gate.open()
+    rows, alone = await asyncio.gather(big, small)
+    assert [len(batch) for batch in standin.batches] == [3, 2]
+    np.testing.assert_array_equal(rows[3], vector_of([1, *range(8), 2]))
+    np.testing.assert_array_equal(alone[0], vector_of([1, 77, 2]))
+
+
+@bounded
+async def test_the_budget_is_capped_by_the_model(standin: StandInModel) -> None:
+    records: list[BatchRecord] = []
+    q = BatchQueue(standin, token_budget=10_000, observe=records.append)
+    try:
+        await q.embed([[1] * 30] * 5)
+    finally:
+        q.close()
+    assert [r.tokens for r in records] == [60, 60, 30]  # the stand-in takes 64 tokens
+
+
+@bounded
+async def test_work_for_two_lanes_is_shared_out_evenly() -> None:
+    model = StandInModel(Path("lanes.gguf"), OPTIONS, lanes=2)
+    q = BatchQueue(model, token_budget=32)
+    try:
+        await q.embed([[1, *range(8), 2]] * 4)  # 40 tokens: two decodes of 20, not 30 + 10
+        assert [len(batch) for batch in model.batches] == [2, 2]
+        model.batches.clear()
+        await q.embed([[3]])  # a single text is one decode
+        assert model.batches == [[(3,)]]
+    finally:
+        q.close()
+
+
+@bounded
+async def test_a_failing_lane_fails_only_its_jobs() -> None:
+    model = StandInModel(Path("lanes.gguf"), OPTIONS, lanes=2)
+    q = BatchQueue(model, token_budget=32)
+    model.decode_gate.close()
+    try:
+        blocker = asyncio.create_task(q.embed([[1, 2]]))
+        await until(model.decode_gate.entered.is_set)
+        bad = asyncio.create_task(q.embed([[POISON] * 10]))
+        good = asyncio.create_task(q.embed([[1] * 10]))
+        await until(lambda: q.depth == 2)
+        model.decode_gate.open()
+        await blocker
+        with pytest.raises(BackendError, match="poisoned"):
+            await bad
+        np.testing.assert_array_equal((await good)[0], vector_of([1] * 10))
+        assert [len(batch) for batch in model.batches[1:]] == [1, 1]  # side by side
+    finally:
+        model.decode_gate.open()
+        q.close()
 
 
 @bounded
@@ -229,3 +301,23 @@ async def test_real_model_batches_match_single_decodes(tiny: LlamaCppModel) -> N
     norms = np.linalg.norm(rows, axis=1) * np.linalg.norm(singles, axis=1)
     assert ((rows * singles).sum(1) / norms).min() > 0.9999
     assert tiny.stats.decodes - before < len(texts)
+
+
+@bounded
+async def test_two_lanes_of_a_real_model_match_single_decodes(tmp_path: Path) -> None:
+    path = write_tiny_bert(tmp_path / "lanes.gguf")
+    model = LlamaCppBackend().load(path, dataclasses.replace(OPTIONS, num_thread=2))
+    try:
+        assert model.parallel_decodes() == 2
+        texts = [f"the sea {'green grass ' * n}" for n in range(12)]
+        sequences = [[*model.facts.prefix, *model.tokenize(t), *model.facts.suffix] for t in texts]
+        singles = np.concatenate([model.embed([s]) for s in sequences])
+        q = BatchQueue(model, token_budget=64)
+        try:
+            rows = await q.embed(sequences)
+        finally:
+            q.close()
+    finally:
+        model.close()
+    norms = np.linalg.norm(rows, axis=1) * np.linalg.norm(singles, axis=1)
+    assert ((rows * singles).sum(1) / norms).min() > 0.9999

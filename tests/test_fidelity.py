@@ -100,7 +100,8 @@ class FidelityServer:
                 "HOME": str(self._root),
                 "EMBERD_MODELS": str(self._root / "emberd"),
                 "OLLAMA_MODELS": str(self._root / "ollama"),
-                "EMBERD_NUM_THREAD": "1",
+                # Two threads: two lanes, so batches run side by side as in use.
+                "EMBERD_NUM_THREAD": "2",
             }
             settings = Settings.from_env(env)
             self._live = self._stack.enter_context(running_server(settings))

@@ -237,11 +237,41 @@ def test_garbage_and_truncated_files_raise_model_load_error(gguf_dir: Path) -> N
         load(gguf_dir / "missing.gguf")
 
 
-@pytest.mark.parametrize("threads", [1, 3])
-def test_num_thread_is_honoured(gguf_dir: Path, threads: int) -> None:
+@pytest.mark.parametrize(("threads", "lanes"), [(1, 1), (3, 2)])
+def test_num_thread_is_honoured(gguf_dir: Path, threads: int, lanes: int) -> None:
     model = load(write_tiny_bert(gguf_dir / f"threads{threads}.gguf"), num_thread=threads)
     try:
-        assert lc.llama_n_threads(model._ctx) == threads
-        assert lc.llama_n_threads_batch(model._ctx) == threads
+        assert model.parallel_decodes() == lanes
+        sky = with_specials(model, "why is the sky blue?")
+
+        def lane_threads() -> list[tuple[int, int]]:
+            contexts = model.lane_contexts()
+            return [(lc.llama_n_threads(c), lc.llama_n_threads_batch(c)) for c in contexts]
+
+        assert lane_threads() == [(threads, threads)] * lanes
+        if lanes == 2:
+            model.embed_parallel([[sky], [sky]])
+            assert lane_threads() == [(2, 2), (1, 1)]  # shared out between two decodes
+            model.embed([sky])
+            assert lane_threads()[0] == (3, 3)  # a decode alone gets them all
+    finally:
+        model.close()
+
+
+def test_parallel_decodes_match_single_ones_and_fail_alone(gguf_dir: Path) -> None:
+    model = load(write_tiny_bert(gguf_dir / "parallel.gguf"), num_thread=2)
+    try:
+        first = [with_specials(model, t) for t in TEXTS[:2]]
+        second = [with_specials(model, t) for t in TEXTS[2:]]
+        together = model.embed_parallel([first, second])
+        assert isinstance(together[0], np.ndarray) and isinstance(together[1], np.ndarray)
+        assert cosine(together[0], model.embed(first)).min() > 0.9999
+        assert cosine(together[1], model.embed(second)).min() > 0.9999
+        bad = [[CLS, 10**6, SEP]]  # a token id outside the vocabulary
+        failed, fine = model.embed_parallel([bad, first])
+        assert isinstance(failed, BackendError)
+        assert isinstance(fine, np.ndarray) and cosine(fine, together[0]).min() > 0.9999
+        with pytest.raises(BackendError, match="lanes"):
+            model.embed_parallel([first, first, first])
     finally:
         model.close()
