@@ -7,6 +7,7 @@ DNS rebinding), CORS (browsers from allowed origins), then API keys.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import logging
@@ -52,8 +53,12 @@ def host_name(header: str) -> str:
     return header
 
 
+@functools.lru_cache(maxsize=256)
 def is_local_host(name: str) -> bool:
-    """Whether a Host names this machine: loopback, private or local names."""
+    """Whether a Host names this machine: loopback, private or local names.
+
+    Cached: clients send the same few Host values on every request.
+    """
     if name in ("", "localhost") or name.endswith(_LOCAL_SUFFIXES):
         return True
     if name == socket.gethostname().lower():
