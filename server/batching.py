@@ -3,8 +3,9 @@
 Requests put token sequences on the queue and await a future. The worker
 fills each decode up to a token budget from the jobs waiting, so concurrent
 single-text requests share decodes and a long list of texts never runs one
-decode per text. Decoding happens on the
-worker thread (llama.cpp releases the GIL), never on the event loop.
+decode per text. A model with several lanes gets one decode per lane each
+round. Decoding happens on the worker thread (llama.cpp releases the GIL),
+never on the event loop.
 """
 
 from __future__ import annotations
@@ -104,10 +105,10 @@ def decode_size(lengths: Iterable[int], budget: int, max_sequences: int) -> int:
 class BatchQueue:
     """The decode queue of one loaded model, served by one worker thread.
 
-    The worker batches continuously: each decode takes up to the token budget
-    from the jobs in arrival order (each job's texts shortest first), and jobs
-    that arrive during a decode join the next one, so the remainder of a job
-    shares its decode with newcomers instead of running half empty.
+    The worker batches continuously: each round takes up to a token budget
+    per lane from the jobs in arrival order (each job's texts shortest first),
+    and jobs that arrive during a round join the next one, so the remainder of
+    a job shares its decode with newcomers instead of running half empty.
     """
 
     def __init__(
