@@ -122,19 +122,6 @@ class LoadedModel(Protocol):
         ...
 
 
-def embed_each(
-    model: LoadedModel, batches: Sequence[Sequence[Sequence[int]]]
-) -> list[FloatMatrix | BackendError]:
-    """`embed_parallel` for a model that decodes one batch at a time."""
-    results: list[FloatMatrix | BackendError] = []
-    for batch in batches:
-        try:
-            results.append(model.embed(batch))
-        except BackendError as exc:
-            results.append(exc)
-    return results
-
-
 class Backend(Protocol):
     """Loads models."""
 

@@ -288,10 +288,6 @@ class LlamaCppModel:
         """How many decodes run side by side (one per lane)."""
         return len(self._lanes)
 
-    def lane_contexts(self) -> list[lc.llama_context_p]:
-        """The llama contexts of the lanes, for inspection."""
-        return [lane.ctx for lane in self._lanes]
-
     def embed(self, sequences: Sequence[Sequence[int]]) -> FloatMatrix:
         """Pooled vectors of `sequences`, decoded together in one llama.cpp call."""
         (result,) = self.embed_parallel([sequences])

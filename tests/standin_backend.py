@@ -22,7 +22,6 @@ from backends.base import (
     ModelFacts,
     ModelLoadError,
     Pooling,
-    embed_each,
 )
 
 N_EMBD = 8
@@ -122,7 +121,13 @@ class StandInModel:
     ) -> list[FloatMatrix | BackendError]:
         """`embed` of each batch, each failing alone."""
         assert len(batches) <= self._lanes
-        return embed_each(self, batches)
+        results: list[FloatMatrix | BackendError] = []
+        for batch in batches:
+            try:
+                results.append(self.embed(batch))
+            except BackendError as exc:
+                results.append(exc)
+        return results
 
     def embed(self, sequences: Sequence[Sequence[int]]) -> FloatMatrix:
         """`vector_of` each sequence; fails on POISON or on a batch that does not fit."""

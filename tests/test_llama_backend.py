@@ -245,7 +245,7 @@ def test_num_thread_is_honoured(gguf_dir: Path, threads: int, lanes: int) -> Non
         sky = with_specials(model, "why is the sky blue?")
 
         def lane_threads() -> list[tuple[int, int]]:
-            contexts = model.lane_contexts()
+            contexts = [lane.ctx for lane in model._lanes]
             return [(lc.llama_n_threads(c), lc.llama_n_threads_batch(c)) for c in contexts]
 
         assert lane_threads() == [(threads, threads)] * lanes
