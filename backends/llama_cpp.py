@@ -76,6 +76,11 @@ def gpu_offload_supported() -> bool:
     return bool(lc.llama_supports_gpu_offload())
 
 
+def gpu_device_limit() -> int:
+    """How many GPUs a `main_gpu` may choose among; 0 without GPU offload."""
+    return int(lc.llama_max_devices()) if gpu_offload_supported() else 0
+
+
 class LlamaCppBackend:
     """Loads GGUF embedding models with llama.cpp."""
 

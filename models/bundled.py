@@ -80,6 +80,6 @@ def install_bundled(model: BundledModel, stores: ModelStores) -> ModelRecord | N
     weights = source / "model.safetensors"
     found = file_digest(weights).removeprefix("sha256:")
     if found != model.sha256:
-        raise InvalidModelFile(f"{weights}: sha256 {found}, expected {model.sha256}")
+        raise InvalidModelFile(f"sha256 {found}, expected {model.sha256}", path=weights)
     log.info("importing %s from the %s package (first use)", model.name, model.package)
     return import_checkpoint(source, model.name, stores, model.file_type).record

@@ -29,4 +29,13 @@ class ModelNotFound(ModelError):
 
 
 class InvalidModelFile(ModelError):
-    """A GGUF file, manifest or blob that cannot be read or makes no sense."""
+    """A GGUF file, manifest or blob that cannot be read or makes no sense.
+
+    `reason` says what is wrong without saying where: store paths belong in
+    the server's log, not in answers to remote clients. `str()` has both.
+    """
+
+    def __init__(self, reason: str, *, path: object = None) -> None:
+        super().__init__(f"{path}: {reason}" if path is not None else reason)
+        self.reason = reason
+        self.path = path

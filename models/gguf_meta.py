@@ -25,6 +25,8 @@ from models.errors import InvalidModelFile
 
 GGUF_MAGIC = b"GGUF"
 _DEFAULT_ALIGNMENT = 32
+# Real models nest no arrays at all; a deep nest is an attack on the parser.
+_MAX_ARRAY_DEPTH = 4
 # GGUF value type ids, as the format defines them.
 _UINT8, _INT8, _UINT16, _INT16, _UINT32, _INT32, _FLOAT32, _BOOL = range(8)
 _STRING, _ARRAY, _UINT64, _INT64, _FLOAT64 = range(8, 13)
@@ -47,6 +49,8 @@ class GGUFInfo:
     file_type: str
     # Every key/value as JSON-able values; non-empty arrays are None.
     model_info: Mapping[str, object] = field(compare=False, hash=False)
+    # Keys whose float value is NaN or infinite (None in model_info).
+    non_finite: frozenset[str] = frozenset()
 
     @property
     def parameter_size(self) -> str:
@@ -77,7 +81,7 @@ def read_gguf_info(path: Path) -> GGUFInfo:
     try:
         st = path.stat()
     except OSError as exc:
-        raise InvalidModelFile(f"{path}: cannot read: {_reason(exc)}") from exc
+        raise InvalidModelFile(f"cannot read: {_reason(exc)}", path=path) from exc
     return _read_cached(str(path), st.st_size, st.st_mtime_ns)
 
 
@@ -87,11 +91,11 @@ def _read_cached(path: str, size: int, mtime_ns: int) -> GGUFInfo:
     try:
         with open(path, "rb") as f:
             if size < 24:
-                raise InvalidModelFile(f"{path}: too short to be a GGUF file ({size} bytes)")
+                raise InvalidModelFile(f"too short to be a GGUF file ({size} bytes)", path=path)
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
                 return _Header(buf, path).info()
     except (OSError, ValueError) as exc:  # ValueError: mmap of a file emptied meanwhile
-        raise InvalidModelFile(f"{path}: cannot read: {_reason(exc)}") from exc
+        raise InvalidModelFile(f"cannot read: {_reason(exc)}", path=path) from exc
 
 
 def _reason(exc: Exception) -> str:
@@ -111,11 +115,12 @@ class _Header:
         self.pos = 0
         self.order = "<"
         self.kv: dict[str, object] = {}
+        self.non_finite: set[str] = set()
         self.parameter_count = 0
         self.tensor_types: Counter[int] = Counter()
 
     def fail(self, why: str) -> InvalidModelFile:
-        return InvalidModelFile(f"{self.path}: not a valid GGUF file: {why}")
+        return InvalidModelFile(f"not a valid GGUF file: {why}", path=self.path)
 
     def info(self) -> GGUFInfo:
         try:
@@ -173,7 +178,11 @@ class _Header:
         n_tensors, n_kv = self._u64(), self._u64()
         for _ in range(n_kv):
             key = self._string()
-            self.kv[key] = self._value(self._u32())
+            vtype = self._u32()
+            value = self._value(vtype)
+            if value is None and vtype in (_FLOAT32, _FLOAT64):
+                self.non_finite.add(key)
+            self.kv[key] = value
         tensors = [self._tensor() for _ in range(n_tensors)]
         self._check_data(tensors)
 
@@ -193,8 +202,10 @@ class _Header:
             return None
         return value
 
-    def _skip_array(self) -> list[object] | None:
+    def _skip_array(self, depth: int = 1) -> list[object] | None:
         """Step over an array; Ollama shows non-empty arrays as null, empty ones as []."""
+        if depth > _MAX_ARRAY_DEPTH:
+            raise self.fail(f"arrays nested more than {_MAX_ARRAY_DEPTH} deep")
         vtype, count = self._u32(), self._u64()
         if count == 0:
             return []
@@ -203,7 +214,7 @@ class _Header:
                 self._skip(self._u64())
         elif vtype == _ARRAY:
             for _ in range(count):
-                self._skip_array()
+                self._skip_array(depth + 1)
         elif vtype in _SCALAR_FORMATS:
             self._skip(count * struct.calcsize(self.order + _SCALAR_FORMATS[vtype]))
         else:
@@ -255,6 +266,7 @@ class _Header:
             parameter_count=self.parameter_count,
             file_type=self._file_type(),
             model_info=model_info,
+            non_finite=frozenset(self.non_finite),
         )
 
     def _int(self, key: str) -> int:

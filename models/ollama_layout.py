@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import orjson
+
 from models.errors import InvalidModelFile
 from models.names import ModelName, is_valid_host, is_valid_part
 
@@ -57,12 +59,12 @@ class Layer:
     def from_json(cls, obj: object, where: Path) -> Layer:
         """Read a layer of the manifest at `where`; raise InvalidModelFile if malformed."""
         if not isinstance(obj, dict):
-            raise InvalidModelFile(f"{where}: a layer is not an object")
+            raise InvalidModelFile("a layer is not an object", path=where)
         media_type, digest, size = obj.get("mediaType"), obj.get("digest"), obj.get("size")
         if not isinstance(media_type, str) or not isinstance(digest, str):
-            raise InvalidModelFile(f"{where}: a layer lacks mediaType or digest")
+            raise InvalidModelFile("a layer lacks mediaType or digest", path=where)
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise InvalidModelFile(f"{where}: layer {digest} has no valid size")
+            raise InvalidModelFile(f"layer {digest} has no valid size", path=where)
         return cls(media_type=media_type, digest=digest, size=size)
 
 
@@ -160,13 +162,14 @@ class ManifestStore:
             data = _read_limited(path, _MAX_MANIFEST_BYTES)
             mtime = path.stat().st_mtime
         except OSError as exc:
-            raise InvalidModelFile(f"{path}: cannot read manifest: {exc.strerror}") from exc
+            raise InvalidModelFile(f"cannot read manifest: {exc.strerror}", path=path) from exc
         try:
-            obj = json.loads(data)
+            # orjson bounds the nesting: a hostile file is a ValueError, not a RecursionError.
+            obj = orjson.loads(data)
         except ValueError as exc:
-            raise InvalidModelFile(f"{path}: manifest is not valid JSON: {exc}") from exc
+            raise InvalidModelFile(f"manifest is not valid JSON: {exc}", path=path) from exc
         if not isinstance(obj, dict) or not isinstance(obj.get("layers"), list):
-            raise InvalidModelFile(f"{path}: manifest has no list of layers")
+            raise InvalidModelFile("manifest has no list of layers", path=path)
         config = obj.get("config")
         return Manifest(
             name=name,
@@ -184,13 +187,13 @@ class ManifestStore:
             return {}
         path = self.blob_path(layer.digest)
         try:
-            params = json.loads(_read_limited(path, _MAX_PARAMS_BYTES))
+            params = orjson.loads(_read_limited(path, _MAX_PARAMS_BYTES))
         except OSError as exc:
-            raise InvalidModelFile(f"{path}: cannot read params: {exc.strerror}") from exc
+            raise InvalidModelFile(f"cannot read params: {exc.strerror}", path=path) from exc
         except ValueError as exc:
-            raise InvalidModelFile(f"{path}: params are not valid JSON: {exc}") from exc
+            raise InvalidModelFile(f"params are not valid JSON: {exc}", path=path) from exc
         if not isinstance(params, dict):
-            raise InvalidModelFile(f"{path}: params are not a JSON object")
+            raise InvalidModelFile("params are not a JSON object", path=path)
         return params
 
     def read_config(self, manifest: Manifest) -> ConfigDetails | None:
@@ -199,7 +202,7 @@ class ManifestStore:
             return None
         try:
             path = self.blob_path(manifest.config.digest)
-            obj = json.loads(_read_limited(path, _MAX_PARAMS_BYTES))
+            obj = orjson.loads(_read_limited(path, _MAX_PARAMS_BYTES))
         except (OSError, ValueError, InvalidModelFile) as exc:
             log.warning("%s: config blob unreadable: %s", manifest.path, exc)
             return None
@@ -346,7 +349,7 @@ class ManifestStore:
         """
         normal = os.path.normpath(os.path.abspath(path))
         if not normal.startswith(str(self.root).rstrip(os.sep) + os.sep):
-            raise InvalidModelFile(f"{path}: outside the model store {self.root}")
+            raise InvalidModelFile("outside the model store", path=path)
         return Path(normal)
 
 
@@ -397,7 +400,7 @@ def _read_limited(path: Path, limit: int) -> bytes:
     with open(path, "rb") as f:
         data = f.read(limit + 1)
     if len(data) > limit:
-        raise InvalidModelFile(f"{path}: larger than {limit} bytes")
+        raise InvalidModelFile(f"larger than {limit} bytes", path=path)
     return data
 
 

@@ -20,7 +20,6 @@ it between chunks. Where the files go, and what a pull reports, is
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -31,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.client import HTTPException, HTTPResponse
 from typing import BinaryIO, TypeVar
+
+import orjson
 
 from models.errors import InvalidModelFile, ModelError
 from models.names import DEFAULT_HOST, ModelName
@@ -102,7 +103,7 @@ def blob_url(name: ModelName, base: str, digest: str) -> str:
 def parse_manifest(data: bytes) -> RemoteManifest:
     """Read a registry manifest; RegistryError when it is not one emberd can use."""
     try:
-        obj = json.loads(data)
+        obj = orjson.loads(data)  # bounded nesting, unlike json's
     except ValueError as exc:
         raise RegistryError(f"pull model manifest: invalid JSON: {exc}") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("layers"), list):

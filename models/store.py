@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 EMBERD = "emberd"
 OLLAMA = "ollama"
 GGUF_SUFFIX = ".gguf"
+# Where the server notes the model files whose first load it has tried
+# (a dot name: never taken for a model).
+PROBED_DIR = ".probed"
 # Top-level directories of the emberd store that are not dropped models.
 _RESERVED_DIRS = frozenset({"manifests", "blobs"})
 # Resolving lists directories (names match case-insensitively), which costs
@@ -99,15 +102,30 @@ class ModelStores:
         InvalidModelFile is raised.
         """
         wanted = ModelName.parse(name)
-        cached = self._resolved.get(wanted.key)
-        if cached is not None:
-            when, record, version = cached
-            # A GGUF removed or rewritten by hand is noticed at once.
-            if time.monotonic() - when < RESOLVE_CACHE_SECONDS and _version(record.path) == version:
-                return record
+        record = self._fresh(wanted)
+        if record is not None:
+            return record
         record = self._find(name, wanted)
         self._resolved[wanted.key] = (time.monotonic(), record, _version(record.path))
         return record
+
+    def cached(self, name: str) -> ModelRecord | None:
+        """What `resolve(name)` answered within the last moment, if its file is unchanged.
+
+        Costs one `stat`, so it may run where blocking is not allowed; None
+        means `resolve` must do the real work (which may hash a file).
+        """
+        return self._fresh(ModelName.parse(name))
+
+    def _fresh(self, wanted: ModelName) -> ModelRecord | None:
+        cached = self._resolved.get(wanted.key)
+        if cached is None:
+            return None
+        when, record, version = cached
+        # A GGUF removed or rewritten by hand is noticed at once.
+        if time.monotonic() - when < RESOLVE_CACHE_SECONDS and _version(record.path) == version:
+            return record
+        return None
 
     def _find(self, name: str, wanted: ModelName) -> ModelRecord:
         problem: InvalidModelFile | None = None
@@ -214,10 +232,10 @@ class ModelStores:
         manifest = store.read(name, path)
         layer = manifest.layer(MODEL_MEDIA_TYPE)
         if layer is None:
-            raise InvalidModelFile(f"{path}: manifest has no model layer")
+            raise InvalidModelFile("manifest has no model layer", path=path)
         gguf = store.blob_path(layer.digest)
         if not gguf.is_file():
-            raise InvalidModelFile(f"{path}: model blob {layer.digest} is missing")
+            raise InvalidModelFile(f"model blob {layer.digest} is missing", path=path)
         read_gguf_info(gguf)  # a record is only handed out for a readable GGUF
         return ModelRecord(
             name=name,
@@ -276,7 +294,7 @@ class ModelStores:
         try:
             st = path.stat()
         except OSError as exc:
-            raise InvalidModelFile(f"{path}: cannot read: {exc.strerror}") from exc
+            raise InvalidModelFile(f"cannot read: {exc.strerror}", path=path) from exc
         read_gguf_info(path)
         return ModelRecord(
             name=name,
@@ -298,7 +316,7 @@ class ModelStores:
         try:
             digest = file_digest(path).removeprefix("sha256:")
         except OSError as exc:
-            raise InvalidModelFile(f"{path}: cannot read: {exc.strerror}") from exc
+            raise InvalidModelFile(f"cannot read: {exc.strerror}", path=path) from exc
         with self._digest_lock:
             self._file_digests[key] = digest
         return digest
@@ -308,16 +326,22 @@ class ModelStores:
         root = str(self._emberd.root).rstrip(os.sep) + os.sep
         normal = os.path.normpath(os.path.abspath(path))
         if not normal.startswith(root):
-            raise InvalidModelFile(f"{path}: outside the model store {self._emberd.root}")
+            raise InvalidModelFile("outside the model store", path=path)
         return Path(normal)
 
 
 def _skip_broken(make: Callable[..., ModelRecord], *args: object) -> Iterator[ModelRecord]:
-    """Yield the record `make(*args)` builds, or log and yield nothing when it is broken."""
+    """Yield the record `make(*args)` builds, or log and yield nothing when it is broken.
+
+    Any error counts as broken, not only the expected InvalidModelFile: one
+    bad entry must never fail a listing for everyone.
+    """
     try:
         yield make(*args)
     except InvalidModelFile as exc:
         log.warning("skipping broken model entry: %s", exc)
+    except Exception as exc:
+        log.warning("skipping unreadable model entry: %r", exc)
 
 
 def _gguf_stem(file_name: str) -> str | None:

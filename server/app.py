@@ -11,8 +11,9 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from backends.base import Backend
+from backends.probe import LoadProbe
 from models.errors import ModelError
-from models.store import ModelStores
+from models.store import PROBED_DIR, ModelStores
 from server import openapi
 from server.config import Settings
 from server.engine import Engine
@@ -33,20 +34,24 @@ def create_app(
     backend: Backend | None = None,
     stores: ModelStores | None = None,
     prepare_default_model: bool = False,
+    probe: bool | None = None,
 ) -> Starlette:
     """The whole HTTP application for `settings`; `backend`/`stores` may be swapped in tests.
 
     With `prepare_default_model`, start-up makes sure the default model is in
     a store (importing the bundled all-minilm if needed), so the first
-    request does not pay for it.
+    request does not pay for it. `probe` (default: with the llama.cpp
+    backend) tries each model file's first load in a child process.
     """
     if backend is None:
-        from backends.llama_cpp import LlamaCppBackend, gpu_offload_supported
+        from backends.llama_cpp import LlamaCppBackend, gpu_device_limit
 
         backend = LlamaCppBackend()
-        gpu = gpu_offload_supported()
+        gpu_devices = gpu_device_limit()
+        probe = True if probe is None else probe
     else:
-        gpu = False
+        gpu_devices = 0
+    vet = LoadProbe(settings.models_dir / PROBED_DIR).vet if probe else None
     if stores is None:
         stores = ModelStores(settings.models_dir, settings.ollama_models_dir)
     metrics = Metrics()
@@ -59,12 +64,13 @@ def create_app(
         ),
         observe=metrics.observe_batch,
         on_load=metrics.observe_load,
+        vet=vet,
     )
     metrics.watch(lambda: runtime.pending, lambda: len(runtime.loaded()))
     defaults = ServerDefaults(
         context_length=settings.context_length,
         num_thread=settings.num_thread,
-        gpu_available=gpu,
+        gpu_devices=gpu_devices,
     )
     engine = Engine(stores, runtime, defaults)
 

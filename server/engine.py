@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from backends.base import FloatMatrix, LoadedModel, LoadOptions, TokenOutOfRange
+from backends.base import FloatMatrix, LoadedModel, LoadOptions, ModelLoadError, TokenOutOfRange
 from models.bundled import bundled_for, install_bundled
-from models.errors import ModelNotFound
+from models.errors import InvalidModelFile, ModelNotFound
+from models.gguf_checks import check_loadable
 from models.store import ModelRecord, ModelStores
-from server.errors import BadRequest, InternalError
+from server.errors import BadRequest, InternalError, LoadFailed, reason_of
 from server.options import ServerDefaults, load_overrides, resolve_load_options
 from server.runtime import Runtime
 
@@ -79,12 +80,18 @@ def prepare_texts(
         raise BadRequest("input after truncation exceeds maximum context length")
     prefix, suffix = list(model.facts.prefix), list(model.facts.suffix)
     sequences = []
-    for text in texts:
+    for index, text in enumerate(texts):
         tokens = model.tokenize(text)
         if len(tokens) > limit:
             if not truncate:
                 raise BadRequest("the input length exceeds the context length")
             tokens = tokens[:limit]
+        if not (tokens or prefix or suffix):
+            # Nothing to pool: a zero vector would look like data.
+            raise BadRequest(
+                f"input {index} has no tokens to embed: it is empty and this model "
+                "adds no special tokens"
+            )
         sequences.append(prefix + tokens + suffix)
     return sequences
 
@@ -123,11 +130,22 @@ class Engine:
 
         A bundled model (all-minilm) that no store has yet is imported from
         its package on first use, once, however many requests ask at once.
+        A broken entry is a LoadFailed that names the model, not its path.
         """
         if not name:
             raise BadRequest("model is required")
         try:
-            return self.stores.resolve(name)
+            return await self._find(name)
+        except InvalidModelFile as exc:
+            raise LoadFailed(name, reason_of(exc), str(exc)) from exc
+
+    async def _find(self, name: str) -> ModelRecord:
+        known = self.stores.cached(name)
+        if known is not None:
+            return known
+        try:
+            # Resolving may hash a dropped multi-GB file: never on the loop.
+            return await asyncio.to_thread(self.stores.resolve, name)
         except ModelNotFound as missing:
             bundled = bundled_for(name)
             if bundled is None:
@@ -135,29 +153,40 @@ class Engine:
             not_found = missing
         async with self._installing:
             with contextlib.suppress(ModelNotFound):
-                return self.stores.resolve(name)  # installed while this request waited
+                # installed while this request waited
+                return await asyncio.to_thread(self.stores.resolve, name)
             if await asyncio.to_thread(install_bundled, bundled, self.stores) is None:
                 raise not_found
-            return self.stores.resolve(name)
+            return await asyncio.to_thread(self.stores.resolve, name)
 
     async def embed(self, job: EmbedJob) -> EmbedResult:
         """Embed `job`'s inputs; no inputs just loads the model (keep_alive applied)."""
         started = time.perf_counter()
         record = await self.find(job.model)
-        info = record.info()  # validates the GGUF before llama.cpp sees it; cached
-        options = resolve_load_options(
-            self.defaults, record.params, load_overrides(job.options), info.context_length
-        )
-        async with self.runtime.use(record, options, job.keep_alive) as lease:
-            count = len(job.token_lists) if job.token_lists is not None else len(job.texts)
-            if count == 0:
-                empty = np.zeros((0, lease.model.facts.n_embd), dtype=np.float32)
-                return EmbedResult(empty, 0, lease.wait_seconds, time.perf_counter() - started)
-            sequences = await self._prepare(lease.model, options, job)
-            raw = await lease.queue.embed(sequences)
+        try:
+            options = self._load_options(record, job.options)
+            async with self.runtime.use(record, options, job.keep_alive) as lease:
+                count = len(job.token_lists) if job.token_lists is not None else len(job.texts)
+                if count == 0:
+                    empty = np.zeros((0, lease.model.facts.n_embd), dtype=np.float32)
+                    return EmbedResult(empty, 0, lease.wait_seconds, time.perf_counter() - started)
+                sequences = await self._prepare(lease.model, options, job)
+                raw = await lease.queue.embed(sequences)
+        except (InvalidModelFile, ModelLoadError) as exc:  # only loading raises these
+            raise LoadFailed(job.model, reason_of(exc), str(exc)) from exc
         vectors = finish_vectors(raw, job.dimensions, job.normalize)
         tokens = sum(len(s) for s in sequences)
         return EmbedResult(vectors, tokens, lease.wait_seconds, time.perf_counter() - started)
+
+    def _load_options(self, record: ModelRecord, requested: Mapping[str, object]) -> LoadOptions:
+        """How `record` must be loaded for a request; its file is checked first.
+
+        The checks refuse what would abort the process inside llama.cpp.
+        """
+        overrides = load_overrides(requested)
+        info = record.info()  # cached per file version
+        check_loadable(info)
+        return resolve_load_options(self.defaults, record.params, overrides, info.context_length)
 
     async def _prepare(
         self, model: LoadedModel, options: LoadOptions, job: EmbedJob

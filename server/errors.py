@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -75,6 +77,23 @@ class InternalError(ApiError):
     status = 500
 
 
+class LoadFailed(InternalError):
+    """A model's file is broken or llama.cpp refused it (500).
+
+    The message names the model as the client asked for it; `detail`, which
+    may hold store paths, goes to the log only.
+    """
+
+    def __init__(self, name: str, reason: str, detail: str) -> None:
+        super().__init__(f"failed to load model {go_quote(name)}: {reason}")
+        self.detail = detail
+
+
+def reason_of(exc: Exception) -> str:
+    """What went wrong, without the store path that `str(exc)` may carry."""
+    return str(getattr(exc, "reason", exc))
+
+
 def go_quote(text: str) -> str:
     """Quote like Go's %q, as Ollama's messages do."""
     return json.dumps(text, ensure_ascii=False)
@@ -99,7 +118,7 @@ _TABLE: dict[type[Exception], Callable[[Exception], ErrorInfo]] = {
     InvalidModelName: lambda e: ErrorInfo(400, "invalid model name"),
     TokenOutOfRange: lambda e: ErrorInfo(400, str(e)),
     DurationError: lambda e: ErrorInfo(400, str(e)),
-    InvalidModelFile: lambda e: ErrorInfo(500, f"failed to load model: {e}"),
+    InvalidModelFile: lambda e: ErrorInfo(500, f"failed to load model: {reason_of(e)}"),
     ModelLoadError: lambda e: ErrorInfo(500, f"failed to load model: {e}"),
     BackendError: lambda e: ErrorInfo(500, str(e)),
 }
@@ -145,11 +164,43 @@ def dialect_of(request: Request) -> Dialect:
     return "openai" if request.url.path.startswith("/v1/") else "ollama"
 
 
+class _Throttle:
+    """Lets a message through at most once per interval, counting the rest."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.last = -math.inf
+        self.held = 0
+
+    def take(self) -> int | None:
+        """None while throttled; else how many were held back since the last one."""
+        now = time.monotonic()
+        if now - self.last < self.interval:
+            self.held += 1
+            return None
+        held, self.held, self.last = self.held, 0, now
+        return held
+
+
+# Overload answers many requests at once: one log line per interval says so.
+_busy_log = _Throttle(10.0)
+
+
+def _log(request: Request, exc: Exception, info: ErrorInfo) -> None:
+    where = f"{request.method} {request.url.path}"
+    if info.status == 503:
+        held = _busy_log.take()
+        if held is not None:
+            log.warning("%s -> 503 %s (%d more since the last report)", where, info.message, held)
+    elif info.status >= 500:
+        detail = getattr(exc, "detail", None) or str(exc) or info.message
+        log.error("%s -> %d %s", where, info.status, detail)
+
+
 async def error_response(request: Request, exc: Exception) -> Response:
     """Starlette exception handler: every error leaves through here."""
     info = describe(exc)
-    if info.status >= 500:
-        log.error("%s %s -> %d %s", request.method, request.url.path, info.status, info.message)
+    _log(request, exc, info)
     return render(info, dialect_of(request))
 
 

@@ -8,8 +8,9 @@ accepted and ignored, as embedding has no use for sampling settings.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from backends.base import LoadOptions
 from server.errors import BadRequest
@@ -98,7 +99,32 @@ class ServerDefaults:
 
     context_length: int
     num_thread: int
-    gpu_available: bool
+    gpu_devices: int = 0  # GPUs a main_gpu may choose among; 0 on a CPU-only build
+    cpu_count: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+    @property
+    def max_threads(self) -> int:
+        """The most threads a model may ask for: a small multiple of the cores.
+
+        More only thrashes, and far more fails inside the OpenMP runtime,
+        which aborts the process.
+        """
+        return THREADS_PER_CORE * self.cpu_count
+
+
+# A request may ask for up to this many threads per core.
+THREADS_PER_CORE = 4
+# Offloading this many layers means all of them; llama.cpp keeps the count in an int32.
+MAX_GPU_LAYERS = 999
+# No context, batch or layer count ever needs more; larger values are mistakes.
+_MAX_SIZE = 1 << 24
+
+
+def _in_range(key: str, value: int, low: int, high: int, why: str = "") -> int:
+    """`value` if `low <= value <= high`, else a 400 naming the option."""
+    if not low <= value <= high:
+        raise InvalidOption(f'option "{key}" must be between {low} and {high}{why}, got {value}')
+    return value
 
 
 def resolve_load_options(
@@ -114,15 +140,21 @@ def resolve_load_options(
         value = merged.get(key, default)
         return value if isinstance(value, int) else default
 
-    num_ctx = pick("num_ctx", defaults.context_length)
+    num_ctx = _in_range("num_ctx", pick("num_ctx", defaults.context_length), 0, _MAX_SIZE)
     num_ctx = max(1, min(num_ctx, n_ctx_train)) if n_ctx_train > 0 else max(1, num_ctx)
-    num_thread = pick("num_thread", 0)
+    num_batch = _in_range("num_batch", pick("num_batch", min(2048, num_ctx)), 0, _MAX_SIZE)
+    num_gpu = pick("num_gpu", -1 if defaults.gpu_devices else 0)
+    devices = max(1, defaults.gpu_devices)
+    cores = f" ({THREADS_PER_CORE} per core on this machine)"
+    num_thread = _in_range("num_thread", pick("num_thread", 0), -1, defaults.max_threads, cores)
     return LoadOptions(
         num_ctx=num_ctx,
-        num_batch=max(1, pick("num_batch", min(2048, num_ctx))),
-        num_gpu=pick("num_gpu", -1 if defaults.gpu_available else 0),
-        main_gpu=pick("main_gpu", 0),
-        use_mmap=merged.get("use_mmap", True) is not False,
+        num_batch=max(1, min(num_batch, num_ctx)),
+        num_gpu=-1 if num_gpu < 0 else min(num_gpu, MAX_GPU_LAYERS),
+        main_gpu=_in_range("main_gpu", pick("main_gpu", 0), 0, devices - 1),
+        # Read into memory by default: a mapped file rewritten while loaded
+        # would crash the process (SIGBUS) or feed the model garbage.
+        use_mmap=merged.get("use_mmap", False) is True,
         use_mlock=merged.get("use_mlock", False) is True,
         num_thread=num_thread if num_thread > 0 else defaults.num_thread,
     )

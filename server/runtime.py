@@ -48,11 +48,21 @@ class RuntimeLimits:
     token_budget: int = 256
 
 
+def file_version(path: Path) -> tuple[int, int, int] | None:
+    """Size, modification time and inode of a file; None when it is gone."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
 @dataclass(eq=False)
 class _Runner:
     record: ModelRecord
     options: LoadOptions
     keep_alive: float
+    version: tuple[int, int, int] | None  # the file's, when loading began
     loading: asyncio.Task[None] | None = None
     model: LoadedModel | None = None
     queue: BatchQueue | None = None
@@ -63,6 +73,10 @@ class _Runner:
     @property
     def ready(self) -> bool:
         return self.model is not None
+
+    def file_changed(self) -> bool:
+        """Whether the GGUF was replaced or removed since this runner loaded it."""
+        return file_version(self.record.path) != self.version
 
     def stop_timer(self) -> None:
         if self.timer is not None:
@@ -115,9 +129,12 @@ class Runtime:
         *,
         observe: Callable[[BatchRecord], None] | None = None,
         on_load: Callable[[float], None] | None = None,
+        vet: Callable[[Path, str], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`vet(path, digest)`, when given, runs before each load and raises if it must not."""
         self._backend = backend
+        self._vet = vet
         self._limits = limits
         self._observe = observe
         self._on_load = on_load
@@ -180,9 +197,9 @@ class Runtime:
             runner = self._runners.get(record.path)
             if runner is None and self._has_room():
                 runner = self._start_load(record, options, keep_alive)
-            elif runner is not None and runner.options != options:
+            elif runner is not None and (why := _reload_reason(runner, options)):
                 if runner.ready and runner.refs == 0:
-                    log.info("reloading %s: load options changed", record.name.display)
+                    log.info("reloading %s: %s", record.name.display, why)
                     self._retire(runner)
                     continue
                 runner = None  # wait until it is idle
@@ -235,7 +252,7 @@ class Runtime:
         self, record: ModelRecord, options: LoadOptions, keep_alive: float | None
     ) -> _Runner:
         ka = self._limits.default_keep_alive if keep_alive is None else keep_alive
-        runner = _Runner(record, options, ka)
+        runner = _Runner(record, options, ka, file_version(record.path))
         self._runners[record.path] = runner
         runner.loading = self._spawn(self._load(runner))
         return runner
@@ -246,7 +263,7 @@ class Runtime:
             await asyncio.wait(list(self._closing))
         started = time.perf_counter()
         try:
-            model = await asyncio.to_thread(self._backend.load, runner.record.path, runner.options)
+            model = await asyncio.to_thread(self._load_file, runner.record, runner.options)
         except Exception as exc:
             log.error("loading %s failed: %s", name, exc)
             self._forget(runner)
@@ -266,6 +283,12 @@ class Runtime:
             "loaded %s in %.0f ms (num_ctx %d, keep_alive %s)",
             name, seconds * 1000, runner.options.num_ctx, format_duration(runner.keep_alive),
         )
+
+    def _load_file(self, record: ModelRecord, options: LoadOptions) -> LoadedModel:
+        """Vet, then load: runs in a worker thread."""
+        if self._vet is not None:
+            self._vet(record.path, record.digest)
+        return self._backend.load(record.path, options)
 
     def _evict(self) -> bool:
         """Unload the idle runner that expires first; False when all are busy."""
@@ -309,7 +332,15 @@ class Runtime:
     # -- views and shutdown ---------------------------------------------------
 
     def loaded(self) -> list[LoadedView]:
-        """Loaded models, latest expiry first."""
+        """Loaded models, latest expiry first.
+
+        An idle model whose file was replaced or removed is unloaded first:
+        it is no longer the model its name means.
+        """
+        for runner in list(self._runners.values()):
+            if runner.ready and runner.refs == 0 and runner.file_changed():
+                log.info("unloading %s: its file changed", runner.record.name.display)
+                self._retire(runner)
         views = [_view(runner) for runner in self._runners.values() if runner.ready]
         views.sort(key=lambda v: v.expires_at, reverse=True)
         return views
@@ -337,6 +368,15 @@ def _view(runner: _Runner) -> LoadedView:
         size_vram=int(size * min(share, 1.0)),
         expires_at=datetime.fromtimestamp(runner.expires_at, tz=timezone.utc),
     )
+
+
+def _reload_reason(runner: _Runner, options: LoadOptions) -> str:
+    """Why a loaded runner cannot serve a request with `options`; "" when it can."""
+    if runner.options != options:
+        return "load options changed"
+    if runner.ready and runner.file_changed():
+        return "its file changed"
+    return ""
 
 
 def _close_runner(runner: _Runner) -> None:

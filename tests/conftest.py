@@ -317,7 +317,7 @@ def running_server(
     Leaving the block tells the server to stop (it drains and unloads its
     models in its own thread); the session joins it at its end.
     """
-    app = create_app(settings, backend=backend)
+    app = create_app(settings, backend=backend, probe=True)
     sock = _listening_socket()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     config = uvicorn.Config(app, log_config=None, log_level="warning", timeout_graceful_shutdown=5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -256,6 +257,22 @@ def test_past_the_queue_bound_requests_get_503(serve: ServerFactory) -> None:
     # The bound counts pending requests, not requests ever made: room again.
     assert live.embed({"model": TINY, "input": "sky"}).status_code == 200
     assert backend.load_calls == 1
+
+
+def test_overload_is_logged_once_per_interval_not_per_request(
+    serve: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = RecordingBackend(gated=True)
+    live = serve(backend=backend, max_queue=1)
+    first = in_background(post_embed(live, {"model": TINY, "input": "sky"}))
+    assert backend.entered.wait(DEADLINE_S)
+    with caplog.at_level(logging.INFO, logger="emberd.errors"):
+        for _ in range(20):
+            assert live.embed({"model": TINY, "input": "sky"}).status_code == 503
+    backend.release()
+    assert first().status_code == 200
+    busy = [r for r in caplog.records if "503" in r.getMessage()]
+    assert len(busy) <= 1 and all(r.levelno == logging.WARNING for r in busy)
 
 
 def test_concurrent_requests_for_a_loading_model_share_one_load(serve: ServerFactory) -> None:

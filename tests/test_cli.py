@@ -18,7 +18,8 @@ from server import __version__
 from server.cli import build_parser, build_settings, human_bytes, human_number, human_time, main
 
 HOME = {"HOME": "/home/u"}
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(timezone.utc)  # for pure formatting; answers that are read against
+# the clock take theirs when the test runs (the suite may be long past import)
 
 
 def _stamp(moment: datetime) -> str:
@@ -260,6 +261,7 @@ def test_list_of_nothing_prints_the_header(
 
 
 def test_ps(stand_in: StandIn, capsys: pytest.CaptureFixture[str]) -> None:
+    now = datetime.now(timezone.utc)
     stand_in.answers[("GET", "/api/ps")] = (
         200,
         {
@@ -279,7 +281,7 @@ def test_ps(stand_in: StandIn, capsys: pytest.CaptureFixture[str]) -> None:
                     "size": 50_000_000,
                     "size_vram": 0,
                     "digest": "1b226e2802dbd2c1a5b0a3a2c5e5f0b3d4a1e6c7b8f9a0d1e2f3a4b5c6d7e8f9",
-                    "expires_at": _stamp(NOW + timedelta(minutes=4, seconds=30)),
+                    "expires_at": _stamp(now + timedelta(minutes=4, seconds=30)),
                     "context_length": 256,
                 },
                 {
@@ -288,7 +290,7 @@ def test_ps(stand_in: StandIn, capsys: pytest.CaptureFixture[str]) -> None:
                     "size": 100_000_000,
                     "size_vram": 25_000_000,
                     "digest": "sha256:ffffffffffffffffffff",
-                    "expires_at": _stamp(NOW - timedelta(seconds=5)),
+                    "expires_at": _stamp(now - timedelta(seconds=5)),
                     "context_length": 512,
                 },
             ]

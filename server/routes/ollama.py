@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import datetime, timezone
 from typing import Any
 
@@ -9,7 +11,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from models.store import ModelRecord
+from models.errors import ModelError
+from models.store import ModelRecord, ModelStores
 from server import __version__
 from server.engine import EmbedJob, Engine
 from server.errors import go_quote
@@ -107,10 +110,9 @@ def _time(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat()
 
 
-async def tags(request: Request) -> Response:
-    """GET /api/tags: every model in the stores, newest first."""
+def _tag_entries(stores: ModelStores) -> list[dict[str, Any]]:
     models = []
-    for record in _engine(request).stores.list():
+    for record in stores.list():
         try:
             details = _details(record)
         except Exception:  # a corrupt file is listed by nobody, not a failed listing
@@ -125,6 +127,16 @@ async def tags(request: Request) -> Response:
                 "details": details,
             }
         )
+    return models
+
+
+async def tags(request: Request) -> Response:
+    """GET /api/tags: every model in the stores, newest first.
+
+    Listing reads headers and hashes new dropped files: a thread's work, so
+    health checks and embeddings never wait behind it.
+    """
+    models = await asyncio.to_thread(_tag_entries, _engine(request).stores)
     return json_response({"models": models})
 
 
@@ -179,9 +191,16 @@ def _ps_entry(view: LoadedView) -> dict[str, Any]:
 
 
 async def ps(request: Request) -> Response:
-    """GET /api/ps: loaded models, latest expiry first."""
-    views = _engine(request).runtime.loaded()
-    return json_response({"models": [_ps_entry(view) for view in views]})
+    """GET /api/ps: loaded models, latest expiry first.
+
+    A model still in use whose file was removed meanwhile is left out: its
+    details can no longer be read, and it goes once its requests finish.
+    """
+    entries = []
+    for view in _engine(request).runtime.loaded():
+        with contextlib.suppress(ModelError):
+            entries.append(_ps_entry(view))
+    return json_response({"models": entries})
 
 
 routes = [
