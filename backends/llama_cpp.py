@@ -29,6 +29,7 @@ from backends.base import (
     ModelLoadError,
     Pooling,
 )
+from backends.cpu_load import CpuLoad
 
 log = logging.getLogger("emberd.llama")
 
@@ -84,9 +85,13 @@ def gpu_device_limit() -> int:
 class LlamaCppBackend:
     """Loads GGUF embedding models with llama.cpp."""
 
+    def __init__(self, cpu_load: CpuLoad | None = None) -> None:
+        """`cpu_load` watches the machine for all models; None gives every decode all threads."""
+        self._cpu_load = cpu_load
+
     def load(self, path: Path, options: LoadOptions) -> LlamaCppModel:
         """Load `path` in embedding mode; raises ModelLoadError on failure."""
-        return LlamaCppModel(path, options)
+        return LlamaCppModel(path, options, self._cpu_load)
 
 
 class _Batch:
@@ -150,10 +155,13 @@ class LlamaCppModel:
     threads shared out; a single decode gets every thread.
     """
 
-    def __init__(self, path: Path, options: LoadOptions) -> None:
+    def __init__(
+        self, path: Path, options: LoadOptions, cpu_load: CpuLoad | None = None
+    ) -> None:
         _init_llama()
         self.path = path
         self.options = options
+        self._cpu_load = cpu_load
         self.stats = DecodeStats()
         self._closed = False
         self._lock = threading.Lock()
@@ -170,6 +178,8 @@ class LlamaCppModel:
             self._n_seq_max = min(self._ubatch, MAX_SEQUENCES)
             gpu_layers = self._offloaded_layers(options)
             lanes = CPU_LANES if gpu_layers == 0 and options.num_thread >= CPU_LANES else 1
+            if gpu_layers:  # the GPU does the work; the CPU threads barely matter
+                self._cpu_load = None
             for _ in range(lanes):
                 ctx = self._new_context(pooling)
                 self._lanes.append(_Lane(ctx, self._ubatch, options.num_thread))
@@ -311,7 +321,7 @@ class LlamaCppModel:
         with self._lock:
             if self._closed:
                 raise BackendError("model is closed")
-            threads = split_threads(self.options.num_thread, len(batches))
+            threads = split_threads(self._threads_now(), len(batches))
             jobs = list(zip(self._lanes, batches, threads, strict=False))
             # The first decode runs on this thread, the others on the lane pool.
             others = [self._pool.submit(self._decode, *job) for job in jobs[1:] if self._pool]
@@ -322,6 +332,11 @@ class LlamaCppModel:
                 self.stats.sequences += len(sequences)
                 self.stats.tokens += sum(len(s) for s in sequences)
         return results
+
+    def _threads_now(self) -> int:
+        """The threads this model may use now: all of them, unless other work needs cores."""
+        wanted = self.options.num_thread
+        return wanted if self._cpu_load is None else self._cpu_load.threads(wanted)
 
     def _decode(
         self, lane: _Lane, sequences: Sequence[Sequence[int]], threads: int

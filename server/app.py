@@ -44,9 +44,10 @@ def create_app(
     backend) tries each model file's first load in a child process.
     """
     if backend is None:
+        from backends.cpu_load import CpuLoad
         from backends.llama_cpp import LlamaCppBackend, gpu_device_limit
 
-        backend = LlamaCppBackend()
+        backend = LlamaCppBackend(CpuLoad())
         gpu_devices = gpu_device_limit()
         probe = True if probe is None else probe
     else:

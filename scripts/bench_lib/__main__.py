@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from scripts.bench_lib import llama_server, procs, report, runner
+from scripts.bench_lib.busy import BusySizes
+from scripts.bench_lib.busy import table as busy_table
 from scripts.bench_lib.model import DEFAULT_MODEL, prepare_model
 from scripts.bench_lib.procs import BenchError
 from scripts.bench_lib.workloads import Sizes
@@ -43,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--st-python", help="an interpreter with sentence-transformers (and torch)")
     add("--st-model", type=Path, help="sentence-transformers checkpoint of --model")
     add("--cache", type=Path, default=REPO / ".bench", help="build, store and results directory")
+    add("--busy", action="store_true",
+        help="after the quiet workloads, measure emberd and llama-server under CPU hogs")
+    add("--busy-only", action="store_true", help="only the busy workload")
+    add("--hogs", type=int, default=os.cpu_count() or 1,
+        help="CPU hogs of the busy workload (default: one per core)")
     return parser
 
 
@@ -108,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
     )
     outcome = runner.Outcome()
     version = llama_server.pinned_version()
+    if args.busy_only:
+        _run_busy(args, opts, contenders, version)
+        return 0
     busy = _run_contenders(args, opts, contenders, version, outcome)
     targets = report.evaluate(outcome.measurements, model.name)
     print(_summary(opts, outcome, version))
@@ -138,7 +148,22 @@ def run(args: argparse.Namespace) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text + "\n")
     _say(f"JSON written to {', '.join(str(p) for p in paths)}")
+    if args.busy:
+        _run_busy(args, opts, contenders, version)
     return 0
+
+
+def _run_busy(
+    args: argparse.Namespace, opts: runner.Options, contenders: Sequence[str], version: str
+) -> None:
+    """The busy workload and its table."""
+    binary = None
+    if runner.LLAMA_SERVER in contenders:
+        binary = llama_server.ensure_binary(opts.cache, version, os.cpu_count() or 1, _say)
+    sizes = BusySizes().quick() if args.quick else BusySizes()
+    rows = runner.run_busy(opts, binary, args.hogs, sizes, _say)
+    print()
+    print(busy_table(rows, args.hogs, os.cpu_count() or 1))
 
 
 def _run_contenders(

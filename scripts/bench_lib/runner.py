@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from scripts.bench_lib import llama_server, procs, texts, workloads
+from scripts.bench_lib import busy, llama_server, procs, texts, workloads
 from scripts.bench_lib.client import OLLAMA, OPENAI, Endpoint, HttpEmbedder, token_count
 from scripts.bench_lib.llama_server import ServerConfig
 from scripts.bench_lib.model import BenchModel
@@ -275,6 +276,26 @@ def _with_sweep(m: Measurement, config: ServerConfig, sweep: Sequence[SweepPoint
     if same and max(same) > m.value:
         return Measurement(m.contender, m.metric, max(same), f"{m.note}; the sweep's run")
     return m
+
+
+# -- the busy workload
+
+
+def run_busy(
+    opts: Options, binary: Path | None, hog_count: int, sizes: busy.BusySizes, say: Say
+) -> list[busy.BusyRow]:
+    """emberd, then llama-server at the same threads and at one, each under `hog_count` hogs."""
+    servers = [busy.BusyServer(EMBERD, opts.threads, OLLAMA,
+                               lambda: start_emberd(opts, procs.free_port()))]
+    if binary is not None:
+        label = f"{LLAMA_SERVER} {llama_server.DEFAULT_CONFIG.label}"
+        for threads in dict.fromkeys((opts.threads, 1)):
+            chosen = replace(opts, threads=threads)
+            servers.append(busy.BusyServer(
+                label, threads, OPENAI,
+                functools.partial(start_llama_server, chosen, binary, llama_server.DEFAULT_CONFIG),
+            ))
+    return busy.run(servers, opts.model.name, sizes, hog_count, say)
 
 
 # -- in-process contenders

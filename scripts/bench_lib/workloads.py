@@ -166,8 +166,8 @@ def run_concurrently(embedders: Sequence[Embedder], requests: Iterable[Sequence[
     return seconds
 
 
-def latency(factory: EmbedderFactory, batch: Sequence[str], warmup: int) -> Latency:
-    """p50 and p99 of sequential one-text requests; the first `warmup` are not counted."""
+def request_times(factory: EmbedderFactory, batch: Sequence[str], warmup: int) -> list[float]:
+    """Milliseconds of sequential one-text requests; the first `warmup` are not counted."""
     client = factory()
     try:
         times: list[float] = []
@@ -176,9 +176,15 @@ def latency(factory: EmbedderFactory, batch: Sequence[str], warmup: int) -> Late
             client.embed([text])
             if i >= warmup:
                 times.append((time.perf_counter() - start) * 1000.0)
-        return Latency(p50_ms=percentile(times, 50), p99_ms=percentile(times, 99))
+        return times
     finally:
         client.close()
+
+
+def latency(factory: EmbedderFactory, batch: Sequence[str], warmup: int) -> Latency:
+    """p50 and p99 of sequential one-text requests; the first `warmup` are not counted."""
+    times = request_times(factory, batch, warmup)
+    return Latency(p50_ms=percentile(times, 50), p99_ms=percentile(times, 99))
 
 
 def leak_check(

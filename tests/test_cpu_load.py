@@ -1,0 +1,79 @@
+"""How many threads a decode gets: as many cores as other programs leave free."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from backends.cpu_load import SAMPLE_INTERVAL_S, STALE_S, CpuLoad
+
+
+class Counters:
+    """Machine and own CPU seconds that a test moves forward by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.machine = 0.0
+        self.own = 0.0
+
+    def __call__(self) -> tuple[float, float, float]:
+        return self.now, self.machine, self.own
+
+    def advance(self, seconds: float, others_cores: float, own_cores: float = 0.0) -> None:
+        self.now += seconds
+        self.machine += seconds * (others_cores + own_cores)
+        self.own += seconds * own_cores
+
+
+def test_a_quiet_machine_gives_every_thread() -> None:
+    counters = Counters()
+    load = CpuLoad(cores=4, counters=counters)
+    counters.advance(0.2, others_cores=0.1, own_cores=3.9)  # our own decodes do not count
+    assert load.threads(4) == 4
+    assert load.threads(8) == 4  # never more than the cores
+
+
+@pytest.mark.parametrize(("others", "threads"), [(0.5, 3), (1.0, 3), (1.8, 2), (3.9, 1), (8, 1)])
+def test_cores_others_keep_busy_are_left_to_them(others: float, threads: int) -> None:
+    counters = Counters()
+    load = CpuLoad(cores=4, counters=counters)
+    counters.advance(0.2, others_cores=others)
+    assert load.threads(4) == threads
+
+
+def test_answers_are_reused_briefly_and_stale_windows_are_not_trusted() -> None:
+    counters = Counters()
+    load = CpuLoad(cores=2, counters=counters)
+    counters.advance(0.2, others_cores=2.0)
+    assert load.threads(2) == 1
+    counters.advance(SAMPLE_INTERVAL_S / 2, others_cores=0.0)
+    assert load.threads(2) == 1  # too soon to look again
+    counters.advance(STALE_S * 2, others_cores=0.0)
+    assert load.threads(2) == 1  # a long window says little about now: a fresh one starts
+    counters.advance(0.2, others_cores=0.0)
+    assert load.threads(2) == 2
+
+
+@pytest.fixture
+def hogs() -> Iterator[None]:
+    spin = "import time\nend = time.time() + 20\nwhile time.time() < end: pass\n"
+    procs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(os.cpu_count() or 1)]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def test_real_hogs_on_every_core_leave_one_thread(hogs: None) -> None:
+    load = CpuLoad()
+    time.sleep(0.5)
+    load.free_cores()  # start a window while the hogs run
+    time.sleep(0.5)
+    assert load.threads(os.cpu_count() or 1) == 1
