@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from backends.base import FloatMatrix, LoadedModel, LoadOptions, ModelLoadError, TokenOutOfRange
+from backends.base import FloatMatrix, LoadedModel, LoadOptions, ModelLoadError
 from models.bundled import bundled_for, install_bundled
 from models.errors import InvalidModelFile, ModelNotFound
 from models.gguf_checks import check_loadable
 from models.store import ModelRecord, ModelStores
-from server.errors import BadRequest, InternalError, LoadFailed, reason_of
+from server.core_errors import InvalidRequest, InvalidVectors, LoadFailed, reason_of
 from server.options import ServerDefaults, load_overrides, resolve_load_options
 from server.runtime import Runtime
 
@@ -60,7 +60,7 @@ def l2_normalize(vectors: FloatMatrix) -> FloatMatrix:
 def finish_vectors(vectors: FloatMatrix, dimensions: int | None, normalize: bool) -> FloatMatrix:
     """Reject NaN/Inf, cut to `dimensions` when it is a real cut, then normalise."""
     if not np.isfinite(vectors).all():
-        raise InternalError("embedding contains NaN or Inf values")
+        raise InvalidVectors()
     if dimensions is not None and 0 < dimensions < vectors.shape[1]:
         vectors = vectors[:, :dimensions]
     return l2_normalize(vectors) if normalize else vectors
@@ -77,18 +77,18 @@ def prepare_texts(
 ) -> list[list[int]]:
     """Tokenize and truncate per Ollama; specials are added after the cut."""
     if limit <= 0:
-        raise BadRequest("input after truncation exceeds maximum context length")
+        raise InvalidRequest("input after truncation exceeds maximum context length")
     prefix, suffix = list(model.facts.prefix), list(model.facts.suffix)
     sequences = []
     for index, text in enumerate(texts):
         tokens = model.tokenize(text)
         if len(tokens) > limit:
             if not truncate:
-                raise BadRequest("the input length exceeds the context length")
+                raise InvalidRequest("the input length exceeds the context length")
             tokens = tokens[:limit]
         if not (tokens or prefix or suffix):
             # Nothing to pool: a zero vector would look like data.
-            raise BadRequest(
+            raise InvalidRequest(
                 f"input {index} has no tokens to embed: it is empty and this model "
                 "adds no special tokens"
             )
@@ -101,16 +101,16 @@ def prepare_tokens(
 ) -> list[list[int]]:
     """Token ids go to the model as given, checked against the vocabulary and truncated."""
     if limit <= 0:
-        raise BadRequest("input after truncation exceeds maximum context length")
+        raise InvalidRequest("input after truncation exceeds maximum context length")
     n_vocab = model.facts.n_vocab
     sequences = []
     for ids in token_lists:
         bad = [t for t in ids if not 0 <= t < n_vocab]
         if bad:
-            raise TokenOutOfRange(f"token id {bad[0]} is out of range (vocabulary of {n_vocab})")
+            raise InvalidRequest(f"token id {bad[0]} is out of range (vocabulary of {n_vocab})")
         if len(ids) > limit:
             if not truncate:
-                raise BadRequest("the input length exceeds the context length")
+                raise InvalidRequest("the input length exceeds the context length")
             ids = ids[:limit]
         sequences.append(list(ids))
     return sequences
@@ -133,7 +133,7 @@ class Engine:
         A broken entry is a LoadFailed that names the model, not its path.
         """
         if not name:
-            raise BadRequest("model is required")
+            raise InvalidRequest("model is required")
         try:
             return await self._find(name)
         except InvalidModelFile as exc:

@@ -1,12 +1,13 @@
-"""Typed errors and the one table that maps every error to a status and message.
+"""The one table that maps every error to a status and message, and the HTTP errors.
 
-Routes and the engine raise; only `error_response` decides what a client sees,
-in the dialect (Ollama or OpenAI) of the route that failed.
+The core raises its own errors (server/core_errors.py), the models and
+backends theirs; routes raise the HTTP errors below. Only `error_response`
+decides what a client sees, in the dialect (Ollama or OpenAI) of the route
+that failed.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -21,6 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backends.base import BackendError, ModelLoadError, TokenOutOfRange
 from models.errors import InvalidModelFile, InvalidModelName, ModelNotFound
+from models.registry import ManifestNotFound, RegistryError
+from server.core_errors import CoreError, InvalidRequest, QueueFull, go_quote, reason_of
 from server.durations import DurationError
 
 log = logging.getLogger("emberd.errors")
@@ -62,43 +65,6 @@ class NotFound(ApiError):
     status = 404
 
 
-class ServerBusy(ApiError):
-    """The queue bound is reached (503)."""
-
-    status = 503
-
-    def __init__(self) -> None:
-        super().__init__("server busy, please try again.  maximum pending requests exceeded")
-
-
-class InternalError(ApiError):
-    """A fault inside the server (500)."""
-
-    status = 500
-
-
-class LoadFailed(InternalError):
-    """A model's file is broken or llama.cpp refused it (500).
-
-    The message names the model as the client asked for it; `detail`, which
-    may hold store paths, goes to the log only.
-    """
-
-    def __init__(self, name: str, reason: str, detail: str) -> None:
-        super().__init__(f"failed to load model {go_quote(name)}: {reason}")
-        self.detail = detail
-
-
-def reason_of(exc: Exception) -> str:
-    """What went wrong, without the store path that `str(exc)` may carry."""
-    return str(getattr(exc, "reason", exc))
-
-
-def go_quote(text: str) -> str:
-    """Quote like Go's %q, as Ollama's messages do."""
-    return json.dumps(text, ensure_ascii=False)
-
-
 @dataclass(frozen=True)
 class ErrorInfo:
     """What a client sees for an error."""
@@ -112,15 +78,36 @@ def _model_not_found(exc: Exception) -> ErrorInfo:
     return ErrorInfo(404, f"model {go_quote(exc.name)} not found, try pulling it first")
 
 
-# Errors raised below the server (models, backends, durations) and their faces.
+def _message(status: int) -> Callable[[Exception], ErrorInfo]:
+    """The face of an error whose own message says it all."""
+    return lambda e: ErrorInfo(status, getattr(e, "message", None) or str(e))
+
+
+def _load_failure(exc: Exception) -> ErrorInfo:
+    return ErrorInfo(500, f"failed to load model: {reason_of(exc)}")
+
+
+def _os_error(exc: Exception) -> ErrorInfo:
+    # strerror, not str(): the latter names the file, a path on this machine.
+    return ErrorInfo(500, getattr(exc, "strerror", None) or "input/output error")
+
+
+# Every error raised below the routes (the core, models, backends, durations)
+# and its face; the most specific class listed wins.
 _TABLE: dict[type[Exception], Callable[[Exception], ErrorInfo]] = {
+    InvalidRequest: _message(400),
+    QueueFull: _message(503),
+    CoreError: _message(500),
     ModelNotFound: _model_not_found,
     InvalidModelName: lambda e: ErrorInfo(400, "invalid model name"),
-    TokenOutOfRange: lambda e: ErrorInfo(400, str(e)),
-    DurationError: lambda e: ErrorInfo(400, str(e)),
-    InvalidModelFile: lambda e: ErrorInfo(500, f"failed to load model: {reason_of(e)}"),
-    ModelLoadError: lambda e: ErrorInfo(500, f"failed to load model: {e}"),
-    BackendError: lambda e: ErrorInfo(500, str(e)),
+    TokenOutOfRange: _message(400),
+    DurationError: _message(400),
+    ManifestNotFound: _message(404),
+    RegistryError: _message(500),
+    InvalidModelFile: _load_failure,
+    ModelLoadError: _load_failure,
+    BackendError: _message(500),
+    OSError: _os_error,
 }
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from backends.base import LoadOptions
-from server.errors import BadRequest
+from server.core_errors import InvalidOption
 
 log = logging.getLogger("emberd.options")
 
@@ -40,10 +40,6 @@ IGNORED_KEYS: dict[str, str] = {
     "mirostat_tau": _FLOAT, "mirostat_eta": _FLOAT, "tfs_z": _FLOAT,
     "stop": _STRINGS,
 }
-
-
-class InvalidOption(BadRequest):
-    """An option has a value of the wrong type."""
 
 
 def _check_type(key: str, kind: str, value: object) -> object:

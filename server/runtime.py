@@ -29,8 +29,8 @@ from typing import Any
 from backends.base import Backend, LoadedModel, LoadOptions
 from models.store import ModelRecord
 from server.batching import BatchQueue, BatchRecord
+from server.core_errors import QueueFull
 from server.durations import format_duration
-from server.errors import ServerBusy
 
 log = logging.getLogger("emberd.runtime")
 
@@ -156,10 +156,10 @@ class Runtime:
     ) -> AsyncIterator[Lease]:
         """Lease `record` loaded with `options`; keep_alive None keeps the current one.
 
-        Raises ServerBusy past `max_queue` pending requests, or the load's error.
+        Raises QueueFull past `max_queue` pending requests, or the load's error.
         """
         if self._pending >= self._limits.max_queue:
-            raise ServerBusy()
+            raise QueueFull()
         self._pending += 1
         started = time.perf_counter()
         try:

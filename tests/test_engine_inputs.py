@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from backends.base import LoadOptions
+from server.core_errors import InvalidRequest
 from server.engine import prepare_texts
-from server.errors import BadRequest
 from tests.standin_backend import StandInModel
 
 OPTIONS = LoadOptions(
@@ -30,11 +30,11 @@ def test_an_empty_text_is_its_special_tokens() -> None:
 def test_an_empty_text_on_a_model_without_special_tokens_is_a_400_naming_it() -> None:
     bare = model(prefix=(), suffix=())
     assert prepare_texts(bare, ["a"], limit=8, truncate=True) == [[11]]
-    with pytest.raises(BadRequest, match=r"^input 1 has no tokens to embed"):
+    with pytest.raises(InvalidRequest, match=r"^input 1 has no tokens to embed"):
         prepare_texts(bare, ["sky", "", "sea"], limit=8, truncate=True)
 
 
 def test_truncation_keeps_the_first_tokens_then_adds_the_specials() -> None:
     assert prepare_texts(model(), ["a bb ccc dddd"], limit=2, truncate=True) == [[1, 11, 12, 2]]
-    with pytest.raises(BadRequest, match="exceeds the context length"):
+    with pytest.raises(InvalidRequest, match="exceeds the context length"):
         prepare_texts(model(), ["a bb ccc"], limit=2, truncate=False)

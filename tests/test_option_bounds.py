@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from server.errors import BadRequest
+from server.core_errors import InvalidRequest
 from server.options import MAX_GPU_LAYERS, ServerDefaults, load_overrides, resolve_load_options
 from tests.subprocess_server import child_server
 from tests.tiny_model import write_tiny_bert
@@ -39,7 +39,7 @@ def resolve(options: dict[str, object], n_ctx_train: int = 512) -> object:
 def test_absurd_values_are_refused_naming_the_option(
     options: dict[str, object], named: str
 ) -> None:
-    with pytest.raises(BadRequest) as refused:
+    with pytest.raises(InvalidRequest) as refused:
         resolve(options)
     assert f'option "{named}"' in refused.value.message
 

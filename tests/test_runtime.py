@@ -17,7 +17,7 @@ import pytest
 from backends.base import LoadOptions, ModelLoadError
 from models.names import ModelName
 from models.store import EMBERD, ModelRecord
-from server.errors import ServerBusy
+from server.core_errors import QueueFull
 from server.runtime import Runtime, RuntimeLimits
 from tests.bounded import bounded
 from tests.standin_backend import StandInBackend, StandInModel, vector_of
@@ -269,7 +269,7 @@ async def test_past_max_queue_requests_are_refused() -> None:
     rt = runtime(backend, max_queue=2)
     users = [asyncio.create_task(use_once(rt, A)) for _ in range(2)]
     await until(lambda: rt.pending == 2)
-    with pytest.raises(ServerBusy):
+    with pytest.raises(QueueFull):
         await use_once(rt, B)
     backend.load_gate.open()
     await asyncio.gather(*users)

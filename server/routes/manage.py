@@ -19,12 +19,11 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from models.errors import InvalidModelFile, ModelNotFound
+from models.errors import ModelNotFound
 from models.names import ModelName
 from models.pull import PullProgress, pull_model
-from models.registry import ManifestNotFound, RegistryError
 from models.store import ModelStores
-from server.errors import BadRequest, ErrorInfo, NotFound, describe
+from server.errors import BadRequest, NotFound, describe
 from server.render import dumps, json_response
 from server.schemas import parse_body, read_json
 
@@ -64,15 +63,6 @@ class DeleteRequest(_Request):
 PullJob = Callable[[Callable[[PullProgress], None], threading.Event], object]
 
 
-def pull_error(exc: Exception) -> ErrorInfo:
-    """Status and message of a failed pull, as Ollama words them."""
-    if isinstance(exc, ManifestNotFound):
-        return ErrorInfo(404, str(exc))
-    if isinstance(exc, (RegistryError, InvalidModelFile, OSError)):
-        return ErrorInfo(500, str(exc))
-    return describe(exc)
-
-
 async def pull(request: Request) -> Response:
     """POST /api/pull: download a model from its registry into emberd's store."""
     body = parse_body(PullRequest, read_json(await request.body()))
@@ -90,7 +80,7 @@ async def pull(request: Request) -> Response:
         try:
             await asyncio.to_thread(job, lambda _: None, threading.Event())
         except Exception as exc:
-            info = pull_error(exc)
+            info = describe(exc)
             return json_response({"error": info.message}, info.status)
         return json_response({"status": "success"})
     return StreamingResponse(_progress_lines(job), media_type=NDJSON)
@@ -110,7 +100,7 @@ async def _progress_lines(job: PullJob) -> AsyncIterator[bytes]:
         try:
             job(lambda event: emit(dumps(event.to_json()) + b"\n"), cancel)
         except Exception as exc:
-            emit(dumps({"error": pull_error(exc).message}) + b"\n")
+            emit(dumps({"error": describe(exc).message}) + b"\n")
         finally:
             emit(None)
 

@@ -14,8 +14,8 @@ from starlette.routing import Route
 from models.errors import ModelError
 from models.store import ModelRecord, ModelStores
 from server import __version__
+from server.core_errors import go_quote
 from server.engine import EmbedJob, Engine
-from server.errors import go_quote
 from server.render import json_response
 from server.routes.openai import embeddings_response
 from server.runtime import LoadedView
