@@ -17,7 +17,8 @@ from datetime import datetime, timezone
 from typing import TypeAlias
 
 from server import __version__, cli_models
-from server.client import ClientError, EmberdClient, RunningModel, ShowResult
+from server.api_types import RunningModel, ShowResponse
+from server.client import ClientError, EmberdClient
 from server.config import LOG_LEVELS, SOURCES, ClientConfig, ConfigError, Settings
 from server.durations import format_duration
 
@@ -272,7 +273,7 @@ def _ps(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0
 
 
-def _show_model_rows(result: ShowResult) -> list[tuple[str, str]]:
+def _show_model_rows(result: ShowResponse) -> list[tuple[str, str]]:
     info = result.model_info
     arch = str(info.get("general.architecture") or result.details.family or "")
     count = info.get("general.parameter_count")

@@ -1,33 +1,31 @@
 """A small HTTP client for a running emberd, used by the command-line verbs.
 
-Built on `urllib.request` so the command line needs nothing beyond the
-standard library. Responses are turned into frozen dataclasses here, so the
-verbs never dig through raw JSON.
+Built on `urllib.request`; answers are parsed into the models of
+`server/api_types.py`, the same ones the server renders, so the verbs never
+dig through raw JSON.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from typing import TypeVar
 
+from pydantic import ValidationError
+
+from server.api_types import Body, ListedModel, PsResponse, RunningModel, ShowResponse, TagsResponse
 from server.config import is_loopback_host
 
 __all__ = [
     "ClientError",
     "ConnectError",
     "EmberdClient",
-    "ListedModel",
-    "ModelDetails",
-    "RunningModel",
-    "ShowResult",
-    "parse_timestamp",
 ]
+
+Answer = TypeVar("Answer", bound=Body)
 
 
 class ClientError(Exception):
@@ -36,88 +34,6 @@ class ClientError(Exception):
 
 class ConnectError(ClientError):
     """No server could be reached at the configured address."""
-
-
-@dataclass(frozen=True)
-class ModelDetails:
-    """The `details` object of /api/tags, /api/ps and /api/show."""
-
-    format: str = ""
-    family: str = ""
-    parameter_size: str = ""
-    quantization_level: str = ""
-
-
-@dataclass(frozen=True)
-class ListedModel:
-    """One entry of GET /api/tags."""
-
-    name: str
-    digest: str
-    size: int
-    modified_at: datetime | None
-    details: ModelDetails
-
-
-@dataclass(frozen=True)
-class RunningModel:
-    """One entry of GET /api/ps."""
-
-    name: str
-    digest: str
-    size: int
-    size_vram: int
-    expires_at: datetime | None
-    context_length: int | None
-    details: ModelDetails
-
-
-@dataclass(frozen=True)
-class ShowResult:
-    """The parts of POST /api/show that the command line prints.
-
-    `model_info` holds the GGUF key/values as the server sent them; their
-    types vary with the key.
-    """
-
-    details: ModelDetails
-    model_info: Mapping[str, object]
-    capabilities: tuple[str, ...]
-    parameters: str
-
-
-def parse_timestamp(text: object) -> datetime | None:
-    """Parse an RFC 3339 time as Go writes it (nanoseconds, `Z`); None if absent or bad.
-
-    Go's zero time (year 1) also reads as None.
-    """
-    if not isinstance(text, str) or not text:
-        return None
-    # fromisoformat before 3.11 takes neither "Z" nor more than 6 fraction digits.
-    normalised = re.sub(r"[Zz]$", "+00:00", text.strip())
-    normalised = re.sub(r"(\.\d{6})\d+", r"\1", normalised)
-    try:
-        moment = datetime.fromisoformat(normalised)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return None if moment.year <= 1 else moment
-
-
-def _details(value: object) -> ModelDetails:
-    if not isinstance(value, dict):
-        return ModelDetails()
-    return ModelDetails(
-        format=str(value.get("format") or ""),
-        family=str(value.get("family") or ""),
-        parameter_size=str(value.get("parameter_size") or ""),
-        quantization_level=str(value.get("quantization_level") or ""),
-    )
-
-
-def _int(value: object) -> int:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
 
 
 class EmberdClient:
@@ -134,56 +50,34 @@ class EmberdClient:
 
     def list_models(self) -> list[ListedModel]:
         """GET /api/tags."""
-        return [
-            ListedModel(
-                name=str(item.get("name") or item.get("model") or ""),
-                digest=str(item.get("digest") or ""),
-                size=_int(item.get("size")),
-                modified_at=parse_timestamp(item.get("modified_at")),
-                details=_details(item.get("details")),
-            )
-            for item in self._models(self._json("GET", "/api/tags"))
-        ]
+        return self._parse(TagsResponse, "GET", "/api/tags").models
 
     def running_models(self) -> list[RunningModel]:
         """GET /api/ps."""
-        return [
-            RunningModel(
-                name=str(item.get("name") or item.get("model") or ""),
-                digest=str(item.get("digest") or ""),
-                size=_int(item.get("size")),
-                size_vram=_int(item.get("size_vram")),
-                expires_at=parse_timestamp(item.get("expires_at")),
-                context_length=_int(item.get("context_length")) or None,
-                details=_details(item.get("details")),
-            )
-            for item in self._models(self._json("GET", "/api/ps"))
-        ]
+        return self._parse(PsResponse, "GET", "/api/ps").models
 
-    def show(self, model: str) -> ShowResult:
+    def show(self, model: str) -> ShowResponse:
         """POST /api/show for one model."""
-        body = self._json("POST", "/api/show", {"model": model})
-        info = body.get("model_info")
-        capabilities = body.get("capabilities")
-        return ShowResult(
-            details=_details(body.get("details")),
-            model_info=dict(info) if isinstance(info, dict) else {},
-            capabilities=tuple(str(c) for c in capabilities)
-            if isinstance(capabilities, list)
-            else (),
-            parameters=str(body.get("parameters") or ""),
-        )
+        return self._parse(ShowResponse, "POST", "/api/show", {"model": model})
 
     def embed(self, model: str, inputs: Sequence[str]) -> str:
         """POST /api/embed; returns the server's JSON response text unchanged."""
         raw = self._request("POST", "/api/embed", {"model": model, "input": list(inputs)})
         return raw.decode("utf-8")
 
-    def _models(self, body: dict[str, object]) -> list[dict[str, object]]:
-        models = body.get("models")
-        if not isinstance(models, list):
-            raise ClientError("unexpected response from server: no models list")
-        return [item for item in models if isinstance(item, dict)]
+    def _parse(
+        self,
+        kind: type[Answer],
+        method: str,
+        path: str,
+        payload: Mapping[str, object] | None = None,
+    ) -> Answer:
+        body = self._json(method, path, payload)
+        try:
+            return kind.model_validate(body)
+        except ValidationError as exc:
+            where = ".".join(str(p) for p in exc.errors()[0]["loc"])
+            raise ClientError(f"unexpected response from server on {path}: {where}") from None
 
     def _json(
         self, method: str, path: str, payload: Mapping[str, object] | None = None

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from backends.base import BackendError, ModelLoadError, TokenOutOfRange
 from models.errors import InvalidModelFile, InvalidModelName, ModelNotFound
 from models.registry import ManifestNotFound, RegistryError
+from server.api_types import ErrorBody, OpenAIErrorBody, OpenAIErrorDetail
 from server.core_errors import CoreError, InvalidRequest, QueueFull, go_quote, reason_of
 from server.durations import DurationError
 
@@ -136,10 +137,10 @@ def render(info: ErrorInfo, dialect: Dialect) -> Response:
     if dialect == "openai":
         kind = _OPENAI_TYPES.get(info.status, "api_error" if info.status >= 500 else
                                  "invalid_request_error")
-        body: object = {"error": {"message": info.message, "type": kind, "param": None,
-                                  "code": None}}
+        detail = OpenAIErrorDetail.render(message=info.message, type=kind, param=None, code=None)
+        body = OpenAIErrorBody.render(error=detail)
     else:
-        body = {"error": info.message}
+        body = ErrorBody.render(error=info.message)
     return Response(orjson.dumps(body), status_code=info.status, media_type="application/json")
 
 

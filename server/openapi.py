@@ -1,8 +1,4 @@
-"""`GET /openapi.json`: every route and its schemas, from the pydantic request models.
-
-Response bodies are built for speed in the routes (orjson over numpy), so
-their shapes are described here by documentation-only models.
-"""
+"""`GET /openapi.json`: every route, its request and its answer, from `server/api_types.py`."""
 
 from __future__ import annotations
 
@@ -15,82 +11,27 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server import __version__
-from server.render import json_response
-from server.routes.manage import DeleteRequest, PullRequest
-from server.schemas import (
+from server.api_types import (
+    DeleteRequest,
     EmbedRequest,
+    EmbedResponse,
+    ErrorBody,
     LegacyEmbeddingRequest,
+    LegacyEmbeddingResponse,
     OpenAIEmbeddingRequest,
+    OpenAIEmbeddingResponse,
+    OpenAIErrorBody,
+    OpenAIModel,
+    OpenAIModelList,
+    PsResponse,
+    PullRequest,
+    PullStatus,
     ShowRequest,
+    ShowResponse,
+    TagsResponse,
+    VersionResponse,
 )
-
-
-class ErrorBody(BaseModel):
-    """Ollama-dialect error."""
-
-    error: str
-
-
-class OpenAIErrorDetail(BaseModel):
-    """What went wrong, as OpenAI describes it."""
-
-    message: str
-    type: str  # invalid_request_error, authentication_error, not_found_error, api_error, ...
-    param: str | None = None
-    code: str | None = None
-
-
-class OpenAIErrorBody(BaseModel):
-    """OpenAI-dialect error."""
-
-    error: OpenAIErrorDetail
-
-
-class EmbedResponse(BaseModel):
-    """POST /api/embed answer."""
-
-    model: str
-    embeddings: list[list[float]]
-    total_duration: int
-    load_duration: int
-    prompt_eval_count: int
-
-
-class LegacyEmbeddingResponse(BaseModel):
-    """POST /api/embeddings answer in the legacy dialect (not normalised)."""
-
-    embedding: list[float]
-
-
-class OpenAIEmbedding(BaseModel):
-    """One vector of an OpenAI-shaped answer."""
-
-    object: str = "embedding"
-    embedding: list[float] | str
-    index: int
-
-
-class OpenAIUsage(BaseModel):
-    """Token counts."""
-
-    prompt_tokens: int
-    total_tokens: int
-
-
-class OpenAIEmbeddingResponse(BaseModel):
-    """POST /v1/embeddings answer."""
-
-    object: str = "list"
-    data: list[OpenAIEmbedding]
-    model: str
-    usage: OpenAIUsage
-
-
-class VersionResponse(BaseModel):
-    """GET /api/version answer."""
-
-    version: str
-
+from server.render import json_response
 
 Models = tuple[type[BaseModel], ...]
 
@@ -119,19 +60,20 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("post", "/api/embeddings", _EMBEDDINGS_SUMMARY,
               (LegacyEmbeddingRequest, OpenAIEmbeddingRequest),
               (LegacyEmbeddingResponse, OpenAIEmbeddingResponse)),
-    Operation("get", "/api/tags", "Models in the stores, newest first."),
+    Operation("get", "/api/tags", "Models in the stores, newest first.",
+              answers=(TagsResponse,)),
     Operation("head", "/api/tags", "Models in the stores, headers only.", answer_type=""),
     Operation("post", "/api/show", "Details, GGUF key/values and capabilities of a model.",
-              (ShowRequest,)),
-    Operation("get", "/api/ps", "Loaded models, latest expiry first."),
+              (ShowRequest,), (ShowResponse,)),
+    Operation("get", "/api/ps", "Loaded models, latest expiry first.", answers=(PsResponse,)),
     Operation("post", "/api/pull", "Pull a model from a registry (streams progress lines).",
-              (PullRequest,), answer_type="application/x-ndjson"),
+              (PullRequest,), (PullStatus,), answer_type="application/x-ndjson"),
     Operation("delete", "/api/delete", "Delete a model from emberd's store.", (DeleteRequest,),
               answer_type=""),
     Operation("post", "/v1/embeddings", "OpenAI embeddings.", (OpenAIEmbeddingRequest,),
               (OpenAIEmbeddingResponse,)),
-    Operation("get", "/v1/models", "OpenAI model list."),
-    Operation("get", "/v1/models/{model}", "One model, OpenAI shape."),
+    Operation("get", "/v1/models", "OpenAI model list.", answers=(OpenAIModelList,)),
+    Operation("get", "/v1/models/{model}", "One model, OpenAI shape.", answers=(OpenAIModel,)),
     Operation("get", "/metrics", "Prometheus metrics.", answer_type="text/plain"),
     Operation("get", "/openapi.json", "This document."),
 )

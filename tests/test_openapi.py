@@ -8,7 +8,7 @@ import orjson
 import pytest
 from starlette.routing import Route
 
-from server.schemas import EmbedRequest, OpenAIEmbeddingRequest
+from server.api_types import EmbedRequest, OpenAIEmbeddingRequest
 from tests.conftest import LiveServer
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -135,10 +135,40 @@ def test_openai_routes_document_openai_errors(spec: dict[str, Any]) -> None:
 
 
 def test_management_bodies_match_their_routes(spec: dict[str, Any]) -> None:
-    from server.routes.manage import DeleteRequest, PullRequest
+    from server.api_types import DeleteRequest, PullRequest
 
     (pull,) = request_schemas(spec, "/api/pull")
     assert set(pull["properties"]) == set(PullRequest.model_fields)
     body = spec["paths"]["/api/delete"]["delete"]["requestBody"]
     delete = resolve(spec, body["content"]["application/json"]["schema"])
     assert set(delete["properties"]) == set(DeleteRequest.model_fields)
+
+
+def test_every_json_answer_has_its_schema(spec: dict[str, Any]) -> None:
+    for path, methods in spec["paths"].items():
+        if path == "/openapi.json":
+            continue
+        for method, operation in methods.items():
+            content = operation["responses"]["200"].get("content", {})
+            for media in ("application/json", "application/x-ndjson"):
+                if media in content:
+                    schema = content[media].get("schema")
+                    assert schema, f"{method.upper()} {path} answers {media} without a schema"
+                    for option in schema.get("oneOf") or [schema]:
+                        assert resolve(spec, option)["properties"]
+
+
+def test_the_client_types_parse_what_the_server_renders(server: LiveServer) -> None:
+    from server.api_types import PsResponse, ShowResponse, TagsResponse
+
+    assert server.embed({"model": "tiny", "input": "sky", "keep_alive": "1m"}).status_code == 200
+    tags = TagsResponse.model_validate(server.client.get("/api/tags").json())
+    listed = {m.name: m for m in tags.models}
+    assert listed["tiny:latest"].details.family == "bert"
+    assert listed["tiny:latest"].modified_at is not None
+    running = PsResponse.model_validate(server.client.get("/api/ps").json())
+    tiny = next(m for m in running.models if m.name == "tiny:latest")
+    assert tiny.expires_at is not None and tiny.context_length
+    shown = ShowResponse.model_validate(server.post_ok("/api/show", {"model": "tiny"}))
+    assert shown.capabilities == ["embedding"]
+    assert shown.model_info["general.architecture"] == "bert"

@@ -14,7 +14,6 @@ import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable
 
-from pydantic import BaseModel, ConfigDict
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -23,40 +22,12 @@ from models.errors import ModelNotFound
 from models.names import ModelName
 from models.pull import PullProgress, pull_model
 from models.store import ModelStores
+from server.api_types import DeleteRequest, ErrorBody, PullRequest, PullStatus
 from server.errors import BadRequest, NotFound, describe
 from server.render import dumps, json_response
-from server.schemas import parse_body, read_json
+from server.request_body import parse_body, read_json
 
 NDJSON = "application/x-ndjson"
-
-
-class _Request(BaseModel):
-    # strict, as Go's decoder: "true" is not a bool.
-    model_config = ConfigDict(strict=True, extra="ignore")
-
-
-class PullRequest(_Request):
-    """POST /api/pull."""
-
-    model: str = ""  # the name to pull, `[host/][namespace/]model[:tag]`
-    name: str = ""  # legacy spelling of `model`
-    insecure: bool = False  # allow plain http to a registry other than the configured one
-    stream: bool | None = None  # default true: progress lines; false: one final answer
-
-    def target(self) -> str:
-        """The model asked for."""
-        return self.model or self.name
-
-
-class DeleteRequest(_Request):
-    """DELETE /api/delete."""
-
-    model: str = ""  # the name to delete from emberd's store
-    name: str = ""  # legacy spelling of `model`
-
-    def target(self) -> str:
-        """The model asked for."""
-        return self.model or self.name
 
 
 # A pull with everything but its progress listener and cancel switch decided.
@@ -81,8 +52,8 @@ async def pull(request: Request) -> Response:
             await asyncio.to_thread(job, lambda _: None, threading.Event())
         except Exception as exc:
             info = describe(exc)
-            return json_response({"error": info.message}, info.status)
-        return json_response({"status": "success"})
+            return json_response(ErrorBody.render(error=info.message), info.status)
+        return json_response(PullStatus.render(status="success"))
     return StreamingResponse(_progress_lines(job), media_type=NDJSON)
 
 
@@ -98,9 +69,9 @@ async def _progress_lines(job: PullJob) -> AsyncIterator[bytes]:
 
     def work() -> None:
         try:
-            job(lambda event: emit(dumps(event.to_json()) + b"\n"), cancel)
+            job(lambda event: emit(dumps(PullStatus.render(**event.to_json())) + b"\n"), cancel)
         except Exception as exc:
-            emit(dumps({"error": describe(exc).message}) + b"\n")
+            emit(dumps(ErrorBody.render(error=describe(exc).message)) + b"\n")
         finally:
             emit(None)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import datetime, timezone
 from typing import Any
 
 from starlette.requests import Request
@@ -14,18 +13,26 @@ from starlette.routing import Route
 from models.errors import ModelError
 from models.store import ModelRecord, ModelStores
 from server import __version__
+from server.api_types import (
+    EmbedRequest,
+    EmbedResponse,
+    LegacyEmbeddingRequest,
+    LegacyEmbeddingResponse,
+    ListedModel,
+    ModelDetails,
+    PsResponse,
+    RunningModel,
+    ShowRequest,
+    ShowResponse,
+    TagsResponse,
+    VersionResponse,
+)
 from server.core_errors import go_quote
 from server.engine import EmbedJob, Engine
 from server.render import json_response
+from server.request_body import parse_body, read_json
 from server.routes.openai import embeddings_response
 from server.runtime import LoadedView
-from server.schemas import (
-    EmbedRequest,
-    LegacyEmbeddingRequest,
-    ShowRequest,
-    parse_body,
-    read_json,
-)
 
 
 def _ns(seconds: float) -> int:
@@ -44,7 +51,7 @@ async def root(request: Request) -> Response:
 
 async def version(request: Request) -> Response:
     """The server's version."""
-    return json_response({"version": __version__})
+    return json_response(VersionResponse.render(version=__version__))
 
 
 async def embed(request: Request) -> Response:
@@ -60,15 +67,15 @@ async def embed(request: Request) -> Response:
     )
     result = await _engine(request).embed(job)
     if not job.texts:  # a load (or unload) only: Ollama answers with no counts
-        return json_response({"model": body.model, "embeddings": []})
+        return json_response(EmbedResponse.render(model=body.model, embeddings=[]))
     return json_response(
-        {
-            "model": body.model,
-            "embeddings": result.vectors,
-            "total_duration": _ns(result.total_seconds),
-            "load_duration": _ns(result.load_seconds),
-            "prompt_eval_count": result.prompt_tokens,
-        }
+        EmbedResponse.render(
+            model=body.model,
+            embeddings=result.vectors,
+            total_duration=_ns(result.total_seconds),
+            load_duration=_ns(result.load_seconds),
+            prompt_eval_count=result.prompt_tokens,
+        )
     )
 
 
@@ -88,7 +95,7 @@ async def embeddings(request: Request) -> Response:
     )
     result = await _engine(request).embed(job)
     vector = result.vectors[0] if len(result.vectors) else []
-    return json_response({"embedding": vector})
+    return json_response(LegacyEmbeddingResponse.render(embedding=vector))
 
 
 def _details(record: ModelRecord) -> dict[str, Any]:
@@ -96,18 +103,14 @@ def _details(record: ModelRecord) -> dict[str, Any]:
     info = record.info()
     config = record.config
     family = (config and config.family) or info.architecture
-    return {
-        "parent_model": "",
-        "format": (config and config.model_format) or "gguf",
-        "family": family,
-        "families": list((config and config.families) or [family]),
-        "parameter_size": (config and config.parameter_size) or info.parameter_size,
-        "quantization_level": (config and config.quantization_level) or info.file_type,
-    }
-
-
-def _time(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat()
+    return ModelDetails.render(
+        parent_model="",
+        format=(config and config.model_format) or "gguf",
+        family=family,
+        families=list((config and config.families) or [family]),
+        parameter_size=(config and config.parameter_size) or info.parameter_size,
+        quantization_level=(config and config.quantization_level) or info.file_type,
+    )
 
 
 def _tag_entries(stores: ModelStores) -> list[dict[str, Any]]:
@@ -118,14 +121,14 @@ def _tag_entries(stores: ModelStores) -> list[dict[str, Any]]:
         except Exception:  # a corrupt file is listed by nobody, not a failed listing
             continue
         models.append(
-            {
-                "name": record.name.display,
-                "model": record.name.display,
-                "modified_at": _time(record.modified_at),
-                "size": record.size,
-                "digest": record.digest,
-                "details": details,
-            }
+            ListedModel.render(
+                name=record.name.display,
+                model=record.name.display,
+                modified_at=record.modified_at,
+                size=record.size,
+                digest=record.digest,
+                details=details,
+            )
         )
     return models
 
@@ -137,7 +140,7 @@ async def tags(request: Request) -> Response:
     health checks and embeddings never wait behind it.
     """
     models = await asyncio.to_thread(_tag_entries, _engine(request).stores)
-    return json_response({"models": models})
+    return json_response(TagsResponse.render(models=models))
 
 
 def _go_value(value: object) -> str:
@@ -163,31 +166,31 @@ async def show(request: Request) -> Response:
     record = await _engine(request).find(body.target())
     info = record.info()
     return json_response(
-        {
-            "license": "",
-            "modelfile": "",
-            "parameters": _parameters(dict(record.params)),
-            "template": "",
-            "details": _details(record),
-            "model_info": dict(info.model_info),
-            "capabilities": ["embedding"] if info.is_embedding else [],
-            "modified_at": _time(record.modified_at),
-        }
+        ShowResponse.render(
+            license="",
+            modelfile="",
+            parameters=_parameters(dict(record.params)),
+            template="",
+            details=_details(record),
+            model_info=dict(info.model_info),
+            capabilities=["embedding"] if info.is_embedding else [],
+            modified_at=record.modified_at,
+        )
     )
 
 
 def _ps_entry(view: LoadedView) -> dict[str, Any]:
     record = view.record
-    return {
-        "name": record.name.display,
-        "model": record.name.display,
-        "size": view.size,
-        "digest": record.digest,
-        "details": _details(record),
-        "expires_at": _time(view.expires_at),
-        "size_vram": view.size_vram,
-        "context_length": view.options.num_ctx,
-    }
+    return RunningModel.render(
+        name=record.name.display,
+        model=record.name.display,
+        size=view.size,
+        digest=record.digest,
+        details=_details(record),
+        expires_at=view.expires_at,
+        size_vram=view.size_vram,
+        context_length=view.options.num_ctx,
+    )
 
 
 async def ps(request: Request) -> Response:
@@ -200,7 +203,7 @@ async def ps(request: Request) -> Response:
     for view in _engine(request).runtime.loaded():
         with contextlib.suppress(ModelError):
             entries.append(_ps_entry(view))
-    return json_response({"models": entries})
+    return json_response(PsResponse.render(models=entries))
 
 
 routes = [

@@ -14,10 +14,18 @@ from starlette.routing import Route
 
 from backends.base import FloatMatrix
 from models.store import ModelRecord
+from server.api_types import (
+    OpenAIEmbedding,
+    OpenAIEmbeddingRequest,
+    OpenAIEmbeddingResponse,
+    OpenAIModel,
+    OpenAIModelList,
+    OpenAIUsage,
+)
 from server.engine import EmbedJob, Engine
 from server.errors import BadRequest
 from server.render import json_response
-from server.schemas import OpenAIEmbeddingRequest, parse_body, read_json
+from server.request_body import parse_body, read_json
 
 ENCODINGS = ("float", "base64")
 
@@ -58,12 +66,15 @@ def encode_base64(vector: FloatMatrix) -> str:
 
 
 def _data(vectors: FloatMatrix, encoding: str) -> Sequence[dict[str, Any]]:
-    if encoding == "base64":
-        return [
-            {"object": "embedding", "embedding": encode_base64(row), "index": i}
-            for i, row in enumerate(vectors)
-        ]
-    return [{"object": "embedding", "embedding": row, "index": i} for i, row in enumerate(vectors)]
+    encode = encode_base64 if encoding == "base64" else _as_is
+    return [
+        OpenAIEmbedding.render(object="embedding", embedding=encode(row), index=i)
+        for i, row in enumerate(vectors)
+    ]
+
+
+def _as_is(row: FloatMatrix) -> FloatMatrix:
+    return row
 
 
 async def embeddings_response(request: Request, data: dict[str, Any]) -> Response:
@@ -78,10 +89,13 @@ async def embeddings_response(request: Request, data: dict[str, Any]) -> Respons
         EmbedJob(model=body.model, texts=texts, token_lists=token_lists,
                  dimensions=body.dimensions)
     )
-    usage = {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens}
+    usage = OpenAIUsage.render(
+        prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens
+    )
     return json_response(
-        {"object": "list", "data": _data(result.vectors, encoding), "model": body.model,
-         "usage": usage}
+        OpenAIEmbeddingResponse.render(
+            object="list", data=_data(result.vectors, encoding), model=body.model, usage=usage
+        )
     )
 
 
@@ -92,19 +106,21 @@ async def embeddings(request: Request) -> Response:
 
 
 def _model_object(record: ModelRecord) -> dict[str, Any]:
-    return {
-        "id": record.name.display,
-        "object": "model",
-        "created": int(record.modified_at.timestamp()),
-        "owned_by": record.name.namespace,
-    }
+    return OpenAIModel.render(
+        id=record.name.display,
+        object="model",
+        created=int(record.modified_at.timestamp()),
+        owned_by=record.name.namespace,
+    )
 
 
 async def list_models(request: Request) -> Response:
     """GET /v1/models: the same models as /api/tags, in OpenAI's list shape."""
     engine: Engine = request.app.state.engine
     records = await asyncio.to_thread(engine.stores.list)
-    return json_response({"object": "list", "data": [_model_object(r) for r in records]})
+    return json_response(
+        OpenAIModelList.render(object="list", data=[_model_object(r) for r in records])
+    )
 
 
 async def get_model(request: Request) -> Response:
