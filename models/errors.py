@@ -30,3 +30,7 @@ class ModelNotFound(ModelError):
 
 class InvalidModelFile(ModelError):
     """A GGUF file, manifest or blob that cannot be read or makes no sense."""
+
+
+class CheckpointError(ModelError):
+    """A checkpoint that cannot be imported; the message says what is missing or unsupported."""
