@@ -12,6 +12,10 @@ from pathlib import Path
 
 from models.convert.base import Conversion, Converter, SourceModel, Summary
 from models.convert.bert import BertConverter
+from models.convert.gemma3 import Gemma3Converter
+from models.convert.nomic_bert import NomicBertConverter
+from models.convert.qwen3 import Qwen3Converter
+from models.convert.xlm_roberta import XLMRobertaConverter
 from models.errors import CheckpointError
 from models.hf_source import read_json, read_modules
 
@@ -19,6 +23,10 @@ __all__ = ["CONVERTERS", "Conversion", "Converter", "SourceModel", "Summary", "r
 
 CONVERTERS: tuple[Converter, ...] = (
     BertConverter(),
+    XLMRobertaConverter(),
+    NomicBertConverter(),
+    Qwen3Converter(),
+    Gemma3Converter(),
 )
 
 
