@@ -1,6 +1,6 @@
-"""Read and check a sentence-transformers checkpoint directory (Hugging Face layout).
+"""Read and check a BERT checkpoint directory (Hugging Face / sentence-transformers layout).
 
-A checkpoint directory holds a BERT encoder and what sentence-transformers
+A BERT checkpoint directory holds the encoder and what sentence-transformers
 adds around it:
 
     config.json                    BertConfig: sizes, layer count, heads, ...
@@ -14,12 +14,14 @@ adds around it:
     1_Pooling/config.json          which pooling (mean, CLS, last token)
     sentence_bert_config.json      max_seq_length
 
-This module owns reading those files: `read_checkpoint` checks that the
+This module owns what is BERT's in those files (the files every family
+shares are read by `models.hf_source`): `read_checkpoint` checks that the
 directory describes something llama.cpp's BERT graph can run and returns it
 as a `Checkpoint` (hyper-parameters, WordPiece vocabulary with its special
-tokens and normalisation, pooling); `open_weights` reads the safetensors
-weights one tensor at a time (no torch), widening bf16 to float32.
-Anything unsupported is a `CheckpointError` naming the file at fault.
+tokens and normalisation, pooling); `read_wordpiece_vocab` and
+`bert_hparams` serve the other BERT-shaped families; `open_weights` reads
+the weights one tensor at a time. Anything unsupported is a
+`CheckpointError` naming the file at fault.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ tokenizers cover accents, CJK, emoji, byte fallback and long words.
 
 from __future__ import annotations
 
+import base64
 import json
 import struct
 from collections.abc import Callable, Mapping
@@ -113,9 +114,31 @@ def write_weights(directory: Path, tensors: Mapping[str, np.ndarray]) -> None:
 
 
 _UNIGRAM_WORDS = (
-    "why", "is", "the", "sky", "blue", "hello", "world", "café", "naïve", "über", "emoji",
-    "and", "a", "rocket", "numbers", "super", "cali", "fragil", "istic", "expi", "ali",
-    "docious", "multiple", "spaces", "tabs",
+    "why",
+    "is",
+    "the",
+    "sky",
+    "blue",
+    "hello",
+    "world",
+    "café",
+    "naïve",
+    "über",
+    "emoji",
+    "and",
+    "a",
+    "rocket",
+    "numbers",
+    "super",
+    "cali",
+    "fragil",
+    "istic",
+    "expi",
+    "ali",
+    "docious",
+    "multiple",
+    "spaces",
+    "tabs",
 )
 _UNIGRAM_PIECES = (
     "日本",
@@ -146,26 +169,20 @@ _CHARS = (
 )
 
 
-def unigram_tokenizer(seed: int) -> dict[str, Any]:
-    """A tokenizer.json as Hugging Face converts an XLM-RoBERTa SentencePiece model."""
-    rng = np.random.default_rng(seed)
+def unigram_tokenizer(
+    seed: int, pieces: list[tuple[str, float]] | None = None, charsmap: bytes = b""
+) -> dict[str, Any]:
+    """A tokenizer.json as Hugging Face converts an XLM-RoBERTa SentencePiece model.
+
+    The pieces are made up to cover the test texts, unless `pieces` (a
+    SentencePiece model's normal pieces and scores) and its precompiled
+    normalisation map `charsmap` are given.
+    """
     vocab: list[list[Any]] = [["<s>", 0.0], ["<pad>", 0.0], ["</s>", 0.0], ["<unk>", 0.0]]
-    seen = {p for p, _ in vocab}
-
-    def add(piece: str, score: float) -> None:
-        if piece not in seen:
-            seen.add(piece)
-            vocab.append([piece, round(score, 4)])
-
-    add("\u2581", -3.0)
-    for word in _UNIGRAM_WORDS:
-        add("\u2581" + word, float(rng.uniform(-9, -4)))
-        add(word, float(rng.uniform(-10, -6)))
-    for piece in _UNIGRAM_PIECES:
-        add(piece, float(rng.uniform(-9, -5)))
-        add("\u2581" + piece, float(rng.uniform(-9, -5)))
-    for char in _CHARS:
-        add(char, float(rng.uniform(-12, -10)))
+    if pieces is None:
+        vocab += _made_up_pieces(np.random.default_rng(seed))
+    else:
+        vocab += [[text, score] for text, score in pieces]
     vocab.append(["<mask>", 0.0])
     added = [
         {
@@ -180,6 +197,17 @@ def unigram_tokenizer(seed: int) -> dict[str, Any]:
         for i, (p, _) in enumerate(vocab)
         if p in ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
     ]
+    precompiled = {
+        "type": "Precompiled",
+        "precompiled_charsmap": base64.b64encode(charsmap).decode(),
+    }
+    merge_spaces = {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "}
+    metaspace = {
+        "type": "Metaspace",
+        "replacement": "\u2581",
+        "prepend_scheme": "always",
+        "split": True,
+    }
     return {
         "version": "1.0",
         "truncation": None,
@@ -187,14 +215,9 @@ def unigram_tokenizer(seed: int) -> dict[str, Any]:
         "added_tokens": added,
         "normalizer": {
             "type": "Sequence",
-            "normalizers": [{"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "}],
+            "normalizers": [precompiled, merge_spaces] if charsmap else [merge_spaces],
         },
-        "pre_tokenizer": {
-            "type": "Metaspace",
-            "replacement": "\u2581",
-            "prepend_scheme": "always",
-            "split": True,
-        },
+        "pre_tokenizer": metaspace,
         "post_processor": {
             "type": "RobertaProcessing",
             "sep": ["</s>", 2],
@@ -202,19 +225,30 @@ def unigram_tokenizer(seed: int) -> dict[str, Any]:
             "trim_offsets": True,
             "add_prefix_space": True,
         },
-        "decoder": {
-            "type": "Metaspace",
-            "replacement": "\u2581",
-            "prepend_scheme": "always",
-            "split": True,
-        },
+        "decoder": metaspace,
         "model": {"type": "Unigram", "unk_id": 3, "vocab": vocab, "byte_fallback": False},
     }
 
 
-def write_xlm_roberta(directory: Path, seed: int = 0, pooling: str = "cls") -> Family:
+def _made_up_pieces(rng: np.random.Generator) -> list[list[Any]]:
+    """Pieces and scores covering the test texts: words, word parts, single characters."""
+    pieces: dict[str, float] = {"\u2581": -3.0}
+    for word in _UNIGRAM_WORDS:
+        pieces.setdefault("\u2581" + word, round(float(rng.uniform(-9, -4)), 4))
+        pieces.setdefault(word, round(float(rng.uniform(-10, -6)), 4))
+    for piece in _UNIGRAM_PIECES:
+        pieces.setdefault(piece, round(float(rng.uniform(-9, -5)), 4))
+        pieces.setdefault("\u2581" + piece, round(float(rng.uniform(-9, -5)), 4))
+    for char in _CHARS:
+        pieces.setdefault(char, round(float(rng.uniform(-12, -10)), 4))
+    return [[piece, score] for piece, score in pieces.items()]
+
+
+def write_xlm_roberta(
+    directory: Path, seed: int = 0, pooling: str = "cls", tokenizer: dict[str, Any] | None = None
+) -> Family:
     """A tiny XLMRobertaModel with a unigram tokenizer.json (bge-m3's layout)."""
-    tokenizer = unigram_tokenizer(seed)
+    tokenizer = tokenizer or unigram_tokenizer(seed)
     vocab_size = len(tokenizer["model"]["vocab"])
     e, f, layers, heads, pad = 64, 128, 2, 4, 1
     positions = 64 + pad + 1
@@ -286,8 +320,27 @@ Writer = Callable[[Path], Family]
 
 
 _WORDPIECE_WORDS = (
-    "why", "is", "the", "sky", "blue", "hello", "world", "cafe", "naive", "uber", "facade",
-    "emoji", "and", "a", "rocket", "numbers", "super", "multiple", "spaces", "tabs", "strasse",
+    "why",
+    "is",
+    "the",
+    "sky",
+    "blue",
+    "hello",
+    "world",
+    "cafe",
+    "naive",
+    "uber",
+    "facade",
+    "emoji",
+    "and",
+    "a",
+    "rocket",
+    "numbers",
+    "super",
+    "multiple",
+    "spaces",
+    "tabs",
+    "strasse",
 )
 _WORDPIECE_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789日本語中文のテキストと😀🎉ß"
 _PUNCT = ".,!?'-"

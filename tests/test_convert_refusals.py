@@ -1,8 +1,4 @@
-"""models.convert: what llama.cpp cannot run is refused by name, and the store stays empty.
-
-Also the second way an XLM-RoBERTa vocabulary comes: `sentencepiece.bpe.model`
-without a tokenizer.json.
-"""
+"""models.convert: what llama.cpp cannot run is refused by name, and the store stays empty."""
 
 from __future__ import annotations
 
@@ -11,22 +7,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tokenizers import Tokenizer
 
-from backends.base import LoadOptions
-from backends.llama_cpp import LlamaCppBackend
 from models.errors import CheckpointError
 from models.importer import import_checkpoint
 from models.store import ModelStores
 from tests.hf_families import (
-    TOKENIZER_TEXTS,
     Family,
-    unigram_tokenizer,
     write_gemma3,
     write_json,
     write_nomic_bert,
     write_qwen3,
-    write_sentencepiece_model,
     write_xlm_roberta,
 )
 
@@ -146,20 +136,3 @@ def test_unsupported_checkpoints_are_refused_by_name(
         import_checkpoint(family.directory, "refused", stores)
     assert stores.list() == []
     assert not (tmp_path / "emberd").exists() or not any((tmp_path / "emberd").rglob("*"))
-
-
-def test_xlm_roberta_vocabulary_from_sentencepiece_model(tmp_path: Path) -> None:
-    family = write_xlm_roberta(tmp_path / "checkpoint")
-    reference = Tokenizer.from_file(str(family.directory / "tokenizer.json"))
-    write_sentencepiece_model(family.directory / "sentencepiece.bpe.model", unigram_tokenizer(0))
-    (family.directory / "tokenizer.json").unlink()
-    stores = ModelStores(tmp_path / "emberd", None)
-    record = import_checkpoint(family.directory, "spm", stores).record
-    options = LoadOptions(128, 128, 0, 0, True, False, 2)
-    model = LlamaCppBackend().load(record.path, options)
-    try:
-        for text in TOKENIZER_TEXTS:
-            ids = [*model.facts.prefix, *model.tokenize(text), *model.facts.suffix]
-            assert ids == reference.encode(text).ids, text
-    finally:
-        model.close()

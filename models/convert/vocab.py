@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import gguf
-import numpy as np
 
 from models.errors import CheckpointError
 from models.hf_source import read_json, token_text
@@ -92,8 +91,8 @@ def add_vocab(writer: gguf.GGUFWriter, vocab: GGUFVocab) -> None:
     for key, value in vocab.flags.items():
         writer.add_bool(f"tokenizer.ggml.{key}", value)
     if vocab.precompiled_charsmap:
-        charsmap = np.frombuffer(vocab.precompiled_charsmap, dtype=np.uint8)
-        writer.add_array("tokenizer.ggml.precompiled_charsmap", charsmap.tolist())
+        # bytes are written as a UINT8 array, the type llama.cpp accepts.
+        writer.add_array("tokenizer.ggml.precompiled_charsmap", vocab.precompiled_charsmap)
 
 
 # -- tokenizer files

@@ -21,7 +21,7 @@ from models.checkpoint import bert_hparams, refuse_dense
 from models.convert.base import Conversion, Converter, SourceModel, Summary
 from models.convert.unigram import read_unigram_vocab
 from models.convert.vocab import GGUFVocab, add_vocab, read_tokenizer_files
-from models.gguf_out import FileType, Progress, add_file_type, write_gguf
+from models.gguf_out import FileType, Progress, TensorOut, add_file_type, write_gguf
 from models.hf_source import config_int, open_weights, read_max_seq_length, weight_files
 
 ARCHITECTURE = "bert"
@@ -75,7 +75,7 @@ class XLMRobertaConversion(Conversion):
 
     def _tensors(
         self, tensors: Mapping[str, npt.NDArray[np.floating]], file_type: FileType
-    ) -> tuple[list, int]:
+    ) -> tuple[list[TensorOut], int]:
         return bert_tensors(
             self.hparams,
             len(self.vocab.tokens),
