@@ -21,12 +21,8 @@ from backends.base import LoadOptions
 from backends.llama_cpp import LlamaCppBackend, LlamaCppModel
 from models.importer import import_checkpoint
 from models.store import ModelStores
-from tests.hf_families import (
-    TOKENIZER_TEXTS,
-    unigram_tokenizer,
-    write_sentencepiece_model,
-    write_xlm_roberta,
-)
+from tests.hf_families import TOKENIZER_TEXTS, write_xlm_roberta
+from tests.hf_tokenizers import unigram_tokenizer, write_sentencepiece_model
 
 OPTIONS = LoadOptions(128, 128, 0, 0, True, False, 2)
 CORPUS = (
