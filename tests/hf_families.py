@@ -143,11 +143,35 @@ def write_xlm_roberta(
         "type_vocab_size": 1,
         "vocab_size": vocab_size,
     }
-    r = Random(seed)
+    tensors = _bert_tensors(Random(seed), vocab_size, positions, 1, (e, f, layers))
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json(directory / "config.json", config)
+    write_weights(directory, {f"roberta.{k}": v for k, v in tensors.items()})
+    write_json(directory / "tokenizer.json", tokenizer)
+    special = {
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "sep_token": "</s>",
+        "pad_token": "<pad>",
+        "cls_token": "<s>",
+        "mask_token": "<mask>",
+    }
+    write_json(directory / "special_tokens_map.json", special)
+    write_json(directory / "tokenizer_config.json", {"model_max_length": 64, **special})
+    write_modules(directory, pooling, e)
+    return Family(directory, config, tensors, pooling)
+
+
+def _bert_tensors(
+    r: Random, vocab_size: int, positions: int, types: int, sizes: tuple[int, int, int]
+) -> dict[str, np.ndarray]:
+    """A BertModel's (or XLMRobertaModel's) tensors by Hugging Face name."""
+    e, f, layers = sizes
     tensors = {
         "embeddings.word_embeddings.weight": r.embedding(vocab_size, e),
         "embeddings.position_embeddings.weight": r.embedding(positions, e),
-        "embeddings.token_type_embeddings.weight": r.embedding(1, e),
+        "embeddings.token_type_embeddings.weight": r.embedding(types, e),
         "embeddings.LayerNorm.weight": r.norm(e),
         "embeddings.LayerNorm.bias": r.bias(e),
     }
@@ -168,27 +192,10 @@ def write_xlm_roberta(
         for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
             tensors[f"{p}.{norm}.weight"] = r.norm(e)
             tensors[f"{p}.{norm}.bias"] = r.bias(e)
-    directory.mkdir(parents=True, exist_ok=True)
-    write_json(directory / "config.json", config)
-    write_weights(directory, {f"roberta.{k}": v for k, v in tensors.items()})
-    write_json(directory / "tokenizer.json", tokenizer)
-    special = {
-        "bos_token": "<s>",
-        "eos_token": "</s>",
-        "unk_token": "<unk>",
-        "sep_token": "</s>",
-        "pad_token": "<pad>",
-        "cls_token": "<s>",
-        "mask_token": "<mask>",
-    }
-    write_json(directory / "special_tokens_map.json", special)
-    write_json(directory / "tokenizer_config.json", {"model_max_length": 64, **special})
-    write_modules(directory, pooling, e)
-    return Family(directory, config, tensors, pooling)
+    return tensors
 
 
-
-# -- nomic-bert: WordPiece
+# -- BERT and nomic-bert: WordPiece
 
 
 def _write_wordpiece(directory: Path, tokenizer: dict[str, Any]) -> None:
@@ -196,6 +203,34 @@ def _write_wordpiece(directory: Path, tokenizer: dict[str, Any]) -> None:
     special = {f"{r}_token": f"[{r.upper()}]" for r in ("unk", "sep", "pad", "cls", "mask")}
     write_json(directory / "special_tokens_map.json", special)
     write_json(directory / "tokenizer_config.json", {"do_lower_case": True, **special})
+
+
+def write_bert(directory: Path, seed: int = 4, pooling: str = "mean") -> Family:
+    """A tiny BertModel with a lower-casing WordPiece tokenizer.json (bge-small's layout)."""
+    tokenizer = wordpiece_tokenizer()
+    vocab_size = len(tokenizer["model"]["vocab"])
+    e, f, layers, heads = 64, 128, 2, 4
+    config = {
+        "architectures": ["BertModel"],
+        "model_type": "bert",
+        "hidden_act": "gelu",
+        "hidden_size": e,
+        "intermediate_size": f,
+        "layer_norm_eps": 1e-12,
+        "max_position_embeddings": 128,
+        "num_attention_heads": heads,
+        "num_hidden_layers": layers,
+        "position_embedding_type": "absolute",
+        "type_vocab_size": 2,
+        "vocab_size": vocab_size,
+    }
+    tensors = _bert_tensors(Random(seed), vocab_size, 128, 2, (e, f, layers))
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json(directory / "config.json", config)
+    write_weights(directory, tensors)
+    _write_wordpiece(directory, tokenizer)
+    write_modules(directory, pooling, e)
+    return Family(directory, config, tensors, pooling)
 
 
 def write_nomic_bert(directory: Path, seed: int = 1, pooling: str = "mean") -> Family:

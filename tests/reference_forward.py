@@ -130,6 +130,13 @@ def bert_hidden(
     return x
 
 
+def bert_embedding(
+    tensors: Tensors, config: Mapping[str, Any], ids: Sequence[int], pooling: str
+) -> np.ndarray:
+    """BERT: positions count from 0."""
+    return pool(bert_hidden(tensors, config, ids, np.arange(len(ids))), pooling)
+
+
 def xlm_roberta_embedding(
     tensors: Tensors, config: Mapping[str, Any], ids: Sequence[int], pooling: str
 ) -> np.ndarray:

@@ -27,6 +27,7 @@ from tests.hf_families import (
     EMBED_TEXTS,
     TOKENIZER_TEXTS,
     Family,
+    write_bert,
     write_gemma3,
     write_nomic_bert,
     write_qwen3,
@@ -49,6 +50,11 @@ class Case:
 
 
 CASES = {
+    "bert": Case(
+        write_bert,
+        lambda fam, ids: ref.bert_embedding(fam.tensors, fam.config, ids, fam.pooling),
+        "bert",
+    ),
     "xlm-roberta": Case(
         write_xlm_roberta,
         lambda fam, ids: ref.xlm_roberta_embedding(fam.tensors, fam.config, ids, fam.pooling),

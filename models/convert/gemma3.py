@@ -206,11 +206,11 @@ def _dense_tensor(
 class Gemma3Converter(Converter):
     """`model_type: gemma3_text` with bidirectional attention (EmbeddingGemma)."""
 
-    name = "gemma3_text (embedding)"
+    name = "gemma3_text"
 
     def accepts(self, model: SourceModel) -> bool:
         """Gemma3 text models by config.json's model_type."""
-        return model.model_type in ("gemma3_text", "gemma3")
+        return model.model_type == "gemma3_text"
 
     def read(self, model: SourceModel) -> Conversion:
         """Hyper-parameters, Dense modules and SentencePiece vocabulary of the checkpoint."""
