@@ -4,7 +4,8 @@ For each architecture family a tiny random checkpoint (tests.hf_families) is
 imported into emberd's store and loaded by emberd's llama.cpp backend. Its
 token ids must equal those of the `tokenizers` library reading the same
 tokenizer.json, and its pooled vectors must point where an independent numpy
-forward pass of the same weights (tests.reference_forward) points.
+forward pass of the same weights (tests.reference_forward) points, both
+through the backend and through a real server given several texts at once.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from models.gguf_out import FileType
 from models.importer import import_checkpoint
 from models.store import ModelStores
 from tests import reference_forward as ref
+from tests.conftest import Stores, running_server, settings_for
 from tests.hf_families import (
     EMBED_TEXTS,
     TOKENIZER_TEXTS,
@@ -137,3 +139,19 @@ def test_vectors_match_a_numpy_forward_pass(
         cosines.append(float(_unit(served) @ _unit(expected)))
     print(f"{name} {file_type.name} min cosine {min(cosines):.7f}")
     assert min(cosines) >= MIN_COSINE[file_type], cosines
+
+
+@pytest.mark.parametrize("name", CASES.keys())
+def test_served_over_http_several_texts_per_request(tmp_path: Path, name: str) -> None:
+    case = CASES[name]
+    family = case.write(tmp_path / "checkpoint")
+    stores = Stores(emberd=tmp_path / "emberd", ollama=tmp_path / "ollama", outside=tmp_path)
+    import_checkpoint(
+        family.directory, "family", ModelStores(stores.emberd, None), FileType.F32
+    )
+    reference = Tokenizer.from_file(str(family.directory / "tokenizer.json"))
+    with running_server(settings_for(stores)) as server:
+        served = server.vectors("family", list(EMBED_TEXTS))
+    for text, vector in zip(EMBED_TEXTS, served, strict=True):
+        expected = _unit(case.reference(family, reference.encode(text).ids))
+        assert float(vector @ expected) >= MIN_COSINE[FileType.F32], text
