@@ -278,6 +278,8 @@ def _hparams(where: Path, config: Mapping[str, Any], pooling: int) -> GemmaHPara
     if not (isinstance(types, list) and len(types) == layers):
         raise CheckpointError(f"{where}: layer_types must name each of the {layers} layers")
     heads = config_int(config, "num_attention_heads", where)
+    if config_int(config, "sliding_window", where) <= 0:
+        raise CheckpointError(f"{where}: sliding_window must be positive")
     return GemmaHParams(
         context_length=config_int(config, "max_position_embeddings", where),
         embedding_length=config_int(config, "hidden_size", where),
