@@ -19,18 +19,36 @@ Layout written (GGUF keys and tensor names as llama.cpp reads them):
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 
 import gguf
 import numpy as np
 import numpy.typing as npt
-from gguf.quants import quantize
+
+from models.gguf_out import (
+    FileType,
+    TensorOut,
+    add_file_type,
+    storage_type,
+    write_gguf,
+)
+
+__all__ = [
+    "ARCHITECTURE",
+    "BertHParams",
+    "FileType",
+    "WordPieceVocab",
+    "add_bert_hparams",
+    "add_wordpiece_vocab",
+    "bert_tensors",
+    "expected_shapes",
+    "gguf_tensor_name",
+    "gguf_token_texts",
+    "write_bert_gguf",
+]
 
 ARCHITECTURE = "bert"
 
@@ -42,14 +60,6 @@ POOLING_TYPES = frozenset({0, 1, 2, 3})
 _TOKEN_NORMAL = 1
 _TOKEN_CONTROL = 3
 _WORD_START = "\u2581"
-
-
-class FileType(Enum):
-    """Storage type of the matrices; values are llama.cpp's LLAMA_FTYPE numbers."""
-
-    F32 = 0
-    F16 = 1
-    Q8_0 = 7
 
 
 @dataclass(frozen=True)
@@ -113,15 +123,6 @@ class WordPieceVocab:
         """Ids written as control tokens."""
         special = {self.cls_id, self.sep_id, self.pad_id, self.unk_id, self.mask_id}
         return frozenset(special) | self.extra_control_ids
-
-
-@dataclass(frozen=True)
-class _TensorPlan:
-    """One tensor to write: where it comes from and how it is stored."""
-
-    source: str
-    shape: tuple[int, ...]
-    qtype: gguf.GGMLQuantizationType
 
 
 _EMBEDDINGS = {
@@ -210,32 +211,37 @@ def gguf_token_texts(vocab: WordPieceVocab) -> list[str]:
 def _storage_type(
     gguf_name: str, shape: tuple[int, ...], file_type: FileType
 ) -> gguf.GGMLQuantizationType:
-    qt = gguf.GGMLQuantizationType
     # llama.cpp adds a raw row of token_types to F32 activations; any other type
-    # aborts the process at the first decode.
-    if len(shape) == 1 or file_type is FileType.F32 or gguf_name == "token_types.weight":
-        return qt.F32
-    if file_type is FileType.F16:
-        return qt.F16
-    # llama.cpp's own quantizer leaves position embeddings unquantized.
-    block = gguf.GGML_QUANT_SIZES[qt.Q8_0][0]
-    if gguf_name == "position_embd.weight" or shape[-1] % block:
-        return qt.F16
-    return qt.Q8_0
+    # aborts the process at the first decode. Position tables stay unquantized.
+    return storage_type(
+        shape,
+        file_type,
+        keep_f32=gguf_name == "token_types.weight",
+        keep_f16=gguf_name == "position_embd.weight",
+    )
 
 
-def _plan(
+def bert_tensors(
     hparams: BertHParams,
-    vocab: WordPieceVocab,
+    vocab_size: int,
     tensors: Mapping[str, npt.NDArray[np.floating]],
     file_type: FileType,
-) -> tuple[dict[str, _TensorPlan], int]:
-    """Map, check and type every tensor; returns the plan and the token type count."""
+    rename: Callable[[str], str | None] = gguf_tensor_name,
+    position_offset: int = 0,
+) -> tuple[list[TensorOut], int]:
+    """Map, check and type every tensor of a BERT encoder; returns them and the type count.
+
+    `rename` maps a checkpoint name to its GGUF name (None: dropped; ValueError:
+    unsupported). The checkpoint's position table may have `position_offset`
+    leading rows that the GGUF leaves out (RoBERTa counts positions after its
+    padding id). Raises ValueError for unsupported, missing, duplicated or
+    misshapen tensors.
+    """
     by_gguf: dict[str, str] = {}
     unsupported: list[str] = []
     for hf_name in tensors:
         try:
-            target = gguf_tensor_name(hf_name)
+            target = rename(hf_name)
         except ValueError:
             unsupported.append(hf_name)
             continue
@@ -249,7 +255,7 @@ def _plan(
 
     types_source = by_gguf.get("token_types.weight")
     type_count = int(tensors[types_source].shape[0]) if types_source is not None else 0
-    expected = expected_shapes(hparams, len(vocab.tokens), type_count)
+    expected = expected_shapes(hparams, vocab_size, type_count)
     missing = sorted(set(expected) - set(by_gguf))
     if missing:
         raise ValueError(f"missing tensors (GGUF names): {', '.join(missing)}")
@@ -257,48 +263,32 @@ def _plan(
     if extra:
         raise ValueError(f"tensors beyond block_count {hparams.block_count}: {', '.join(extra)}")
 
-    plan: dict[str, _TensorPlan] = {}
+    planned: list[TensorOut] = []
     for name, shape in expected.items():
         source = by_gguf[name]
         value = tensors[source]
+        skip = position_offset if name == "position_embd.weight" else 0
+        wanted = (shape[0] + skip, *shape[1:])
         actual = tuple(int(d) for d in value.shape)
-        if actual != shape:
-            raise ValueError(f"tensor {source!r} has shape {actual}, expected {shape}")
+        if actual != wanted:
+            raise ValueError(f"tensor {source!r} has shape {actual}, expected {wanted}")
         if not np.issubdtype(value.dtype, np.floating):
             raise ValueError(f"tensor {source!r} has dtype {value.dtype}, not float")
-        plan[name] = _TensorPlan(source, shape, _storage_type(name, shape, file_type))
+        qtype = _storage_type(name, shape, file_type)
+        planned.append(TensorOut(name, shape, qtype, _reader(tensors, source, skip)))
     if type_count < 1:
         raise ValueError("token type embeddings have no rows")
-    return plan, type_count
+    return planned, type_count
 
 
-def _encode(array: npt.NDArray[np.floating], qtype: gguf.GGMLQuantizationType) -> np.ndarray:
-    data = np.ascontiguousarray(array, dtype=np.float32)
-    if qtype == gguf.GGMLQuantizationType.F32:
-        return data
-    if qtype == gguf.GGMLQuantizationType.F16:
-        return data.astype(np.float16)
-    return quantize(data, qtype)
+def _reader(
+    tensors: Mapping[str, npt.NDArray[np.floating]], source: str, skip_rows: int
+) -> Callable[[], npt.NDArray[np.floating]]:
+    return lambda: tensors[source][skip_rows:]
 
 
-def _stored_nbytes(plan: _TensorPlan) -> int:
-    block, size = gguf.GGML_QUANT_SIZES[plan.qtype]
-    return int(np.prod(plan.shape)) // block * size
-
-
-def _add_metadata(
-    writer: gguf.GGUFWriter,
-    name: str,
-    hparams: BertHParams,
-    vocab: WordPieceVocab,
-    token_type_count: int,
-    file_type: FileType,
-) -> None:
-    arch = ARCHITECTURE
-    writer.add_string("general.name", name)
-    writer.add_uint32("general.file_type", file_type.value)
-    if file_type is FileType.Q8_0:
-        writer.add_uint32("general.quantization_version", gguf.GGML_QUANT_VERSION)
+def add_bert_hparams(writer: gguf.GGUFWriter, arch: str, hparams: BertHParams) -> None:
+    """The hyper-parameter keys of llama.cpp's BERT-family encoders."""
     writer.add_uint32(f"{arch}.context_length", hparams.context_length)
     writer.add_uint32(f"{arch}.embedding_length", hparams.embedding_length)
     writer.add_uint32(f"{arch}.block_count", hparams.block_count)
@@ -308,6 +298,11 @@ def _add_metadata(
     writer.add_bool(f"{arch}.attention.causal", False)
     writer.add_uint32(f"{arch}.pooling_type", hparams.pooling)
 
+
+def add_wordpiece_vocab(
+    writer: gguf.GGUFWriter, vocab: WordPieceVocab, token_type_count: int
+) -> None:
+    """The tokenizer keys of a WordPiece vocabulary, as llama.cpp's `bert` tokenizer reads them."""
     control = vocab.control_ids
     writer.add_string("tokenizer.ggml.model", "bert")
     writer.add_array("tokenizer.ggml.tokens", gguf_token_texts(vocab))
@@ -349,36 +344,11 @@ def write_bert_gguf(
     Raises ValueError, before anything is written, for unsupported, missing,
     duplicated or misshapen tensors.
     """
-    plan, token_type_count = _plan(hparams, vocab, tensors, file_type)
-    path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    writer = gguf.GGUFWriter(tmp, ARCHITECTURE)
-    try:
-        _add_metadata(writer, name, hparams, vocab, token_type_count, file_type)
-        for gguf_name, item in plan.items():
-            # Quantized data is declared by its logical shape; llama.cpp derives the bytes.
-            writer.add_tensor_info(
-                gguf_name, item.shape, np.dtype(np.float32), _stored_nbytes(item), item.qtype
-            )
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        total = sum(_stored_nbytes(item) for item in plan.values())
-        done = 0
-        for item in plan.values():
-            writer.write_tensor_data(_encode(tensors[item.source], item.qtype))
-            done += _stored_nbytes(item)
-            if progress is not None:
-                progress(done, total)
-        assert writer.fout is not None
-        writer.flush()
-        for out in writer.fout:
-            os.fsync(out.fileno())
-        writer.close()
-        os.replace(tmp, path)
-    except BaseException:
-        writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
+    planned, token_type_count = bert_tensors(hparams, len(vocab.tokens), tensors, file_type)
+
+    def metadata(writer: gguf.GGUFWriter) -> None:
+        add_file_type(writer, name, file_type)
+        add_bert_hparams(writer, ARCHITECTURE, hparams)
+        add_wordpiece_vocab(writer, vocab, token_type_count)
+
+    write_gguf(Path(path), ARCHITECTURE, metadata, planned, progress)

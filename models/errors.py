@@ -39,3 +39,7 @@ class InvalidModelFile(ModelError):
         super().__init__(f"{path}: {reason}" if path is not None else reason)
         self.reason = reason
         self.path = path
+
+
+class CheckpointError(ModelError):
+    """A checkpoint that cannot be imported; the message says what is missing or unsupported."""

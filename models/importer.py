@@ -1,35 +1,33 @@
 """Import a sentence-transformers checkpoint as a model of emberd's store.
 
-The checkpoint is read and checked by `models.checkpoint`; its weights are
-written as one GGUF by `models.bert_gguf.write_bert_gguf`, moved into the
+The checkpoint is read and checked by its architecture family's converter
+(`models.convert`), which writes it as one GGUF; the file is moved into the
 store's blobs by a rename, and the manifest is written last: an import that
 fails or is interrupted leaves no model behind. This module owns that
 conversion and the store writing, the file type names the CLI accepts, and
 the CLI's progress bar.
 
-The GGUF's context length is the checkpoint's `max_position_embeddings`
-(the rows of its position table), as in Ollama's `all-minilm` (512), even
-where sentence-transformers truncates earlier (`max_seq_length`, 256 there).
+The GGUF's context length is what the model was trained for (for BERT, the
+rows of its position table: 512 in Ollama's `all-minilm`), even where
+sentence-transformers truncates earlier (`max_seq_length`, 256 there).
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from models.bert_gguf import FileType, write_bert_gguf
-from models.checkpoint import Checkpoint, CheckpointError, open_weights, read_checkpoint
-from models.errors import ModelError
+from models.convert import Conversion, read_conversion
+from models.errors import CheckpointError, ModelError
 from models.gguf_meta import read_gguf_info
+from models.gguf_out import FileType, Progress
 from models.names import ModelName
 from models.ollama_layout import CONFIG_MEDIA_TYPE, MODEL_MEDIA_TYPE, Layer, file_digest
 from models.store import ModelRecord, ModelStores
-
-Progress = Callable[[int, int], None]
 
 FILE_TYPES: Mapping[str, FileType] = {
     "f32": FileType.F32,
@@ -43,7 +41,7 @@ class ImportedModel:
     """The result of an import: the stored model and the checkpoint it came from."""
 
     record: ModelRecord
-    checkpoint: Checkpoint
+    checkpoint: Conversion
 
 
 def parse_file_type(text: str) -> FileType:
@@ -71,31 +69,22 @@ def import_checkpoint(
     both cases, and on any other failure, the store is left as it was.
     """
     model_name = ModelName.parse(name)
-    checkpoint = read_checkpoint(source)
+    conversion = read_conversion(source)
     stores.emberd_dir.mkdir(parents=True, exist_ok=True)
     previous = _manifest_blob(stores, name)
     # Same filesystem as the blobs, so the finished file is moved in by a rename.
     with tempfile.TemporaryDirectory(prefix=".tmp-import-", dir=stores.emberd_dir) as tmp:
         gguf_path = Path(tmp) / "model.gguf"
-        with open_weights(checkpoint.weight_files) as tensors:
-            try:
-                write_bert_gguf(
-                    gguf_path,
-                    model_name.model,
-                    checkpoint.hparams,
-                    checkpoint.vocab,
-                    tensors,
-                    file_type,
-                    progress,
-                )
-            except ValueError as exc:
-                raise CheckpointError(f"{checkpoint.source}: {exc}") from exc
+        try:
+            conversion.write(gguf_path, model_name.model, file_type, progress)
+        except ValueError as exc:
+            raise CheckpointError(f"{source}: {exc}") from exc
         info = read_gguf_info(gguf_path)
         model_layer = _adopt_blob(stores, gguf_path)
     config = {
         "model_format": "gguf",
-        "model_family": "bert",
-        "model_families": ["bert"],
+        "model_family": conversion.summary.family,
+        "model_families": [conversion.summary.family],
         "model_type": info.parameter_size,
         "file_type": info.file_type,
     }
@@ -105,7 +94,7 @@ def import_checkpoint(
     record = stores.resolve(name)
     if previous is not None and previous != record.path:
         _remove_if_unused(stores, previous)
-    return ImportedModel(record=record, checkpoint=checkpoint)
+    return ImportedModel(record=record, checkpoint=conversion)
 
 
 # -- writing into the store

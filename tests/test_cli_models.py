@@ -11,6 +11,7 @@ from models.errors import ModelNotFound
 from models.store import ModelStores
 from server.cli import main
 from tests.hf_checkpoint import write_checkpoint
+from tests.hf_families import write_qwen3
 from tests.registry_server import RegistryServer, registry_server
 from tests.tiny_model import write_tiny_bert
 
@@ -51,6 +52,29 @@ def test_import_of_a_bad_checkpoint_fails_cleanly(
     (tmp_path / "empty").mkdir()
     assert main(["import", str(tmp_path / "empty"), "--name", "x"], env) == 1
     assert "config.json" in capsys.readouterr().err
+    assert stores_of(env).list() == []
+
+
+def test_import_of_another_family_shows_its_architecture(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    family = write_qwen3(tmp_path / "qwen3")
+    assert main(["import", str(family.directory), "--name", "q3", "--type", "f16"], env) == 0
+    captured = capsys.readouterr()
+    assert "imported q3:latest (qwen3," in captured.out
+    assert "100% |" in captured.err
+    config = stores_of(env).resolve("q3").config
+    assert config is not None and config.family == "qwen3"
+
+
+def test_import_of_an_unsupported_model_type_names_it(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    family = write_qwen3(tmp_path / "other")
+    config = family.directory / "config.json"
+    config.write_text(config.read_text().replace('"qwen3"', '"mamba"'))
+    assert main(["import", str(family.directory), "--name", "x"], env) == 1
+    assert "unsupported model_type 'mamba'" in capsys.readouterr().err
     assert stores_of(env).list() == []
 
 

@@ -326,7 +326,7 @@ FAILURES: dict[str, tuple[CheckpointSpec, Damage, str]] = {
     "roberta": (
         CheckpointSpec(model_type="roberta"),
         lambda _: None,
-        "unsupported model_type 'roberta'; only 'bert'",
+        "unsupported model_type 'roberta'; emberd imports bert",
     ),
     "missing-tensor": (
         CheckpointSpec(),
