@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import struct
-import time
 from pathlib import Path
 
 import numpy as np
@@ -212,17 +211,16 @@ def test_rewritten_file_is_read_again(tmp_path: Path) -> None:
     assert read_gguf_info(path).block_count == 4
 
 
-def test_header_of_a_50_mb_file_reads_fast(tmp_path: Path) -> None:
+def test_only_the_header_of_a_big_file_is_read(tmp_path: Path) -> None:
     vocab = [f"piece{i}" for i in range(30522)]
     path = write_gguf(
         tmp_path / "big.gguf",
         vocab=vocab,
         tensors={"token_embd.weight": (30522, 384), "blk.0.ffn_up.weight": (1536, 384)},
     )
-    assert path.stat().st_size > 48_000_000
-    start = time.perf_counter()
+    # Past its real data the file grows by 64 GB of hole: reading it would take
+    # tens of seconds, so a prompt answer shows that only the header was read.
+    os.truncate(path, path.stat().st_size + (64 << 30))
     info: GGUFInfo = read_gguf_info(path)
-    elapsed = time.perf_counter() - start
     assert info.parameter_count == 30522 * 384 + 1536 * 384
     assert info.parameter_size == "12.31M"
-    assert elapsed < 0.05, f"reading the header took {elapsed * 1000:.1f} ms"
