@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -52,6 +52,12 @@ class Forbidden(ApiError):
     """The request is refused for where it comes from (403)."""
 
     status = 403
+
+
+class PayloadTooLarge(ApiError):
+    """The request body is over the configured bound (413)."""
+
+    status = 413
 
 
 class NotFound(ApiError):
@@ -143,6 +149,16 @@ def dialect_of(request: Request) -> Dialect:
     if chosen == "openai" or chosen == "ollama":
         return chosen
     return "openai" if request.url.path.startswith("/v1/") else "ollama"
+
+
+async def refuse(
+    scope: Scope, receive: Receive, send: Send, error: ApiError,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """Answer a request with `error` from a middleware, before any route sees it."""
+    response = await error_response(Request(scope), error)
+    response.headers.update(headers or {})
+    await response(scope, receive, send)
 
 
 async def error_response(request: Request, exc: Exception) -> Response:

@@ -1,0 +1,86 @@
+"""`emberd serve` as a child process, for behaviour that a test server in a thread
+cannot show: signals, exit, and failures that would take the test run with them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+STARTUP_S = 60.0
+
+
+@dataclass
+class ChildServer:
+    """A running `emberd serve` child: its URL and process (stderr kept in `log_path`)."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        """What the server has logged so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self) -> None:
+        """Send SIGTERM, as a service manager does."""
+        self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> int:
+        """The exit status, waiting at most `timeout` seconds."""
+        return self.process.wait(timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def child_server(
+    models: Path, ollama_models: Path, log_path: Path, *flags: str,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[ChildServer]:
+    """Start `python -m server.cli serve` on a free loopback port; kill it when done."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+        "--models", str(models), "--ollama-models", str(ollama_models), "--num-thread", "1",
+        *flags,
+    ]
+    child_env = {**os.environ, "PYTHONPATH": str(REPO), "HOME": str(models.parent), **(env or {})}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, cwd=REPO, env=child_env, stdout=log, stderr=log)
+    server = ChildServer(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        _wait_until_up(server)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+
+
+def _wait_until_up(server: ChildServer) -> None:
+    deadline = time.monotonic() + STARTUP_S
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"the server exited at start:\n{server.log()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(server.url, timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"the server did not start within {STARTUP_S} s:\n{server.log()}")
