@@ -20,6 +20,7 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from server.config import Settings
@@ -144,7 +145,7 @@ class Listener:
         return cls(settings.host, settings.port, settings.log_level, settings.shutdown_grace)
 
 
-def uvicorn_config(app: Any, listener: Listener, **overrides: Any) -> uvicorn.Config:
+def uvicorn_config(app: ASGIApp, listener: Listener, **overrides: Any) -> uvicorn.Config:
     """uvicorn's configuration with every limit and timeout set on purpose."""
     options: dict[str, Any] = {
         "host": listener.host,
@@ -160,7 +161,7 @@ def uvicorn_config(app: Any, listener: Listener, **overrides: Any) -> uvicorn.Co
     return uvicorn.Config(app, **options)
 
 
-def serve(app: Any, settings: Settings) -> None:
+def serve(app: ASGIApp, settings: Settings) -> None:
     """Serve `app` as `settings` say until SIGINT or SIGTERM, then shut down within the grace."""
     listener = Listener.from_settings(settings)
     GracefulServer(uvicorn_config(app, listener), listener.grace_s).run()

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from server.config import Settings
+from server.cli import build_parser, build_settings
+from server.config import ConfigError, Settings
 from server.serving import (
     KEEP_ALIVE_S,
     MAX_CONCURRENCY,
@@ -104,3 +105,16 @@ def test_a_slow_but_steady_client_is_served(
             time.sleep(0.3)
             sock.sendall(b"Host: 127.0.0.1\r\n\r\n")
             assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+
+
+@pytest.mark.parametrize(("flag", "seconds"), [("2s", 2.0), ("30", 30.0), ("0", 0.0), ("1m", 60.0)])
+def test_the_shutdown_grace_flag(flag: str, seconds: float) -> None:
+    args = build_parser().parse_args(["serve", "--shutdown-grace", flag])
+    settings = build_settings(args, {"HOME": "/h", "EMBERD_SHUTDOWN_GRACE": "5"})
+    assert settings.shutdown_grace == seconds
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "-5s"])
+def test_a_bad_shutdown_grace_names_its_variable(value: str) -> None:
+    with pytest.raises(ConfigError, match="EMBERD_SHUTDOWN_GRACE"):
+        Settings.from_env({"HOME": "/h", "EMBERD_SHUTDOWN_GRACE": value})

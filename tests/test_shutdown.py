@@ -113,7 +113,7 @@ def test_an_abandoned_request_does_not_delay_the_exit(
 
 
 def test_work_in_flight_finishes_within_the_grace(stores: Stores, tmp_path: Path) -> None:
-    texts = ["why is the sky blue " * 20] * 1000
+    texts = ["why is the sky blue " * 24] * 2000  # 2000 x 122 tokens: seconds of decoding
     with start(stores, tmp_path, "--shutdown-grace", "30") as server:
         answers: list[httpx.Response] = []
         posted = in_background(lambda: answers.append(
@@ -121,6 +121,7 @@ def test_work_in_flight_finishes_within_the_grace(stores: Stores, tmp_path: Path
                        timeout=60)
         ))
         wait_until(lambda: _busy(server))
+        assert not answers  # still in flight when the signal comes
         status, _ = terminate_and_time(server)
         posted.join(DEADLINE_S)
         assert answers and answers[0].status_code == 200, server.log()

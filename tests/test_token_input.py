@@ -12,6 +12,7 @@ from typing import Any
 import openai
 import pytest
 
+from server.cli import build_parser, build_settings
 from server.config import ConfigError, Settings
 from server.routes.openai import TOKEN_INPUT_OFF
 from tests.conftest import TINY, RecordingBackend, ServerFactory
@@ -84,3 +85,11 @@ def test_the_variable_reads_booleans(text: str, value: bool) -> None:
 def test_a_bad_boolean_names_the_variable() -> None:
     with pytest.raises(ConfigError, match="EMBERD_ALLOW_TOKEN_INPUT"):
         Settings.from_env({"HOME": "/h", "EMBERD_ALLOW_TOKEN_INPUT": "maybe"})
+
+
+def test_the_serve_flag() -> None:
+    on = build_settings(build_parser().parse_args(["serve", "--allow-token-input"]), {"HOME": "/h"})
+    assert on.allow_token_input is True
+    unset = build_parser().parse_args(["serve"])
+    assert build_settings(unset, {"HOME": "/h"}).allow_token_input is False
+    assert build_settings(unset, {"HOME": "/h", "EMBERD_ALLOW_TOKEN_INPUT": "1"}).allow_token_input
