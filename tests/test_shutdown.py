@@ -6,9 +6,11 @@ test instead of hanging the run.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +22,7 @@ import pytest
 
 from server.serving import FORCED_EXIT_MARGIN_S
 from tests.conftest import DEADLINE_S, TINY, Stores, wait_until
-from tests.subprocess_server import ChildServer, child_server
+from tests.subprocess_server import REPO, ChildServer, child_server
 
 GRACE_S = 1.0
 # SIGTERM is re-raised once uvicorn has shut down, so the status says how it ended.
@@ -136,3 +138,39 @@ def _busy(server: ChildServer) -> bool:
         if line.startswith("emberd_queue_depth "):
             return float(line.split()[1]) > 0
     return False
+
+
+# An app whose shutdown never ends (it holds the event loop): only the watchdog can end it.
+_HUNG_SHUTDOWN = """
+import sys, time
+from server.serving import GracefulServer, Listener, uvicorn_config
+
+async def app(scope, receive, send):
+    assert scope["type"] == "lifespan"
+    await receive()
+    await send({"type": "lifespan.startup.complete"})
+    print("ready", flush=True)
+    await receive()
+    time.sleep(3600)
+
+listener = Listener("127.0.0.1", 0, "warning", grace_s=0.2)
+GracefulServer(uvicorn_config(app, listener), listener.grace_s).run()
+"""
+
+
+def test_a_shutdown_that_hangs_is_ended_by_the_watchdog() -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", _HUNG_SHUTDOWN], cwd=REPO, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)},
+    ) as process:
+        try:
+            assert process.stdout is not None
+            assert process.stdout.readline().strip() == b"ready"
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            status = process.wait(0.2 + FORCED_EXIT_MARGIN_S + DEADLINE_S)
+            took = time.monotonic() - started
+        finally:
+            process.kill()
+    assert status == 128 + signal.SIGTERM
+    assert FORCED_EXIT_MARGIN_S <= took < 0.2 + FORCED_EXIT_MARGIN_S + 3
