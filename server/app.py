@@ -16,14 +16,17 @@ from models.errors import ModelError
 from models.store import PROBED_DIR, ModelStores
 from server import openapi
 from server.config import Settings
+from server.disconnect import DisconnectWatch
 from server.engine import Engine
 from server.errors import HANDLED, ErrorMiddleware, error_response
+from server.body_limit import BodyLimit
+from server.limits import RequestLimits
 from server.metrics import Metrics, RequestMetrics
 from server.metrics import routes as metrics_routes
 from server.options import ServerDefaults
 from server.routes import manage, ollama, openai
 from server.runtime import Runtime, RuntimeLimits
-from server.security import BUILTIN_ORIGINS, ApiKeyAuth, HostCheck, origin_regex
+from server.security import BUILTIN_ORIGINS, ApiKeyAuth, HostCheck, OriginCheck, origin_regex
 
 log = logging.getLogger("emberd")
 
@@ -73,7 +76,7 @@ def create_app(
         num_thread=settings.num_thread,
         gpu_devices=gpu_devices,
     )
-    engine = Engine(stores, runtime, defaults)
+    engine = Engine(stores, runtime, defaults, request_limits(settings))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -105,23 +108,37 @@ async def _prepare(engine: Engine, name: str) -> None:
     log.info("default model %s: %s", record.name.display, record.path)
 
 
-def _middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
-    """Outermost first: metrics, Host check, CORS, errors, then API keys.
+def request_limits(settings: Settings) -> RequestLimits:
+    """The bounds on one request that `settings` set."""
+    return RequestLimits(
+        max_body_size=settings.max_body_size,
+        max_inputs=settings.max_inputs,
+        max_tokens=settings.max_request_tokens,
+    )
 
-    Errors sit inside CORS so that a browser page can read every error,
-    unexpected 500s included; API keys inside CORS so preflights need none.
+
+def _middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
+    """Outermost first: metrics, disconnects, Host check, Origin check, CORS, body
+    size, errors, then API keys.
+
+    Errors and the body bound sit inside CORS so that a browser page can read
+    every error, unexpected 500s included; API keys inside CORS so preflights
+    need none. Refusals of where a request comes from go before all work.
     """
-    stack = [Middleware(RequestMetrics, metrics=metrics)]
+    origins = (*BUILTIN_ORIGINS, *settings.origins)
+    stack = [Middleware(RequestMetrics, metrics=metrics), Middleware(DisconnectWatch)]
     if settings.is_loopback():
         stack.append(Middleware(HostCheck))
+    stack.append(Middleware(OriginCheck, origins=origins))
     stack.append(
         Middleware(
             CORSMiddleware,
-            allow_origin_regex=origin_regex((*BUILTIN_ORIGINS, *settings.origins)),
+            allow_origin_regex=origin_regex(origins),
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
             allow_headers=["*"],
         )
     )
+    stack.append(Middleware(BodyLimit, limits=request_limits(settings)))
     stack.append(Middleware(ErrorMiddleware))
     if settings.api_keys:
         stack.append(Middleware(ApiKeyAuth, keys=settings.api_keys))

@@ -148,6 +148,11 @@ def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings
         default_model=args.default_model,
         registry=args.registry,
         log_level=args.log_level,
+        max_body_size=args.max_body_size,
+        max_inputs=args.max_inputs,
+        max_request_tokens=args.max_request_tokens,
+        allow_token_input=args.allow_token_input,
+        shutdown_grace=args.shutdown_grace,
     )
 
 
@@ -163,10 +168,9 @@ def configure_logging(level: str) -> None:
 
 
 def run_server(settings: Settings) -> int:
-    """Serve the HTTP API until interrupted."""
-    import uvicorn
-
+    """Serve the HTTP API until interrupted (SIGTERM: in-flight requests get the grace)."""
     from server.app import create_app
+    from server.serving import serve
 
     configure_logging(settings.log_level)
     log.info(
@@ -177,13 +181,7 @@ def run_server(settings: Settings) -> int:
         settings.ollama_models_dir,
         format_duration(settings.keep_alive),
     )
-    uvicorn.run(
-        create_app(settings, prepare_default_model=True),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        log_config=None,  # keep the logging configured above
-    )
+    serve(create_app(settings, prepare_default_model=True), settings)
     return 0
 
 
@@ -217,6 +215,16 @@ def _add_serve(subparsers: Subparsers) -> None:
     add("--default-model", metavar="NAME", help=_help("default_model", "default model name"))
     add("--registry", metavar="URL", help=_help("registry", "registry to pull from"))
     add("--log-level", choices=LOG_LEVELS, help=_help("log_level", "log verbosity"))
+    add("--max-body-size", metavar="SIZE",
+        help=_help("max_body_size", "largest request body, e.g. 32MiB (413 past it)"))
+    add("--max-inputs", type=int, metavar="N",
+        help=_help("max_inputs", "most inputs in one request, default 2048"))
+    add("--max-request-tokens", type=int, metavar="N",
+        help=_help("max_request_tokens", "most tokens in one request, default 300000"))
+    add("--allow-token-input", action="store_true", default=None,
+        help=_help("allow_token_input", "accept token ids as /v1/embeddings input"))
+    add("--shutdown-grace", metavar="DURATION",
+        help=_help("shutdown_grace", "time in-flight requests get on SIGTERM, default 10s"))
     parser.set_defaults(handler=_serve)
 
 

@@ -9,6 +9,7 @@ existing set-up carries over; emberd's own use the `EMBERD_` prefix.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -172,6 +173,11 @@ SOURCES: dict[str, tuple[str, str | None]] = {
     "default_model": ("--default-model", "EMBERD_DEFAULT_MODEL"),
     "registry": ("--registry", "EMBERD_REGISTRY"),
     "log_level": ("--log-level", "EMBERD_LOG_LEVEL"),
+    "max_body_size": ("--max-body-size", "EMBERD_MAX_BODY_SIZE"),
+    "max_inputs": ("--max-inputs", "EMBERD_MAX_INPUTS"),
+    "max_request_tokens": ("--max-request-tokens", "EMBERD_MAX_REQUEST_TOKENS"),
+    "allow_token_input": ("--allow-token-input", "EMBERD_ALLOW_TOKEN_INPUT"),
+    "shutdown_grace": ("--shutdown-grace", "EMBERD_SHUTDOWN_GRACE"),
 }
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
@@ -193,6 +199,47 @@ def _read_int(name: str, value: object, minimum: int) -> int:
     if value < minimum:
         raise ConfigError(f"{name}: must be at least {minimum}, got {value}")
     return value
+
+
+_SIZE = re.compile(r"([0-9]+)\s*([kmg]i?b?|b)?", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9,
+               "ki": 2**10, "mi": 2**20, "gi": 2**30}
+
+
+def _read_size(name: str, value: object) -> int:
+    """A size in bytes: `33554432`, `32MiB`, `64MB`, `512k` (k/M/G decimal, Ki/Mi/Gi binary)."""
+    match = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif match is not None:
+        unit = (match.group(2) or "").lower().removesuffix("b")
+        size = int(match.group(1)) * _SIZE_UNITS[unit]
+    else:
+        raise ConfigError(f"{name}: expected a size such as 33554432 or 32MiB, got {value!r}")
+    if size < 1:
+        raise ConfigError(f"{name}: must be at least 1 byte, got {value!r}")
+    return size
+
+
+_TRUE = ("1", "t", "true", "y", "yes", "on")
+_FALSE = ("0", "f", "false", "n", "no", "off")
+
+
+def _read_bool(name: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower() if isinstance(value, str) else ""
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ConfigError(f"{name}: expected true or false, got {value!r}")
+
+
+def _read_seconds(name: str, value: object) -> float:
+    """A non-negative duration: whole seconds (`10`) or a Go duration (`1m30s`)."""
+    seconds = _read_keep_alive(name, value)
+    if seconds < 0 or math.isinf(seconds):
+        raise ConfigError(f"{name}: expected a finite duration of 0 or more, got {value!r}")
+    return seconds
 
 
 def _read_max_loaded(name: str, value: object) -> int:
@@ -328,6 +375,11 @@ class Settings:
     default_model: str = "all-minilm"
     registry: str = "https://registry.ollama.ai"
     log_level: str = "info"
+    max_body_size: int = 32 * 2**20
+    max_inputs: int = 2048
+    max_request_tokens: int = 300_000
+    allow_token_input: bool = False
+    shutdown_grace: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -369,6 +421,13 @@ class Settings:
                 _read_log_level,
                 _log_level_from_debug(_get(env, "OLLAMA_DEBUG") or ""),
             ),
+            max_body_size=src.read("max_body_size", _read_size, 32 * 2**20),
+            max_inputs=src.read("max_inputs", lambda n, v: _read_int(n, v, 1), 2048),
+            max_request_tokens=src.read(
+                "max_request_tokens", lambda n, v: _read_int(n, v, 1), 300_000
+            ),
+            allow_token_input=src.read("allow_token_input", _read_bool, False),
+            shutdown_grace=src.read("shutdown_grace", _read_seconds, 10.0),
         )
 
     @property

@@ -20,6 +20,7 @@ from models.errors import InvalidModelFile, ModelNotFound
 from models.gguf_checks import check_loadable
 from models.store import ModelRecord, ModelStores
 from server.core_errors import InvalidRequest, InvalidVectors, LoadFailed, reason_of
+from server.limits import RequestLimits
 from server.options import ServerDefaults, load_overrides, resolve_load_options
 from server.runtime import Runtime
 
@@ -119,10 +120,17 @@ def prepare_tokens(
 class Engine:
     """Embeds texts with a named model, whatever the dialect."""
 
-    def __init__(self, stores: ModelStores, runtime: Runtime, defaults: ServerDefaults) -> None:
+    def __init__(
+        self,
+        stores: ModelStores,
+        runtime: Runtime,
+        defaults: ServerDefaults,
+        limits: RequestLimits | None = None,
+    ) -> None:
         self.stores = stores
         self.runtime = runtime
         self.defaults = defaults
+        self.limits = limits or RequestLimits()
         self._installing = asyncio.Lock()
 
     async def find(self, name: str) -> ModelRecord:
@@ -162,15 +170,17 @@ class Engine:
     async def embed(self, job: EmbedJob) -> EmbedResult:
         """Embed `job`'s inputs; no inputs just loads the model (keep_alive applied)."""
         started = time.perf_counter()
+        count = len(job.token_lists) if job.token_lists is not None else len(job.texts)
+        self.limits.check_inputs(count)
         record = await self.find(job.model)
         try:
             options = self._load_options(record, job.options)
             async with self.runtime.use(record, options, job.keep_alive) as lease:
-                count = len(job.token_lists) if job.token_lists is not None else len(job.texts)
                 if count == 0:
                     empty = np.zeros((0, lease.model.facts.n_embd), dtype=np.float32)
                     return EmbedResult(empty, 0, lease.wait_seconds, time.perf_counter() - started)
                 sequences = await self._prepare(lease.model, options, job)
+                self.limits.check_tokens(sequences)
                 raw = await lease.queue.embed(sequences)
         except (InvalidModelFile, ModelLoadError) as exc:  # only loading raises these
             raise LoadFailed(job.model, reason_of(exc), str(exc)) from exc

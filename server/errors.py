@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -58,6 +58,12 @@ class Forbidden(ApiError):
     """The request is refused for where it comes from (403)."""
 
     status = 403
+
+
+class PayloadTooLarge(ApiError):
+    """The request body is over the configured bound (413)."""
+
+    status = 413
 
 
 class NotFound(ApiError):
@@ -183,6 +189,16 @@ def _log(request: Request, exc: Exception, info: ErrorInfo) -> None:
     elif info.status >= 500:
         detail = getattr(exc, "detail", None) or str(exc) or info.message
         log.error("%s -> %d %s", where, info.status, detail)
+
+
+async def refuse(
+    scope: Scope, receive: Receive, send: Send, error: ApiError,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """Answer a request with `error` from a middleware, before any route sees it."""
+    response = await error_response(Request(scope), error)
+    response.headers.update(headers or {})
+    await response(scope, receive, send)
 
 
 async def error_response(request: Request, exc: Exception) -> Response:

@@ -81,8 +81,12 @@ def route_label(scope: Scope) -> str:
     return path if isinstance(path, str) else "unmatched"
 
 
+# The status counted for a request whose client left before its answer (nginx's 499).
+CLIENT_CLOSED = 499
+
+
 class RequestMetrics:
-    """Counts every HTTP request by route, method and status."""
+    """Counts every HTTP request by route, method and status (499: the client went away)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -92,7 +96,7 @@ class RequestMetrics:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = 500
+        status: int | None = None
 
         async def record_status(message: Message) -> None:
             nonlocal status
@@ -102,8 +106,12 @@ class RequestMetrics:
 
         try:
             await self.app(scope, receive, record_status)
+        except BaseException:
+            status = status or 500  # uvicorn answers an escaped exception with a 500
+            raise
         finally:
-            self.metrics.requests.labels(route_label(scope), scope["method"], str(status)).inc()
+            label = str(status or CLIENT_CLOSED)
+            self.metrics.requests.labels(route_label(scope), scope["method"], label).inc()
 
 
 async def metrics_endpoint(request: Request) -> Response:

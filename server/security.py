@@ -1,8 +1,9 @@
 """Who may talk to the server: API keys, the Host check, and CORS origins.
 
-Three small ASGI middlewares, applied outermost first: the Host check (a
-loopback server answers only requests addressed to a loopback name, against
-DNS rebinding), CORS (browsers from allowed origins), then API keys.
+Small ASGI middlewares, applied outermost first: the Host check (a loopback
+server answers only requests addressed to a loopback name, against DNS
+rebinding), the Origin check (browser pages from other origins are refused),
+CORS (the headers that let allowed pages read answers), then API keys.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ import socket
 from collections.abc import Iterable
 
 from starlette.datastructures import Headers
-from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server.errors import ApiError, Forbidden, Unauthorized, error_response
+from server.errors import Forbidden, Unauthorized, refuse
 
 log = logging.getLogger("emberd.security")
 
@@ -70,14 +70,6 @@ def is_local_host(name: str) -> bool:
     return address.is_loopback or address.is_private or address.is_unspecified
 
 
-async def _refuse(scope: Scope, receive: Receive, send: Send, error: ApiError) -> None:
-    """Answer with `error` through the one error path, in the request's dialect."""
-    response = await error_response(Request(scope), error)
-    if isinstance(error, Unauthorized):
-        response.headers["WWW-Authenticate"] = "Bearer"  # required on a 401 (RFC 9110)
-    await response(scope, receive, send)
-
-
 class HostCheck:
     """Refuse requests whose Host is not this machine (DNS rebinding), with 403."""
 
@@ -88,9 +80,39 @@ class HostCheck:
         if scope["type"] == "http":
             host = host_name(Headers(scope=scope).get("host", ""))
             if not is_local_host(host):
-                await _refuse(scope, receive, send, Forbidden("forbidden: host not allowed"))
+                await refuse(scope, receive, send, Forbidden("forbidden: host not allowed"))
                 return
         await self.app(scope, receive, send)
+
+
+class OriginCheck:
+    """Refuse, with 403, any request whose `Origin` is present and not allowed.
+
+    CORS alone only hides the answer from the page: a browser sends a
+    `text/plain` POST cross-origin without asking first, and the server
+    would do the work. Same-origin requests (the Origin is this server's own
+    address) and requests without an Origin pass.
+    """
+
+    def __init__(self, app: ASGIApp, origins: Iterable[str]) -> None:
+        self.app = app
+        self.allowed = re.compile(origin_regex(origins))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Most requests carry no Origin: look for it without building Headers.
+        if scope["type"] == "http" and any(key == b"origin" for key, _ in scope["headers"]):
+            headers = Headers(scope=scope)
+            origin = headers["origin"]
+            if not self._allowed(origin, headers.get("host", "")):
+                log.debug("refused a request from origin %r", origin)
+                await refuse(scope, receive, send, Forbidden("forbidden: origin not allowed"))
+                return
+        await self.app(scope, receive, send)
+
+    def _allowed(self, origin: str, host: str) -> bool:
+        if origin in (f"http://{host}", f"https://{host}"):
+            return True
+        return self.allowed.match(origin) is not None
 
 
 class ApiKeyAuth:
@@ -119,6 +141,7 @@ class ApiKeyAuth:
         header = Headers(scope=scope).get("authorization", "")
         if not self._allowed(header):
             error = Unauthorized("unauthorized: a valid API key is required")
-            await _refuse(scope, receive, send, error)
+            # WWW-Authenticate is required on a 401 (RFC 9110).
+            await refuse(scope, receive, send, error, {"WWW-Authenticate": "Bearer"})
             return
         await self.app(scope, receive, send)

@@ -37,6 +37,7 @@ from backends.base import (
 from backends.llama_cpp import LlamaCppBackend
 from server.app import create_app
 from server.config import Settings
+from server.serving import Listener, uvicorn_config
 from tests.tiny_model import write_ollama_layout, write_tiny_bert
 
 # Names the stores below serve.
@@ -320,7 +321,8 @@ def running_server(
     app = create_app(settings, backend=backend, probe=True)
     sock = _listening_socket()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    config = uvicorn.Config(app, log_config=None, log_level="warning", timeout_graceful_shutdown=5)
+    # The serve command's own limits and timeouts, so the tests see what users get.
+    config = uvicorn_config(app, Listener("127.0.0.1", 0, "warning", grace_s=5.0))
     server = uvicorn.Server(config)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="emberd-test-server", daemon=True

@@ -1,14 +1,14 @@
-"""An emberd server in a child process, for behaviour that could end a process.
-
-A test whose failure would be a crash (a C assert inside llama.cpp, a
-SIGBUS) talks to a server of its own in a child process, so the suite
-survives to report it.
+"""`emberd serve` as a child process, for behaviour that a test server in a thread
+cannot show: signals, exit, and failures that would take the test run with them
+(a C assert inside llama.cpp, a SIGBUS), so that a regression shows as a dead
+server instead of a dead test run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -19,26 +19,34 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-START_DEADLINE_S = 30.0
+REPO = Path(__file__).resolve().parent.parent
+STARTUP_S = 60.0
 
 
 @dataclass
 class ChildServer:
-    """A running `emberd serve` child: its URL, process and an httpx client."""
+    """A running `emberd serve` child: its URL, process, a client, and its log file."""
 
     url: str
     process: subprocess.Popen[bytes]
+    log_path: Path
     client: httpx.Client
-    log: Path
+
+    def log(self) -> str:
+        """What the server has logged so far."""
+        return self.log_path.read_text(errors="replace")
 
     def alive(self) -> bool:
-        """Whether the child is still running."""
+        """Whether the process is still running."""
         return self.process.poll() is None
 
-    def log_text(self) -> str:
-        """What the child has logged so far."""
-        return self.log.read_text(errors="replace")
+    def terminate(self) -> None:
+        """Send SIGTERM, as a service manager does."""
+        self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> int:
+        """The exit status, waiting at most `timeout` seconds."""
+        return self.process.wait(timeout)
 
 
 def free_port() -> int:
@@ -51,47 +59,50 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def child_server(
-    home: Path, env: Mapping[str, str] | None = None, args: tuple[str, ...] = ()
+    models: Path, ollama_models: Path, log_path: Path, *flags: str,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[ChildServer]:
-    """Run `emberd serve` on loopback with HOME (and default stores) under `home`."""
+    """Start `python -m server.cli serve` on a free loopback port; kill it when done.
+
+    No default model is prepared unless `--default-model` is among `flags`.
+    """
     port = free_port()
-    full_env = {
-        **os.environ,
-        "HOME": str(home),
-        "EMBERD_MODELS": str(home / "emberd"),
-        "OLLAMA_MODELS": str(home / "ollama"),
-        "EMBERD_NUM_THREAD": "1",
-        "EMBERD_DEFAULT_MODEL": "none-here",
-        "PYTHONPATH": str(ROOT),
-        **(env or {}),
+    command = [
+        sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+        "--models", str(models), "--ollama-models", str(ollama_models), "--num-thread", "1",
+        *flags,
+    ]
+    child_env = {
+        **os.environ, "PYTHONPATH": str(REPO), "HOME": str(models.parent),
+        "EMBERD_DEFAULT_MODEL": "no-default-model", **(env or {}),
     }
-    log = home / f"server-{port}.log"
-    command = [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1",
-               "--port", str(port), *args]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, cwd=REPO, env=child_env, stdout=log, stderr=log,
+                                   stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    client = httpx.Client(base_url=url, timeout=30.0)
+    server = ChildServer(url, process, log_path, httpx.Client(base_url=url, timeout=30.0))
     try:
-        _wait_ready(client, process, log)
-        yield ChildServer(url, process, client, log)
+        _wait_until_up(server)
+        yield server
     finally:
-        client.close()
+        server.client.close()
         if process.poll() is None:
             process.kill()
         process.wait(10)
 
 
-def _wait_ready(client: httpx.Client, process: subprocess.Popen[bytes], log: Path) -> None:
-    started = time.monotonic()
-    while time.monotonic() - started < START_DEADLINE_S:
-        if process.poll() is not None:
-            raise AssertionError(f"the server exited at start:\n{log.read_text()}")
+def _wait_until_up(server: ChildServer) -> None:
+    deadline = time.monotonic() + STARTUP_S
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"the server exited at start:\n{server.log()}")
         with contextlib.suppress(httpx.HTTPError):
-            if client.get("/").status_code == 200:
+            if httpx.get(server.url, timeout=1).status_code == 200:
                 return
-        time.sleep(0.05)
-    raise AssertionError(f"the server did not start:\n{log.read_text()}")
+        time.sleep(0.1)
+    raise RuntimeError(f"the server did not start within {STARTUP_S} s:\n{server.log()}")
+
+
+def child_server_in(home: Path, *flags: str) -> contextlib.AbstractContextManager[ChildServer]:
+    """`child_server` with both stores and the log under `home`."""
+    return child_server(home / "emberd", home / "ollama", home / "server.log", *flags)

@@ -27,7 +27,7 @@ from models.names import ModelName
 from models.store import EMBERD, ModelRecord
 from server.runtime import Runtime, RuntimeLimits
 from tests.gguf_patch import patched_copy
-from tests.subprocess_server import child_server
+from tests.subprocess_server import child_server_in
 from tests.tiny_model import write_tiny_bert
 
 BROKEN: dict[str, dict[str, float | int | bool]] = {
@@ -63,7 +63,7 @@ def test_broken_files_get_clear_errors_and_other_models_keep_working(
                for name, values in BROKEN.items()}
     (store / "garbage.gguf").write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 64)
     (store / "tiny.gguf").write_bytes(good_file.read_bytes())
-    with child_server(tmp_path) as child:
+    with child_server_in(tmp_path) as child:
         for name in [*patched, "garbage"]:
             for path, body in (("/api/embed", {"model": name, "input": "sky"}),
                                ("/v1/embeddings", {"model": name, "input": "sky"})):
@@ -73,8 +73,8 @@ def test_broken_files_get_clear_errors_and_other_models_keep_working(
                 message = message["message"] if isinstance(message, dict) else message
                 assert message.startswith(f'failed to load model "{name}": '), message
                 assert str(tmp_path) not in message  # the path goes to the log only
-            assert child.alive(), child.log_text()
-        assert str(store) in child.log_text()
+            assert child.alive(), child.log()
+        assert str(store) in child.log()
         ok = child.client.post("/api/embed", json={"model": "tiny", "input": "sky"})
         assert ok.status_code == 200, ok.text
         tags = child.client.get("/api/tags")

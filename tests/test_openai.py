@@ -1,6 +1,7 @@
 """The OpenAI dialect (/v1/embeddings, /v1/models) with the official `openai` client and raw HTTP.
 
-Token-id inputs go to the model exactly as given: the server adds no special
+Token-id inputs (switched on: they are off by default, see
+test_token_input.py) go to the model exactly as given: the server adds no special
 tokens, so ids that spell `[CLS] ... [SEP]` give the text's vector, and ids
 without them give the vector of the bare words.
 """
@@ -26,7 +27,10 @@ from tests.conftest import (
     LiveServer,
     ModelFiles,
     ServerFactory,
+    Stores,
     make_stores,
+    running_server,
+    settings_for,
 )
 from tests.tiny_model import TINY_TOKENS, tiny_token_id
 
@@ -152,50 +156,69 @@ def test_client_single_string(server: LiveServer, client: openai.OpenAI) -> None
 # -- token ids -----------------------------------------------------------------------
 
 
-def test_token_ids_with_specials_equal_the_text(server: LiveServer, client: openai.OpenAI) -> None:
-    result = client.embeddings.create(model=TINY, input=WITH_SPECIALS)
-    raw = embed_raw(server, [SKY])
+@pytest.fixture(scope="module")
+def tokens_on(stores: Stores) -> Iterator[LiveServer]:
+    """A server with token-id input switched on (it is off by default)."""
+    with running_server(settings_for(stores, allow_token_input=True)) as live:
+        yield live
+
+
+@pytest.fixture
+def token_client(tokens_on: LiveServer) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{tokens_on.url}/v1", api_key="x", max_retries=0) as client:
+        yield client
+
+
+def test_token_ids_with_specials_equal_the_text(
+    tokens_on: LiveServer, token_client: openai.OpenAI
+) -> None:
+    result = token_client.embeddings.create(model=TINY, input=WITH_SPECIALS)
+    raw = embed_raw(tokens_on, [SKY])
     assert_same_vectors([result.data[0].embedding], raw["embeddings"])
     assert result.usage.prompt_tokens == len(WITH_SPECIALS) == raw["prompt_eval_count"]
 
 
-def test_token_ids_get_no_specials_added(server: LiveServer, client: openai.OpenAI) -> None:
-    result = client.embeddings.create(model=TINY, input=WORD_IDS, encoding_format="float")
+def test_token_ids_get_no_specials_added(
+    tokens_on: LiveServer, token_client: openai.OpenAI
+) -> None:
+    result = token_client.embeddings.create(model=TINY, input=WORD_IDS, encoding_format="float")
     assert result.usage.prompt_tokens == len(WORD_IDS)
     bare = np.asarray(result.data[0].embedding)
-    text = server.vectors(TINY, SKY)[0]
+    text = tokens_on.vectors(TINY, SKY)[0]
     assert cosine(bare, text) < 0.9999  # a different sequence, so a different vector
     np.testing.assert_allclose(np.linalg.norm(bare), 1.0, atol=1e-5)
 
 
-def test_lists_of_token_ids(server: LiveServer, client: openai.OpenAI) -> None:
+def test_lists_of_token_ids(tokens_on: LiveServer, token_client: openai.OpenAI) -> None:
     other = "the grass is green"
     other_ids = [
         tiny_token_id("[CLS]"), *(tiny_token_id(w) for w in other.split()), tiny_token_id("[SEP]")
     ]
-    result = client.embeddings.create(model=TINY, input=[WITH_SPECIALS, other_ids])
-    raw = embed_raw(server, [SKY, other])
+    result = token_client.embeddings.create(model=TINY, input=[WITH_SPECIALS, other_ids])
+    raw = embed_raw(tokens_on, [SKY, other])
     assert_same_vectors([item.embedding for item in result.data], raw["embeddings"])
     assert result.usage.total_tokens == raw["prompt_eval_count"] == 7 + 6
 
 
-def test_token_ids_longer_than_the_context_are_cut(server: LiveServer) -> None:
+def test_token_ids_longer_than_the_context_are_cut(tokens_on: LiveServer) -> None:
     ids = [tiny_token_id("sky")] * (TINY_CONTEXT + 50)
-    data = ok(server, {"model": TINY, "input": ids})
+    data = ok(tokens_on, {"model": TINY, "input": ids})
     assert data["usage"]["prompt_tokens"] == TINY_CONTEXT
 
 
 @pytest.mark.parametrize("bad", [len(TINY_TOKENS), 10**9, -1])
-def test_out_of_vocabulary_token_id_is_400(server: LiveServer, bad: int) -> None:
+def test_out_of_vocabulary_token_id_is_400(tokens_on: LiveServer, bad: int) -> None:
     for value in ([*WORD_IDS, bad], [WORD_IDS, [bad]]):
-        response = post(server, {"model": TINY, "input": value})
+        response = post(tokens_on, {"model": TINY, "input": value})
         message = openai_error(response, 400, "invalid_request_error")
         assert str(bad) in message
 
 
-def test_client_raises_bad_request_for_an_out_of_vocabulary_id(client: openai.OpenAI) -> None:
+def test_client_raises_bad_request_for_an_out_of_vocabulary_id(
+    token_client: openai.OpenAI,
+) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
-        client.embeddings.create(model=TINY, input=[len(TINY_TOKENS)])
+        token_client.embeddings.create(model=TINY, input=[len(TINY_TOKENS)])
     assert caught.value.status_code == 400
 
 

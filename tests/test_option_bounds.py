@@ -12,7 +12,7 @@ import pytest
 
 from server.core_errors import InvalidRequest
 from server.options import MAX_GPU_LAYERS, ServerDefaults, load_overrides, resolve_load_options
-from tests.subprocess_server import child_server
+from tests.subprocess_server import child_server_in
 from tests.tiny_model import write_tiny_bert
 
 DEFAULTS = ServerDefaults(context_length=4096, num_thread=2, gpu_devices=0, cpu_count=2)
@@ -62,7 +62,7 @@ def test_models_are_read_into_memory_unless_asked() -> None:
 def test_a_server_refuses_absurd_threads_and_keeps_serving(tmp_path: Path) -> None:
     (tmp_path / "emberd").mkdir()
     write_tiny_bert(tmp_path / "emberd" / "tiny.gguf")
-    with child_server(tmp_path) as child:
+    with child_server_in(tmp_path) as child:
         for threads in (100_000, 30_000):
             body = {"model": "tiny", "input": "sky", "options": {"num_thread": threads}}
             response = child.client.post("/api/embed", json=body)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.subprocess_server import ChildServer, child_server
+from tests.subprocess_server import ChildServer, child_server_in
 from tests.tiny_model import write_tiny_bert
 
 TEXTS = ["why is the sky blue?", "a second text, longer than the first one"]
@@ -30,7 +30,7 @@ def child(tmp_path: Path) -> Iterator[ChildServer]:
     for name in ("first", "second"):
         shutil.copyfile(models / "first.gguf", store / f"{name}.gguf")
     (store / "reference.gguf").write_bytes((models / "second.gguf").read_bytes())
-    with child_server(tmp_path) as running:
+    with child_server_in(tmp_path) as running:
         yield running
 
 
@@ -49,10 +49,10 @@ def test_a_file_copied_over_a_loaded_model_is_reloaded(child: ChildServer, tmp_p
         target.truncate(0)
         target.write(data)
     after = vectors(child, "first")
-    assert child.alive(), child.log_text()
+    assert child.alive(), child.log()
     np.testing.assert_allclose(after, vectors(child, "reference"), atol=1e-6)
     assert not np.allclose(after, before)
-    assert "reloading first:latest: its file changed" in child.log_text()
+    assert "reloading first:latest: its file changed" in child.log()
 
 
 def test_a_removed_file_is_a_404_and_leaves_the_listings_working(

@@ -255,10 +255,13 @@ def test_preflight_from_builtin_origins(server: LiveServer, origin: str) -> None
 @pytest.mark.parametrize(
     "origin", ["https://evil.example", "http://localhost.evil.example", "https://my.app"]
 )
-def test_other_origins_get_no_allow_origin(server: LiveServer, origin: str) -> None:
-    assert "access-control-allow-origin" not in preflight(server, origin).headers
+def test_other_origins_are_refused(server: LiveServer, origin: str) -> None:
+    # More in test_origins.py: every route and method, text/plain posts, pulls.
+    asked = preflight(server, origin)
+    assert asked.status_code == 403
+    assert "access-control-allow-origin" not in asked.headers
     simple = server.client.post("/api/embed", json=EMBED, headers={"Origin": origin})
-    assert simple.status_code == 200
+    assert simple.status_code == 403
     assert "access-control-allow-origin" not in simple.headers
 
 

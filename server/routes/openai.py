@@ -29,6 +29,14 @@ from server.request_body import parse_body, read_json
 
 ENCODINGS = ("float", "base64")
 
+# Token ids are off by default: LangChain's OpenAIEmbeddings sends OpenAI's
+# cl100k ids, which mean nothing to a local model's vocabulary.
+TOKEN_INPUT_OFF = (
+    "token-id input is off: send the texts themselves, or start the server with "
+    "--allow-token-input (EMBERD_ALLOW_TOKEN_INPUT=1) to embed the model's own token ids. "
+    "LangChain OpenAIEmbeddings users: set check_embedding_ctx_length=False"
+)
+
 
 def split_input(value: object) -> tuple[list[str], list[list[int]] | None]:
     """OpenAI's `input`: a string, strings, token ids, or lists of token ids."""
@@ -84,6 +92,8 @@ async def embeddings_response(request: Request, data: dict[str, Any]) -> Respons
         raise BadRequest("invalid input")
     encoding = encoding_of(body.encoding_format)
     texts, token_lists = split_input(body.input)
+    if token_lists is not None and not request.app.state.settings.allow_token_input:
+        raise BadRequest(TOKEN_INPUT_OFF)
     engine: Engine = request.app.state.engine
     result = await engine.embed(
         EmbedJob(model=body.model, texts=texts, token_lists=token_lists,

@@ -1,0 +1,1 @@
+"""`scripts/soak`: a server under a mixed, partly hostile workload for a bounded time."""
