@@ -14,11 +14,11 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from server import __version__, cli_models
 from server.client import ClientError, EmberdClient, RunningModel, ShowResult
-from server.config import LOG_LEVELS, SOURCES, ClientConfig, ConfigError, Settings
+from server.config import ClientConfig, ConfigError, Settings, Source, setting_sources
 from server.durations import format_duration
 
 __all__ = [
@@ -131,23 +131,8 @@ def _short_id(digest: str) -> str:
 
 def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     """Settings from the environment with the `serve` flags on top."""
-    return Settings.from_env(
-        env,
-        host=args.host,
-        port=args.port,
-        models_dir=args.models,
-        ollama_models_dir=args.ollama_models,
-        keep_alive=args.keep_alive,
-        max_loaded_models=args.max_loaded_models,
-        max_queue=args.max_queue,
-        context_length=args.context_length,
-        num_thread=args.num_thread,
-        origins=args.origin,
-        api_keys=args.api_key,
-        default_model=args.default_model,
-        registry=args.registry,
-        log_level=args.log_level,
-    )
+    flags = {name: getattr(args, name) for name, _ in setting_sources()}
+    return Settings.from_env(env, **flags)
 
 
 def configure_logging(level: str) -> None:
@@ -195,27 +180,22 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return run_server(settings)
 
 
-def _help(field: str, text: str) -> str:
-    return f"{text} [env {SOURCES[field][1]}]"
+def _add_setting_flag(parser: argparse.ArgumentParser, name: str, source: Source) -> None:
+    metavar = source.metavar or source.flag.lstrip("-").replace("-", "_").upper()
+    options: dict[str, Any] = {"dest": name, "help": source.help_text(), "metavar": metavar}
+    if source.repeatable:
+        options["action"] = "append"
+    else:
+        options["type"] = source.flag_type
+    if source.choices is not None:
+        options["choices"] = source.choices
+    parser.add_argument(source.flag, **options)
 
 
 def _add_serve(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser("serve", help="start the server")
-    add = parser.add_argument
-    add("--host", help="address to listen on [env OLLAMA_HOST, default 127.0.0.1]")
-    add("--port", type=int, help="port to listen on [env OLLAMA_HOST, default 11434]")
-    add("--models", metavar="DIR", help=_help("models_dir", "emberd's model store"))
-    add("--ollama-models", metavar="DIR", help=_help("ollama_models_dir", "Ollama's store"))
-    add("--keep-alive", metavar="DURATION", help=_help("keep_alive", "idle time before unload"))
-    add("--max-loaded-models", type=int, metavar="N", help=_help("max_loaded_models", "at once"))
-    add("--max-queue", type=int, metavar="N", help=_help("max_queue", "pending request limit"))
-    add("--context-length", type=int, metavar="N", help=_help("context_length", "default num_ctx"))
-    add("--num-thread", type=int, metavar="N", help=_help("num_thread", "CPU threads per model"))
-    add("--origin", action="append", help=_help("origins", "extra allowed origin (repeatable)"))
-    add("--api-key", action="append", help=_help("api_keys", "accepted API key (repeatable)"))
-    add("--default-model", metavar="NAME", help=_help("default_model", "default model name"))
-    add("--registry", metavar="URL", help=_help("registry", "registry to pull from"))
-    add("--log-level", choices=LOG_LEVELS, help=_help("log_level", "log verbosity"))
+    for name, source in setting_sources():  # one flag per setting, from the settings table
+        _add_setting_flag(parser, name, source)
     parser.set_defaults(handler=_serve)
 
 

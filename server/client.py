@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from server.config import is_loopback_host
+from server.address import is_loopback_host
 
 __all__ = [
     "ClientError",
