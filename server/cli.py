@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, TypeAlias
 
+from models.terminal import human_bytes
 from server import __version__, cli_models
 from server.client import ClientError, EmberdClient, RunningModel, ShowResult
 from server.config import ClientConfig, ConfigError, Settings, Source, setting_sources
@@ -27,7 +28,6 @@ __all__ = [
     "build_settings",
     "configure_logging",
     "format_table",
-    "human_bytes",
     "human_number",
     "human_time",
     "main",
@@ -61,17 +61,6 @@ def format_table(
         for row in table
     ]
     return "\n".join(indent + line.rstrip() for line in lines)
-
-
-def human_bytes(size: int) -> str:
-    """Decimal units as Ollama prints sizes: `45 MB`, `1.2 GB`, `512 B`."""
-    for unit, scale in (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
-        if size >= scale:
-            value = size / scale
-            if value >= 10 or value == int(value):
-                return f"{int(value)} {unit}"
-            return f"{value:.1f} {unit}"
-    return f"{size} B"
 
 
 def human_number(count: int) -> str:

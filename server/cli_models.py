@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import TypeAlias
 
 from models.errors import ModelError
-from models.importer import import_checkpoint, parse_file_type, text_progress
+from models.importer import import_checkpoint, parse_file_type
 from models.pull import pull_cli
 from models.store import ModelStores
+from models.terminal import text_progress
 from server.config import ConfigError, Settings, setting_sources
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from models.terminal import human_bytes
 from server import __version__
-from server.cli import build_parser, build_settings, human_bytes, human_number, human_time, main
+from server.cli import build_parser, build_settings, human_number, human_time, main
 
 HOME = {"HOME": "/home/u"}
 NOW = datetime.now(timezone.utc)  # for pure formatting; answers that are read against

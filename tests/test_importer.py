@@ -18,8 +18,9 @@ from safetensors.numpy import load_file, save_file
 from models.bert_gguf import FileType, write_bert_gguf
 from models.checkpoint import CheckpointError, read_checkpoint
 from models.errors import InvalidModelName
-from models.importer import import_checkpoint, parse_file_type, text_progress
+from models.importer import import_checkpoint, parse_file_type
 from models.store import EMBERD, ModelStores
+from models.terminal import text_progress
 from tests.bundled_model import minilm_checkpoint
 from tests.hf_checkpoint import (
     CHECKPOINT_TOKENS,
