@@ -13,18 +13,19 @@ Adding a setting is one field here, for example::
 
     max_body_bytes: int = setting(
         1 << 20, "EMBERD_MAX_BODY_BYTES", "--max-body-bytes", integer(1),
-        "largest request body in bytes", metavar="N", flag_type=int,
+        "largest request body in bytes", metavar="N",
     )
 
 A reader (`integer(minimum)`, `text`, `word_list`, `read_path`, ... or a new
 `(name, value, env) -> value` that raises ConfigError naming `name`) checks
-both the variable's text and the flag's value. `flag_type=int` makes argparse
-reject a non-number; `choices`, `repeatable` (a flag given once per item, a
-comma-separated variable) and `metavar` shape the flag; `shown` is the
-default as help and README write it (derived from the default when left
-out); `default_from` computes a default from the environment. Then add the
-README row (the test prints the expected variable, flag and default cells)
-and use `settings.<name>` where it matters; nothing else repeats the default.
+both the variable's text and the flag's value. A whole-number default makes
+an int flag (argparse rejects a non-number); `choices`, `repeatable` (a flag
+given once per item, a comma-separated variable) and `metavar` shape the
+flag; `shown` is the default as help and README write it (derived from the
+default when left out); `default_from` computes a default from the
+environment. Then add the README row (the test prints the expected variable,
+flag and default cells) and use `settings.<name>` where it matters; nothing
+else repeats the default.
 """
 
 from __future__ import annotations
@@ -244,13 +245,19 @@ def setting(
     shown: str | None = None,
     literal: bool = True,
     metavar: str | None = None,
-    flag_type: Callable[[str], object] = str,
+    flag_type: Callable[[str], object] | None = None,
     choices: tuple[str, ...] | None = None,
     repeatable: bool = False,
     from_variable: Callable[[str], object] | None = None,
     default_from: Callable[[Mapping[str, str]], object] | None = None,
 ) -> _T:
-    """One row of the settings table: a `Settings` field with its Source."""
+    """One row of the settings table: a `Settings` field with its Source.
+
+    `flag_type` defaults to `int` for a whole-number default (argparse then
+    rejects a flag that is not one) and to `str` otherwise.
+    """
+    if flag_type is None:
+        flag_type = int if isinstance(default, int) and not isinstance(default, bool) else str
     if shown is None:
         empty = isinstance(default, tuple) and not default
         shown, literal = ("none", False) if empty else (str(default), literal)
@@ -287,7 +294,7 @@ class Settings:
         from_variable=lambda raw: parse_ollama_address(raw).host,
     )  # fmt: skip
     port: int = setting(
-        DEFAULT_PORT, "OLLAMA_HOST", "--port", read_port, "port to listen on", flag_type=int,
+        DEFAULT_PORT, "OLLAMA_HOST", "--port", read_port, "port to listen on",
         from_variable=lambda raw: parse_ollama_address(raw).port,
     )  # fmt: skip
     # _home_setting returns a field spec, as setting does.
@@ -303,19 +310,19 @@ class Settings:
     )  # fmt: skip
     max_loaded_models: int = setting(
         3, "OLLAMA_MAX_LOADED_MODELS", "--max-loaded-models", read_max_loaded, "models at once",
-        metavar="N", flag_type=int,
+        metavar="N",
     )  # fmt: skip
     max_queue: int = setting(
         512, "OLLAMA_MAX_QUEUE", "--max-queue", integer(1), "pending request limit",
-        metavar="N", flag_type=int,
+        metavar="N",
     )  # fmt: skip
     context_length: int = setting(
         4096, "OLLAMA_CONTEXT_LENGTH", "--context-length", integer(1), "default num_ctx",
-        metavar="N", flag_type=int,
+        metavar="N",
     )  # fmt: skip
     num_thread: int = setting(
         os.cpu_count() or 1, "EMBERD_NUM_THREAD", "--num-thread", integer(1),
-        "CPU threads per model", shown="all cores", literal=False, metavar="N", flag_type=int,
+        "CPU threads per model", shown="all cores", literal=False, metavar="N",
         default_from=lambda env: os.cpu_count() or 1,
     )  # fmt: skip
     origins: tuple[str, ...] = setting(
@@ -346,14 +353,14 @@ class Settings:
         for a value that cannot be used.
         """
         env = os.environ if env is None else env
-        unknown = set(overrides) - {name for name, _ in setting_sources()}
+        unknown = set(overrides) - {item.name for item in fields(cls)}
         if unknown:
             raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
-        values = {
+        values: dict[str, Any] = {
             item.name: _source(item).value(env, overrides.get(item.name), item.default)
             for item in fields(cls)
         }
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values)
 
     @property
     def address(self) -> str:
