@@ -1,10 +1,10 @@
-"""Terminal output: pull's step lines on a terminal and elsewhere."""
+"""Terminal output: pull's step lines and import's bar, on a terminal and elsewhere."""
 
 from __future__ import annotations
 
 import io
 
-from models.terminal import StepPrinter
+from models.terminal import StepPrinter, text_progress
 
 
 class _Terminal(io.StringIO):
@@ -38,3 +38,22 @@ def test_step_printer_writes_finished_lines_only_elsewhere() -> None:
     printer.transfer("pulling 0123456789ab", 20, 20)
     printer.step("success")
     assert out.getvalue() == "pulling 0123456789ab: 100% of 20 B\nsuccess\n"
+
+
+def test_progress_bar_redraws_one_line_on_a_terminal() -> None:
+    out = _Terminal()
+    draw = text_progress(out)
+    for done in (0, 250_000, 250_000, 1_000_000):
+        draw(done, 1_000_000)
+    text = out.getvalue()
+    assert text.count("\r") == 3  # the repeated 25% is not redrawn
+    assert " 25% |" in text and "100% |" in text
+    assert text.endswith("1.0 MB/1.0 MB\n") and text.count("\n") == 1
+
+
+def test_progress_bar_writes_only_the_end_elsewhere() -> None:
+    out = io.StringIO()
+    draw = text_progress(out, "importing")
+    draw(10, 100)
+    draw(100, 100)
+    assert out.getvalue() == f"importing 100% |{'█' * 30}| 0.0 MB/0.0 MB\n"
