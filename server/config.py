@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -377,7 +377,7 @@ class Settings:
         return is_loopback_host(self.host)
 
 
-def _source(item: Any) -> Source:
+def _source(item: Field[Any]) -> Source:
     return cast(Source, item.metadata[_SOURCE])
 
 
