@@ -4,8 +4,8 @@ The checkpoint is read and checked by its architecture family's converter
 (`models.convert`), which writes it as one GGUF; the file is moved into the
 store's blobs by a rename, and the manifest is written last: an import that
 fails or is interrupted leaves no model behind. This module owns that
-conversion and the store writing, the file type names the CLI accepts, and
-the CLI's progress bar.
+conversion and the store writing, and the file type names the CLI accepts
+(the CLI's progress bar is `models.terminal.text_progress`).
 
 The GGUF's context length is what the model was trained for (for BERT, the
 rows of its position table: 512 in Ollama's `all-minilm`), even where
@@ -19,7 +19,6 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from models.convert import Conversion, read_conversion
 from models.errors import CheckpointError, ModelError
@@ -128,35 +127,3 @@ def _remove_if_unused(stores: ModelStores, blob: Path) -> None:
     if any(record.path == blob for record in stores.list()):
         return
     blob.unlink(missing_ok=True)
-
-
-# -- progress on the command line
-
-
-def text_progress(stream: IO[str], label: str = "converting") -> Progress:
-    """A progress callback drawing a one-line bar on `stream`.
-
-    On a terminal the line is redrawn in place whenever the percentage
-    changes; elsewhere only the finished line is written.
-    """
-    tty = stream.isatty()
-    width = 30
-    last = [-1]
-
-    def draw(done: int, total: int) -> None:
-        percent = 100 if total <= 0 else min(100, done * 100 // total)
-        finished = done >= total
-        if percent == last[0] or not (tty or finished):
-            return
-        last[0] = percent
-        filled = width * percent // 100
-        bar = "█" * filled + " " * (width - filled)
-        line = f"{label} {percent:3d}% |{bar}| {_mb(done)}/{_mb(total)}"
-        stream.write(("\r" if tty else "") + line + ("\n" if finished else ""))
-        stream.flush()
-
-    return draw
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n < 10**9 else f"{n / 1e9:.2f} GB"

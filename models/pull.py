@@ -2,8 +2,8 @@
 
 `pull_model` is the procedure: the manifest and the blobs come through
 `models.registry.RegistryClient`; `PullProgress` reports each step as a line
-of Ollama's /api/pull stream; `pull_cli` and `ProgressPrinter` are
-`emberd pull`.
+of Ollama's /api/pull stream; `pull_cli` is `emberd pull`, printing through
+`models.terminal`.
 
 Each blob is downloaded into `blobs/sha256-<hex>-partial`, resumed after an
 interruption, checked against its sha256 and only then renamed to its real
@@ -31,6 +31,7 @@ from models.names import ModelName
 from models.ollama_layout import MODEL_MEDIA_TYPE, Layer
 from models.registry import RegistryClient, RegistryError, registry_base_url
 from models.store import ModelRecord, ModelStores
+from models.terminal import StepPrinter
 
 try:
     import fcntl
@@ -218,45 +219,17 @@ def _same_file(fh: BinaryIO, path: Path) -> bool:
 # -- the command line
 
 
-def _human_bytes(size: int) -> str:
-    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}" if size < 10 * scale else f"{size // scale} {unit}"
-    return f"{size} B"
+def _printer(out: TextIO) -> Callable[[PullProgress], None]:
+    """Pull progress for a terminal: one line per step and per layer (see StepPrinter)."""
+    printer = StepPrinter(out)
 
+    def show(event: PullProgress) -> None:
+        if event.digest:
+            printer.transfer(event.status, event.completed, event.total)
+        else:
+            printer.step(event.status)
 
-class ProgressPrinter:
-    """Prints pull progress for a terminal: one line per step and per layer.
-
-    On a terminal a layer's line is rewritten as bytes arrive; elsewhere it is
-    printed once, when the layer is complete.
-    """
-
-    def __init__(self, out: TextIO) -> None:
-        self._out = out
-        self._live = out.isatty()
-        self._open_line = False
-
-    def __call__(self, event: PullProgress) -> None:
-        """Show one progress report."""
-        if not event.digest:
-            self._end_line()
-            print(event.status, file=self._out, flush=True)
-            return
-        percent = 100 * event.completed // event.total if event.total else 100
-        line = f"{event.status}: {percent:3d}% of {_human_bytes(event.total)}"
-        if self._live:
-            print(f"\r{line}", end="", file=self._out, flush=True)
-            self._open_line = True
-        if event.completed >= event.total:
-            if not self._live:
-                print(line, file=self._out, flush=True)
-            self._end_line()
-
-    def _end_line(self) -> None:
-        if self._open_line:
-            print(file=self._out, flush=True)
-            self._open_line = False
+    return show
 
 
 def pull_cli(
@@ -272,7 +245,7 @@ def pull_cli(
     out = out or sys.stdout
     err = err or sys.stderr
     try:
-        pull_model(name, stores, registry_url, ProgressPrinter(out), insecure=insecure)
+        pull_model(name, stores, registry_url, _printer(out), insecure=insecure)
     except (ModelError, OSError) as exc:
         print(f"Error: {exc}", file=err, flush=True)
         return 1

@@ -15,11 +15,11 @@ from backends.probe import LoadProbe
 from models.errors import ModelError
 from models.store import PROBED_DIR, ModelStores
 from server import openapi
+from server.body_limit import BodyLimit
 from server.config import Settings
 from server.disconnect import DisconnectWatch
 from server.engine import Engine
 from server.errors import HANDLED, ErrorMiddleware, error_response
-from server.body_limit import BodyLimit
 from server.limits import RequestLimits
 from server.metrics import Metrics, RequestMetrics
 from server.metrics import routes as metrics_routes

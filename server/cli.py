@@ -14,12 +14,13 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
+from models.terminal import human_bytes
 from server import __version__, cli_models
 from server.api_types import RunningModel, ShowResponse
 from server.client import ClientError, EmberdClient
-from server.config import LOG_LEVELS, SOURCES, ClientConfig, ConfigError, Settings
+from server.config import ClientConfig, ConfigError, Settings, Source, setting_sources
 from server.durations import format_duration
 
 __all__ = [
@@ -28,7 +29,6 @@ __all__ = [
     "build_settings",
     "configure_logging",
     "format_table",
-    "human_bytes",
     "human_number",
     "human_time",
     "main",
@@ -62,17 +62,6 @@ def format_table(
         for row in table
     ]
     return "\n".join(indent + line.rstrip() for line in lines)
-
-
-def human_bytes(size: int) -> str:
-    """Decimal units as Ollama prints sizes: `45 MB`, `1.2 GB`, `512 B`."""
-    for unit, scale in (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
-        if size >= scale:
-            value = size / scale
-            if value >= 10 or value == int(value):
-                return f"{int(value)} {unit}"
-            return f"{value:.1f} {unit}"
-    return f"{size} B"
 
 
 def human_number(count: int) -> str:
@@ -132,28 +121,8 @@ def _short_id(digest: str) -> str:
 
 def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     """Settings from the environment with the `serve` flags on top."""
-    return Settings.from_env(
-        env,
-        host=args.host,
-        port=args.port,
-        models_dir=args.models,
-        ollama_models_dir=args.ollama_models,
-        keep_alive=args.keep_alive,
-        max_loaded_models=args.max_loaded_models,
-        max_queue=args.max_queue,
-        context_length=args.context_length,
-        num_thread=args.num_thread,
-        origins=args.origin,
-        api_keys=args.api_key,
-        default_model=args.default_model,
-        registry=args.registry,
-        log_level=args.log_level,
-        max_body_size=args.max_body_size,
-        max_inputs=args.max_inputs,
-        max_request_tokens=args.max_request_tokens,
-        allow_token_input=args.allow_token_input,
-        shutdown_grace=args.shutdown_grace,
-    )
+    flags = {name: getattr(args, name) for name, _ in setting_sources()}
+    return Settings.from_env(env, **flags)
 
 
 def configure_logging(level: str) -> None:
@@ -194,37 +163,26 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return run_server(settings)
 
 
-def _help(field: str, text: str) -> str:
-    return f"{text} [env {SOURCES[field][1]}]"
+def _add_setting_flag(parser: argparse.ArgumentParser, name: str, source: Source) -> None:
+    if source.flag_type is bool:  # a switch: present means true, absent leaves the variable
+        parser.add_argument(source.flag, dest=name, help=source.help_text(),
+                            action="store_true", default=None)
+        return
+    metavar = source.metavar or source.flag.lstrip("-").replace("-", "_").upper()
+    options: dict[str, Any] = {"dest": name, "help": source.help_text(), "metavar": metavar}
+    if source.repeatable:
+        options["action"] = "append"
+    else:
+        options["type"] = source.flag_type
+    if source.choices is not None:
+        options["choices"] = source.choices
+    parser.add_argument(source.flag, **options)
 
 
 def _add_serve(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser("serve", help="start the server")
-    add = parser.add_argument
-    add("--host", help="address to listen on [env OLLAMA_HOST, default 127.0.0.1]")
-    add("--port", type=int, help="port to listen on [env OLLAMA_HOST, default 11434]")
-    add("--models", metavar="DIR", help=_help("models_dir", "emberd's model store"))
-    add("--ollama-models", metavar="DIR", help=_help("ollama_models_dir", "Ollama's store"))
-    add("--keep-alive", metavar="DURATION", help=_help("keep_alive", "idle time before unload"))
-    add("--max-loaded-models", type=int, metavar="N", help=_help("max_loaded_models", "at once"))
-    add("--max-queue", type=int, metavar="N", help=_help("max_queue", "pending request limit"))
-    add("--context-length", type=int, metavar="N", help=_help("context_length", "default num_ctx"))
-    add("--num-thread", type=int, metavar="N", help=_help("num_thread", "CPU threads per model"))
-    add("--origin", action="append", help=_help("origins", "extra allowed origin (repeatable)"))
-    add("--api-key", action="append", help=_help("api_keys", "accepted API key (repeatable)"))
-    add("--default-model", metavar="NAME", help=_help("default_model", "default model name"))
-    add("--registry", metavar="URL", help=_help("registry", "registry to pull from"))
-    add("--log-level", choices=LOG_LEVELS, help=_help("log_level", "log verbosity"))
-    add("--max-body-size", metavar="SIZE",
-        help=_help("max_body_size", "largest request body, e.g. 32MiB (413 past it)"))
-    add("--max-inputs", type=int, metavar="N",
-        help=_help("max_inputs", "most inputs in one request, default 2048"))
-    add("--max-request-tokens", type=int, metavar="N",
-        help=_help("max_request_tokens", "most tokens in one request, default 300000"))
-    add("--allow-token-input", action="store_true", default=None,
-        help=_help("allow_token_input", "accept token ids as /v1/embeddings input"))
-    add("--shutdown-grace", metavar="DURATION",
-        help=_help("shutdown_grace", "time in-flight requests get on SIGTERM, default 10s"))
+    for name, source in setting_sources():  # one flag per setting, from the settings table
+        _add_setting_flag(parser, name, source)
     parser.set_defaults(handler=_serve)
 
 

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import TypeAlias
 
 from models.errors import ModelError
-from models.importer import import_checkpoint, parse_file_type, text_progress
+from models.importer import import_checkpoint, parse_file_type
 from models.pull import pull_cli
 from models.store import ModelStores
-from server.config import ConfigError, Settings
+from models.terminal import text_progress
+from server.config import ConfigError, Settings, setting_sources
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -75,7 +76,8 @@ def _rm(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def register(subparsers: Subparsers) -> None:
     """Add the store verbs to the `emberd` parser."""
-    models_help = "emberd's model store [env EMBERD_MODELS]"
+    sources = dict(setting_sources())
+    models_help = sources["models_dir"].help_text()
     imp = subparsers.add_parser(
         "import", help="convert a Hugging Face sentence-transformers checkpoint into a model"
     )
@@ -89,7 +91,7 @@ def register(subparsers: Subparsers) -> None:
     pull = subparsers.add_parser("pull", help="pull a model from a registry")
     pull.add_argument("name", metavar="NAME")
     pull.add_argument("--insecure", action="store_true", help="allow plain http registries")
-    pull.add_argument("--registry", metavar="URL", help="registry [env EMBERD_REGISTRY]")
+    pull.add_argument("--registry", metavar="URL", help=sources["registry"].help_text())
     pull.add_argument("--models", metavar="DIR", help=models_help)
     pull.set_defaults(handler=_pull)
 

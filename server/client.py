@@ -16,8 +16,8 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
+from server.address import is_loopback_host
 from server.api_types import Body, ListedModel, PsResponse, RunningModel, ShowResponse, TagsResponse
-from server.config import is_loopback_host
 
 __all__ = [
     "ClientError",

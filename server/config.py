@@ -1,184 +1,81 @@
-"""Settings: the one place that reads the environment.
+"""Settings: the one table of settings, and the one place that reads the environment.
 
-Every setting has an environment variable and a flag on `emberd serve`; a
-flag overrides its variable. Ollama's variables (`OLLAMA_HOST`,
-`OLLAMA_MODELS`, `OLLAMA_KEEP_ALIVE`, ...) keep Ollama's meaning so an
-existing set-up carries over; emberd's own use the `EMBERD_` prefix.
+Each setting is one field of `Settings`, declared with `setting(...)`: its
+default, its environment variable, its flag on `emberd serve`, how its text
+is read, and its help. `Settings.from_env` reads the variables through that
+table, `emberd serve` builds its flags from it (`server.cli`), and a test
+holds the README's "Environment variables" table to it. A flag overrides its
+variable. Ollama's variables (`OLLAMA_HOST`, `OLLAMA_MODELS`,
+`OLLAMA_KEEP_ALIVE`, ...) keep Ollama's meaning so an existing set-up carries
+over; emberd's own use the `EMBERD_` prefix.
+
+Adding a setting is one field here, for example::
+
+    max_body_bytes: int = setting(
+        1 << 20, "EMBERD_MAX_BODY_BYTES", "--max-body-bytes", integer(1),
+        "largest request body in bytes", metavar="N",
+    )
+
+A reader (`integer(minimum)`, `text`, `word_list`, `read_path`, ... or a new
+`(name, value, env) -> value` that raises ConfigError naming `name`) checks
+both the variable's text and the flag's value. A whole-number default makes
+an int flag (argparse rejects a non-number); `choices`, `repeatable` (a flag
+given once per item, a comma-separated variable) and `metavar` shape the
+flag; `shown` is the default as help and README write it (derived from the
+default when left out); `default_from` computes a default from the
+environment. Then add the README row (the test prints the expected variable,
+flag and default cells) and use `settings.<name>` where it matters; nothing
+else repeats the default.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
+from server.address import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    OllamaAddress,
+    clean_value,
+    is_loopback_host,
+    join_host_port,
+    normalise_ip,
+    parse_ollama_address,
+)
 from server.durations import DurationError, parse_keep_alive
 
 __all__ = [
-    "DEFAULT_HOST",
-    "DEFAULT_PORT",
     "LOG_LEVELS",
-    "SOURCES",
     "ClientConfig",
     "ConfigError",
-    "OllamaAddress",
     "Settings",
-    "is_loopback_host",
-    "join_host_port",
-    "parse_ollama_address",
-    "parse_ollama_host",
+    "Source",
+    "environment_rows",
+    "setting",
+    "setting_sources",
 ]
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 11434
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 _T = TypeVar("_T")
+_SOURCE = "emberd.source"  # the key of a field's metadata that holds its Source
+
+Reader = Callable[[str, object, Mapping[str, str]], Any]
+"""Reads a setting: (variable or flag to blame, raw value, environment) -> value."""
 
 
 class ConfigError(ValueError):
     """A setting with a value that cannot be used; the message names its variable."""
 
 
-def _clean(value: str) -> str:
-    """Trim spaces and surrounding quotes, as Ollama does with its variables."""
-    return value.strip().strip("\"'")
-
-
 # ---------------------------------------------------------------------------
-# OLLAMA_HOST
-
-
-@dataclass(frozen=True)
-class OllamaAddress:
-    """Where a server listens or a client connects, as `OLLAMA_HOST` describes it."""
-
-    scheme: str
-    host: str
-    port: int
-
-    @property
-    def url(self) -> str:
-        """The base URL, IPv6 hosts in brackets (`http://[::1]:11434`)."""
-        return f"{self.scheme}://{join_host_port(self.host, self.port)}"
-
-
-def join_host_port(host: str, port: int) -> str:
-    """`host:port`, with brackets around an IPv6 host."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _split_host_port(hostport: str) -> tuple[str, str] | None:
-    """Split `host:port` or `[host]:port` with Go's `net.SplitHostPort` rules.
-
-    Returns None where Go reports an error (no port, too many colons, ...).
-    """
-    colon = hostport.rfind(":")
-    if colon < 0:
-        return None
-    if hostport.startswith("["):
-        close = hostport.find("]")
-        if close < 0 or close + 1 != colon:
-            return None
-        host, rest_start = hostport[1:close], 1
-        if "[" in hostport[rest_start:] or "]" in hostport[close + 1 :]:
-            return None
-    else:
-        host = hostport[:colon]
-        if ":" in host or "[" in hostport or "]" in hostport:
-            return None
-    return host, hostport[colon + 1 :]
-
-
-def _normalise_ip(text: str) -> str | None:
-    """The canonical text of an IP address, or None when `text` is not one."""
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(address)
-
-
-def _parse_port(text: str) -> int | None:
-    # Go's strconv.ParseInt: optional sign, ASCII digits only.
-    if not re.fullmatch(r"[+-]?[0-9]+", text):
-        return None
-    port = int(text)
-    return port if 0 <= port <= 65535 else None
-
-
-def parse_ollama_address(value: str) -> OllamaAddress:
-    """Parse an `OLLAMA_HOST` value with Ollama's rules.
-
-    No scheme means http with default port 11434; `http://` defaults to 80
-    and `https://` to 443. IPv6 works with or without brackets; a missing or
-    invalid port falls back to the default; an empty host means 127.0.0.1;
-    any path is ignored. Never raises.
-    """
-    text = _clean(value).strip()
-    default_port = DEFAULT_PORT
-    scheme, sep, hostport = text.partition("://")
-    if not sep:
-        scheme, hostport = "http", text
-    elif scheme == "http":
-        default_port = 80
-    elif scheme == "https":
-        default_port = 443
-    hostport = hostport.split("/", 1)[0]
-    split = _split_host_port(hostport)
-    if split is None:
-        host, port_text = DEFAULT_HOST, ""
-        bare = hostport[1:-1] if hostport.startswith("[") and hostport.endswith("]") else hostport
-        ip = _normalise_ip(bare)
-        if ip is not None:
-            host = ip
-        elif hostport:
-            host = hostport
-    else:
-        host, port_text = split
-        host = _normalise_ip(host) or host or DEFAULT_HOST
-    port = _parse_port(port_text)
-    return OllamaAddress(scheme=scheme, host=host, port=default_port if port is None else port)
-
-
-def parse_ollama_host(value: str) -> tuple[str, int]:
-    """`(host, port)` from an `OLLAMA_HOST` value; see `parse_ollama_address`."""
-    address = parse_ollama_address(value)
-    return address.host, address.port
-
-
-# ---------------------------------------------------------------------------
-# Where each setting comes from, and how its text is read
-
-# field -> (flag on `emberd serve`, environment variable)
-SOURCES: dict[str, tuple[str, str | None]] = {
-    "host": ("--host", "OLLAMA_HOST"),
-    "port": ("--port", "OLLAMA_HOST"),
-    "models_dir": ("--models", "EMBERD_MODELS"),
-    "ollama_models_dir": ("--ollama-models", "OLLAMA_MODELS"),
-    "keep_alive": ("--keep-alive", "OLLAMA_KEEP_ALIVE"),
-    "max_loaded_models": ("--max-loaded-models", "OLLAMA_MAX_LOADED_MODELS"),
-    "max_queue": ("--max-queue", "OLLAMA_MAX_QUEUE"),
-    "context_length": ("--context-length", "OLLAMA_CONTEXT_LENGTH"),
-    "num_thread": ("--num-thread", "EMBERD_NUM_THREAD"),
-    "origins": ("--origin", "OLLAMA_ORIGINS"),
-    "api_keys": ("--api-key", "EMBERD_API_KEY"),
-    "default_model": ("--default-model", "EMBERD_DEFAULT_MODEL"),
-    "registry": ("--registry", "EMBERD_REGISTRY"),
-    "log_level": ("--log-level", "EMBERD_LOG_LEVEL"),
-    "max_body_size": ("--max-body-size", "EMBERD_MAX_BODY_SIZE"),
-    "max_inputs": ("--max-inputs", "EMBERD_MAX_INPUTS"),
-    "max_request_tokens": ("--max-request-tokens", "EMBERD_MAX_REQUEST_TOKENS"),
-    "allow_token_input": ("--allow-token-input", "EMBERD_ALLOW_TOKEN_INPUT"),
-    "shutdown_grace": ("--shutdown-grace", "EMBERD_SHUTDOWN_GRACE"),
-}
+# Readers: each checks a variable's text or a flag's value
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 
@@ -188,17 +85,117 @@ def _get(env: Mapping[str, str], name: str) -> str | None:
     raw = env.get(name)
     if raw is None:
         return None
-    return _clean(raw) or None
+    return clean_value(raw) or None
 
 
-def _read_int(name: str, value: object, minimum: int) -> int:
+def _home(env: Mapping[str, str]) -> Path:
+    home = env.get("HOME") or env.get("USERPROFILE")
+    return Path(home) if home else Path.home()
+
+
+def _to_int(name: str, value: object) -> int:
     if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{name}: expected an integer, got {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{name}: must be at least {minimum}, got {value}")
     return value
+
+
+def integer(minimum: int) -> Reader:
+    """A reader of whole numbers no smaller than `minimum`."""
+
+    def read(name: str, value: object, env: Mapping[str, str]) -> int:
+        number = _to_int(name, value)
+        if number < minimum:
+            raise ConfigError(f"{name}: must be at least {minimum}, got {number}")
+        return number
+
+    return read
+
+
+def read_max_loaded(name: str, value: object, env: Mapping[str, str]) -> int:
+    """Ollama reads 0 as "choose for me"; here that is the setting's default."""
+    return integer(0)(name, value, env) or cast(int, Settings.max_loaded_models)
+
+
+def read_keep_alive(name: str, value: object, env: Mapping[str, str]) -> float:
+    """Integer strings are seconds (as Ollama reads the variable), other strings Go durations."""
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+        value = int(value)
+    try:
+        seconds = parse_keep_alive(value)
+    except DurationError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    if seconds is None:
+        raise ConfigError(f"{name}: a duration is required")
+    return seconds
+
+
+def read_path(name: str, value: object, env: Mapping[str, str]) -> Path:
+    """A directory; a leading `~` is the home directory the environment names."""
+    if not isinstance(value, (str, Path)) or not str(value):
+        raise ConfigError(f"{name}: expected a directory, got {value!r}")
+    text = str(value)
+    if text == "~" or text.startswith(("~/", "~\\")):
+        return _home(env) / text[2:]
+    return Path(text)
+
+
+def word_list(name: str, value: object, env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """A comma-separated variable, or a flag given once per item."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+        raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
+    return tuple(item.strip() for item in items if item.strip())
+
+
+def text(name: str, value: object, env: Mapping[str, str] | None = None) -> str:
+    """Any non-empty text, trimmed."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{name}: expected a non-empty value, got {value!r}")
+    return value.strip()
+
+
+def read_registry(name: str, value: object, env: Mapping[str, str]) -> str:
+    """An http(s) base URL without its trailing slash."""
+    url = text(name, value)
+    if not re.match(r"https?://[^/\s]+", url):
+        raise ConfigError(f"{name}: expected an http:// or https:// URL, got {value!r}")
+    return url.rstrip("/")
+
+
+def read_log_level(name: str, value: object, env: Mapping[str, str]) -> str:
+    """One of LOG_LEVELS, any case."""
+    level = text(name, value).lower()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"{name}: expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return level
+
+
+def _log_level_from_debug(env: Mapping[str, str]) -> str:
+    """Ollama's OLLAMA_DEBUG: a true boolean or 1 is debug, 2 or more is trace."""
+    debug = _get(env, "OLLAMA_DEBUG") or ""
+    if debug in ("1", "t", "T", "TRUE", "true", "True"):
+        return "debug"
+    if _INTEGER.fullmatch(debug) and int(debug) >= 2:
+        return "trace"
+    return "info"
+
+
+def read_host(name: str, value: object, env: Mapping[str, str]) -> str:
+    """A host name or IP address (IPv6 with or without brackets)."""
+    host = text(name, value)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return normalise_ip(host) or host
+
+
+def read_port(name: str, value: object, env: Mapping[str, str]) -> int:
+    """A TCP port number, 0 to 65535."""
+    port = integer(0)(name, value, env)
+    if port > 65535:
+        raise ConfigError(f"{name}: expected a port number from 0 to 65535, got {port}")
+    return port
 
 
 _SIZE = re.compile(r"([0-9]+)\s*([kmg]i?b?|b)?", re.IGNORECASE)
@@ -206,7 +203,7 @@ _SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9,
                "ki": 2**10, "mi": 2**20, "gi": 2**30}
 
 
-def _read_size(name: str, value: object) -> int:
+def read_size(name: str, value: object, env: Mapping[str, str]) -> int:
     """A size in bytes: `33554432`, `32MiB`, `64MB`, `512k` (k/M/G decimal, Ki/Mi/Gi binary)."""
     match = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
     if isinstance(value, int) and not isinstance(value, bool):
@@ -225,128 +222,102 @@ _TRUE = ("1", "t", "true", "y", "yes", "on")
 _FALSE = ("0", "f", "false", "n", "no", "off")
 
 
-def _read_bool(name: str, value: object) -> bool:
+def read_bool(name: str, value: object, env: Mapping[str, str]) -> bool:
+    """true/false, 1/0, yes/no, on/off, any case; a switch flag gives True."""
     if isinstance(value, bool):
         return value
-    text = value.strip().lower() if isinstance(value, str) else ""
-    if text in _TRUE or text in _FALSE:
-        return text in _TRUE
+    word = value.strip().lower() if isinstance(value, str) else ""
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
     raise ConfigError(f"{name}: expected true or false, got {value!r}")
 
 
-def _read_seconds(name: str, value: object) -> float:
-    """A non-negative duration: whole seconds (`10`) or a Go duration (`1m30s`)."""
-    seconds = _read_keep_alive(name, value)
+def read_seconds(name: str, value: object, env: Mapping[str, str]) -> float:
+    """A finite duration of 0 or more: whole seconds (`10`) or a Go duration (`1m30s`)."""
+    seconds = read_keep_alive(name, value, env)
     if seconds < 0 or math.isinf(seconds):
         raise ConfigError(f"{name}: expected a finite duration of 0 or more, got {value!r}")
     return seconds
 
 
-def _read_max_loaded(name: str, value: object) -> int:
-    # Ollama reads 0 as "choose for me"; here that is the default of 3.
-    return _read_int(name, value, 0) or 3
+# ---------------------------------------------------------------------------
+# The table's rows
 
 
-def _read_keep_alive(name: str, value: object) -> float:
-    """Integer strings are seconds (as Ollama reads the variable), other strings Go durations."""
-    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
-        value = int(value)
-    try:
-        seconds = parse_keep_alive(value)
-    except DurationError as exc:
-        raise ConfigError(f"{name}: {exc}") from None
-    if seconds is None:
-        raise ConfigError(f"{name}: a duration is required")
-    return seconds
+@dataclass(frozen=True)
+class Source:
+    """Where one setting comes from, how its text is read, and how it is documented."""
+
+    variable: str
+    flag: str
+    read: Reader
+    help: str
+    shown: str  # the default as help and README write it
+    literal: bool = True  # False where `shown` is words ("all cores"), not a value
+    metavar: str | None = None
+    flag_type: Callable[[str], object] = str  # argparse's conversion of the flag's text
+    choices: tuple[str, ...] | None = None
+    repeatable: bool = False  # a flag given once per item
+    from_variable: Callable[[str], object] | None = None  # reads the variable instead of `read`
+    default_from: Callable[[Mapping[str, str]], object] | None = None
+
+    def value(self, env: Mapping[str, str], flag: object | None, default: object) -> object:
+        """The flag's value if given, else the variable's, else the default."""
+        if flag is not None:
+            return self.read(self.flag, flag, env)
+        raw = _get(env, self.variable)
+        if raw is not None:
+            if self.from_variable is not None:
+                return self.from_variable(raw)
+            return self.read(self.variable, raw, env)
+        return self.default_from(env) if self.default_from else default
+
+    def help_text(self) -> str:
+        """The flag's help: what it sets, then its variable and default."""
+        more = " (repeatable)" if self.repeatable else ""
+        return f"{self.help}{more} [env {self.variable}, default {self.shown}]"
 
 
-def _read_path(name: str, value: object, home: Path) -> Path:
-    if not isinstance(value, (str, Path)) or not str(value):
-        raise ConfigError(f"{name}: expected a directory, got {value!r}")
-    text = str(value)
-    if text == "~" or text.startswith(("~/", "~\\")):
-        return home / text[2:]
-    return Path(text)
+def setting(
+    default: _T,
+    variable: str,
+    flag: str,
+    read: Reader,
+    help: str,
+    *,
+    shown: str | None = None,
+    literal: bool = True,
+    metavar: str | None = None,
+    flag_type: Callable[[str], object] | None = None,
+    choices: tuple[str, ...] | None = None,
+    repeatable: bool = False,
+    from_variable: Callable[[str], object] | None = None,
+    default_from: Callable[[Mapping[str, str]], object] | None = None,
+) -> _T:
+    """One row of the settings table: a `Settings` field with its Source.
+
+    `flag_type` defaults to `int` for a whole-number default (argparse then
+    rejects a flag that is not one) and to `str` otherwise.
+    """
+    if flag_type is None:
+        # A bool default makes a switch (`--flag` sets true); a whole number an int flag.
+        flag_type = type(default) if isinstance(default, (bool, int)) else str
+    if shown is None:
+        empty = isinstance(default, tuple) and not default
+        shown, literal = ("none", False) if empty else (str(default), literal)
+    source = Source(
+        variable, flag, read, help, shown, literal, metavar, flag_type, choices, repeatable,
+        from_variable, default_from,
+    )  # fmt: skip
+    return cast(_T, field(default=default, metadata={_SOURCE: source}))
 
 
-def _read_list(name: str, value: object) -> tuple[str, ...]:
-    """A comma-separated variable, or a flag given once per item."""
-    items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
-        raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
-    return tuple(item.strip() for item in items if item.strip())
-
-
-def _read_text(name: str, value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{name}: expected a non-empty value, got {value!r}")
-    return value.strip()
-
-
-def _read_registry(name: str, value: object) -> str:
-    text = _read_text(name, value)
-    if not re.match(r"https?://[^/\s]+", text):
-        raise ConfigError(f"{name}: expected an http:// or https:// URL, got {value!r}")
-    return text.rstrip("/")
-
-
-def _read_log_level(name: str, value: object) -> str:
-    level = _read_text(name, value).lower()
-    if level not in LOG_LEVELS:
-        raise ConfigError(f"{name}: expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
-    return level
-
-
-def _log_level_from_debug(text: str) -> str:
-    """Ollama's OLLAMA_DEBUG: a true boolean or 1 is debug, 2 or more is trace."""
-    if text in ("1", "t", "T", "TRUE", "true", "True"):
-        return "debug"
-    if _INTEGER.fullmatch(text) and int(text) >= 2:
-        return "trace"
-    return "info"
-
-
-def _read_host(name: str, value: object) -> str:
-    text = _read_text(name, value)
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-    return _normalise_ip(text) or text
-
-
-def _read_port(name: str, value: object) -> int:
-    port = _read_int(name, value, 0)
-    if port > 65535:
-        raise ConfigError(f"{name}: expected a port number from 0 to 65535, got {port}")
-    return port
-
-
-def _home(env: Mapping[str, str]) -> Path:
-    home = env.get("HOME") or env.get("USERPROFILE")
-    return Path(home) if home else Path.home()
-
-
-class _Sources:
-    """Looks a field up in the flags first, then in its variable."""
-
-    def __init__(self, env: Mapping[str, str], flags: Mapping[str, object]) -> None:
-        self._env = env
-        self._flags = {key: value for key, value in flags.items() if value is not None}
-
-    def flag(self, field: str) -> object | None:
-        """The flag's value, None when it was not given."""
-        return self._flags.get(field)
-
-    def find(self, field: str) -> tuple[str, object] | None:
-        """(name to blame in errors, raw value), or None when neither is set."""
-        flag, variable = SOURCES[field]
-        if field in self._flags:
-            return flag, self._flags[field]
-        value = _get(self._env, variable) if variable else None
-        return (variable, value) if variable and value is not None else None
-
-    def read(self, field: str, reader: Callable[[str, object], _T], default: _T) -> _T:
-        found = self.find(field)
-        return default if found is None else reader(*found)
+def _home_setting(relative: str, variable: str, flag: str, help: str) -> Path:
+    """A directory under the home directory by default (`~/relative`)."""
+    return setting(
+        Path.home() / relative, variable, flag, read_path, help,
+        shown=f"~/{relative}", metavar="DIR", default_from=lambda env: _home(env) / relative,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------
@@ -355,31 +326,90 @@ class _Sources:
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the server is configured with.
+    """Everything the server is configured with, one field per setting.
 
     Build it with `Settings.from_env`; constructing it directly (as tests do)
     uses the defaults below and reads nothing.
     """
 
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
-    models_dir: Path = Path.home() / ".emberd" / "models"
-    ollama_models_dir: Path = Path.home() / ".ollama" / "models"
-    keep_alive: float = 300.0
-    max_loaded_models: int = 3
-    max_queue: int = 512
-    context_length: int = 4096
-    num_thread: int = os.cpu_count() or 1
-    origins: tuple[str, ...] = ()
-    api_keys: tuple[str, ...] = ()
-    default_model: str = "all-minilm"
-    registry: str = "https://registry.ollama.ai"
-    log_level: str = "info"
-    max_body_size: int = 32 * 2**20
-    max_inputs: int = 2048
-    max_request_tokens: int = 300_000
-    allow_token_input: bool = False
-    shutdown_grace: float = 10.0
+    # Both from OLLAMA_HOST with Ollama's rules; each flag replaces its half.
+    host: str = setting(
+        DEFAULT_HOST, "OLLAMA_HOST", "--host", read_host, "address to listen on",
+        from_variable=lambda raw: parse_ollama_address(raw).host,
+    )  # fmt: skip
+    port: int = setting(
+        DEFAULT_PORT, "OLLAMA_HOST", "--port", read_port, "port to listen on",
+        from_variable=lambda raw: parse_ollama_address(raw).port,
+    )  # fmt: skip
+    # _home_setting returns a field spec, as setting does.
+    models_dir: Path = _home_setting(  # noqa: RUF009
+        ".emberd/models", "EMBERD_MODELS", "--models", "emberd's model store"
+    )
+    ollama_models_dir: Path = _home_setting(  # noqa: RUF009
+        ".ollama/models", "OLLAMA_MODELS", "--ollama-models", "Ollama's store"
+    )
+    keep_alive: float = setting(
+        300.0, "OLLAMA_KEEP_ALIVE", "--keep-alive", read_keep_alive, "idle time before unload",
+        shown="5m", metavar="DURATION",
+    )  # fmt: skip
+    max_loaded_models: int = setting(
+        3, "OLLAMA_MAX_LOADED_MODELS", "--max-loaded-models", read_max_loaded, "models at once",
+        metavar="N",
+    )  # fmt: skip
+    max_queue: int = setting(
+        512, "OLLAMA_MAX_QUEUE", "--max-queue", integer(1), "pending request limit",
+        metavar="N",
+    )  # fmt: skip
+    context_length: int = setting(
+        4096, "OLLAMA_CONTEXT_LENGTH", "--context-length", integer(1), "default num_ctx",
+        metavar="N",
+    )  # fmt: skip
+    num_thread: int = setting(
+        os.cpu_count() or 1, "EMBERD_NUM_THREAD", "--num-thread", integer(1),
+        "CPU threads per model", shown="all cores", literal=False, metavar="N",
+        default_from=lambda env: os.cpu_count() or 1,
+    )  # fmt: skip
+    origins: tuple[str, ...] = setting(
+        (), "OLLAMA_ORIGINS", "--origin", word_list, "extra allowed origin", repeatable=True
+    )
+    api_keys: tuple[str, ...] = setting(
+        (), "EMBERD_API_KEY", "--api-key", word_list, "accepted API key", repeatable=True
+    )
+    default_model: str = setting(
+        "all-minilm", "EMBERD_DEFAULT_MODEL", "--default-model", text, "default model name",
+        metavar="NAME",
+    )  # fmt: skip
+    registry: str = setting(
+        "https://registry.ollama.ai", "EMBERD_REGISTRY", "--registry", read_registry,
+        "registry to pull from", metavar="URL",
+    )  # fmt: skip
+    log_level: str = setting(
+        "info", "EMBERD_LOG_LEVEL", "--log-level", read_log_level, "log verbosity",
+        choices=LOG_LEVELS, default_from=_log_level_from_debug,
+    )  # fmt: skip
+    # Request bounds: OpenAI's for its embeddings endpoint (2,048 inputs,
+    # 300,000 tokens over a request's inputs), and a body that holds 2,048
+    # inputs of a few thousand characters each.
+    max_body_size: int = setting(
+        32 * 2**20, "EMBERD_MAX_BODY_SIZE", "--max-body-size", read_size,
+        "largest request body (413 past it)", shown="32MiB", metavar="SIZE", flag_type=str,
+    )  # fmt: skip
+    max_inputs: int = setting(
+        2048, "EMBERD_MAX_INPUTS", "--max-inputs", integer(1), "most inputs in one request",
+        metavar="N",
+    )  # fmt: skip
+    max_request_tokens: int = setting(
+        300_000, "EMBERD_MAX_REQUEST_TOKENS", "--max-request-tokens", integer(1),
+        "most tokens in one request", metavar="N",
+    )  # fmt: skip
+    allow_token_input: bool = setting(
+        False, "EMBERD_ALLOW_TOKEN_INPUT", "--allow-token-input", read_bool,
+        "accept token ids as /v1/embeddings input", shown="off", literal=False,
+    )  # fmt: skip
+    shutdown_grace: float = setting(
+        10.0, "EMBERD_SHUTDOWN_GRACE", "--shutdown-grace", read_seconds,
+        "time in-flight requests get on SIGTERM", shown="10s", metavar="DURATION",
+    )  # fmt: skip
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -390,45 +420,14 @@ class Settings:
         for a value that cannot be used.
         """
         env = os.environ if env is None else env
-        unknown = set(overrides) - {field.name for field in fields(cls)}
+        unknown = set(overrides) - {item.name for item in fields(cls)}
         if unknown:
             raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
-        src = _Sources(env, overrides)
-        home = _home(env)
-
-        def read_path(name: str, value: object) -> Path:
-            return _read_path(name, value, home)
-
-        # Both come from OLLAMA_HOST; each flag replaces its half.
-        address = parse_ollama_address(_get(env, "OLLAMA_HOST") or "")
-        host_flag, port_flag = src.flag("host"), src.flag("port")
-        return cls(
-            host=address.host if host_flag is None else _read_host("--host", host_flag),
-            port=address.port if port_flag is None else _read_port("--port", port_flag),
-            models_dir=src.read("models_dir", read_path, home / ".emberd" / "models"),
-            ollama_models_dir=src.read("ollama_models_dir", read_path, home / ".ollama" / "models"),
-            keep_alive=src.read("keep_alive", _read_keep_alive, 300.0),
-            max_loaded_models=src.read("max_loaded_models", _read_max_loaded, 3),
-            max_queue=src.read("max_queue", lambda n, v: _read_int(n, v, 1), 512),
-            context_length=src.read("context_length", lambda n, v: _read_int(n, v, 1), 4096),
-            num_thread=src.read("num_thread", lambda n, v: _read_int(n, v, 1), os.cpu_count() or 1),
-            origins=src.read("origins", _read_list, ()),
-            api_keys=src.read("api_keys", _read_list, ()),
-            default_model=src.read("default_model", _read_text, "all-minilm"),
-            registry=src.read("registry", _read_registry, "https://registry.ollama.ai"),
-            log_level=src.read(
-                "log_level",
-                _read_log_level,
-                _log_level_from_debug(_get(env, "OLLAMA_DEBUG") or ""),
-            ),
-            max_body_size=src.read("max_body_size", _read_size, 32 * 2**20),
-            max_inputs=src.read("max_inputs", lambda n, v: _read_int(n, v, 1), 2048),
-            max_request_tokens=src.read(
-                "max_request_tokens", lambda n, v: _read_int(n, v, 1), 300_000
-            ),
-            allow_token_input=src.read("allow_token_input", _read_bool, False),
-            shutdown_grace=src.read("shutdown_grace", _read_seconds, 10.0),
-        )
+        values: dict[str, Any] = {
+            item.name: _source(item).value(env, overrides.get(item.name), item.default)
+            for item in fields(cls)
+        }
+        return cls(**values)
 
     @property
     def address(self) -> str:
@@ -445,17 +444,30 @@ class Settings:
         return is_loopback_host(self.host)
 
 
-def is_loopback_host(host: str) -> bool:
-    """True for `localhost` and loopback addresses (127.x, ::1, ::ffff:127.x)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
+def _source(item: Field[Any]) -> Source:
+    return cast(Source, item.metadata[_SOURCE])
+
+
+def setting_sources() -> list[tuple[str, Source]]:
+    """(field name, Source) of every setting, in the table's order."""
+    return [(item.name, _source(item)) for item in fields(Settings)]
+
+
+def environment_rows() -> list[tuple[str, str, str]]:
+    """The README's Variable, Flag and Default cells, one row per variable."""
+    groups: dict[str, list[Source]] = {}
+    for _, source in setting_sources():
+        groups.setdefault(source.variable, []).append(source)
+    rows = []
+    for variable, sources in groups.items():
+        flags = ", ".join(
+            f"`{s.flag}`" + (" (repeatable)" if s.repeatable else "") for s in sources
+        )
+        # Settings sharing a variable are halves of one value: OLLAMA_HOST's host:port.
+        default = ":".join(s.shown for s in sources)
+        literal = all(s.literal for s in sources)
+        rows.append((f"`{variable}`", flags, f"`{default}`" if literal else default))
+    return rows
 
 
 # ---------------------------------------------------------------------------
@@ -478,7 +490,7 @@ class ClientConfig:
         env = os.environ if env is None else env
         address = parse_ollama_address(_get(env, "OLLAMA_HOST") or "")
         host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address.host, address.host)
-        keys = _read_list("EMBERD_API_KEY", _get(env, "EMBERD_API_KEY") or "")
+        keys = word_list("EMBERD_API_KEY", _get(env, "EMBERD_API_KEY") or "")
         return cls(
             base_url=OllamaAddress(address.scheme, host, address.port).url,
             api_key=keys[0] if keys else None,

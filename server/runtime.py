@@ -29,6 +29,7 @@ from typing import Any
 from backends.base import Backend, LoadedModel, LoadOptions
 from models.store import ModelRecord
 from server.batching import BatchQueue, BatchRecord
+from server.config import Settings
 from server.core_errors import QueueFull
 from server.durations import format_duration
 
@@ -40,11 +41,11 @@ _FOREVER_SECONDS = 10 * 365 * 24 * 3600.0
 
 @dataclass(frozen=True)
 class RuntimeLimits:
-    """Bounds from the settings."""
+    """Bounds from the settings; by default the settings' defaults."""
 
-    max_loaded: int = 3
-    max_queue: int = 512
-    default_keep_alive: float = 300.0
+    max_loaded: int = Settings.max_loaded_models
+    max_queue: int = Settings.max_queue
+    default_keep_alive: float = Settings.keep_alive
     token_budget: int = 256
 
 

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from models.terminal import human_bytes
 from server import __version__
-from server.cli import build_parser, build_settings, human_bytes, human_number, human_time, main
+from server.cli import build_parser, build_settings, human_number, human_time, main
+from server.config import setting_sources
 
 HOME = {"HOME": "/home/u"}
 NOW = datetime.now(timezone.utc)  # for pure formatting; answers that are read against
@@ -87,6 +89,22 @@ def test_serve_with_a_bad_setting_fails_before_starting(capsys: pytest.CaptureFi
 def test_serve_rejects_a_non_numeric_port(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--port", "http"], env=HOME) == 2
     assert "invalid int value" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flag", [s.flag for _, s in setting_sources() if s.flag_type is int]
+)
+def test_serve_rejects_non_numeric_int_flags(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", flag, "many"], env=HOME) == 2
+    assert "invalid int value" in capsys.readouterr().err
+
+
+def test_serve_help_names_each_variable_and_default(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--help"], env=HOME) == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for _, source in setting_sources():
+        assert source.flag in text
+        assert f"[env {source.variable}, default {source.shown}]" in text
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

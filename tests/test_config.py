@@ -9,13 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from server.config import (
-    ClientConfig,
-    ConfigError,
-    Settings,
-    parse_ollama_address,
-    parse_ollama_host,
-)
+from server.address import parse_ollama_address, parse_ollama_host
+from server.config import ClientConfig, ConfigError, Settings, environment_rows
 
 HOME = {"HOME": "/home/u"}
 
@@ -297,3 +292,18 @@ def test_client_config(env: dict[str, str], url: str, key: str | None) -> None:
     config = ClientConfig.from_env(env)
     assert config.base_url == url
     assert config.api_key == key
+
+
+def _readme_environment_rows() -> list[tuple[str, str, str]]:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Environment variables", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    cells = [[cell.strip() for cell in row.strip("|").split(" | ")] for row in rows]
+    return [(c[0], c[1], c[2]) for c in cells]
+
+
+def test_readme_environment_table_matches_the_settings() -> None:
+    expected = environment_rows()
+    assert ("`OLLAMA_HOST`", "`--host`, `--port`", "`127.0.0.1:11434`") in expected
+    wanted = "\n".join(f"| {v} | {f} | {d} |" for v, f, d in expected)
+    assert _readme_environment_rows() == expected, f"README rows should start:\n{wanted}"

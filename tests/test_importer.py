@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import string
 import unicodedata
@@ -18,7 +17,7 @@ from safetensors.numpy import load_file, save_file
 from models.bert_gguf import FileType, write_bert_gguf
 from models.checkpoint import CheckpointError, read_checkpoint
 from models.errors import InvalidModelName
-from models.importer import import_checkpoint, parse_file_type, text_progress
+from models.importer import import_checkpoint, parse_file_type
 from models.store import EMBERD, ModelStores
 from tests.bundled_model import minilm_checkpoint
 from tests.hf_checkpoint import (
@@ -442,29 +441,3 @@ def test_a_failed_reimport_keeps_the_previous_model(tmp_path: Path) -> None:
     assert stores.resolve("kept") == before
     assert _leftovers(stores) == files
 
-
-# -- progress display
-
-
-class _Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
-def test_progress_bar_redraws_one_line_on_a_terminal() -> None:
-    out = _Terminal()
-    draw = text_progress(out)
-    for done in (0, 250_000, 250_000, 1_000_000):
-        draw(done, 1_000_000)
-    text = out.getvalue()
-    assert text.count("\r") == 3  # the repeated 25% is not redrawn
-    assert " 25% |" in text and "100% |" in text
-    assert text.endswith("1.0 MB/1.0 MB\n") and text.count("\n") == 1
-
-
-def test_progress_bar_writes_only_the_end_elsewhere() -> None:
-    out = io.StringIO()
-    draw = text_progress(out, "importing")
-    draw(10, 100)
-    draw(100, 100)
-    assert out.getvalue() == f"importing 100% |{'█' * 30}| 0.0 MB/0.0 MB\n"
