@@ -22,7 +22,7 @@ import httpx
 
 from scripts.bench_lib.procs import BenchError, base_env, free_port, rss_bytes, spawn, wait_ready
 from scripts.soak_lib.actions import ACTIONS, GONE, REFUSED, TIMEOUT, Target
-from tests.tiny_model import write_tiny_bert
+from tests.support.tiny_model import write_tiny_bert
 
 _NAMES = {GONE: "left", REFUSED: "refused/reset", TIMEOUT: "timeout"}
 

@@ -1,0 +1,151 @@
+"""The bench's own code paths on the tiny model, with tiny workloads (no llama-server).
+
+Keeps `scripts/bench` from rotting: emberd is started as the bench starts
+it, Llama.embed runs in the bench's worker process, and the report is built
+from what they measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from scripts.bench_lib import llama_server, procs, report, runner, texts, workloads
+from scripts.bench_lib.model import LINKED_NAME, prepare_model
+from scripts.bench_lib.results import (
+    BATCH_LONG,
+    BATCH_SHORT,
+    COLD,
+    CONC,
+    LATENCY_P50,
+    LATENCY_P99,
+    LEAK,
+    RSS,
+    Measurement,
+    from_json,
+    to_json,
+)
+from scripts.bench_lib.worker import LLAMA_CPP, Job
+from tests.support.harness import ModelFiles
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_SIZES = workloads.Sizes(
+    short_batch=6,
+    long_batch=2,
+    conc_requests=6,
+    conc_clients=3,
+    latency_requests=4,
+    latency_warmup=1,
+    repeats=1,
+    leak_requests=12,
+    leak_clients=2,
+    leak_samples=2,
+)
+
+
+def test_texts_are_deterministic_and_sized() -> None:
+    assert texts.short_texts(3, 0) == texts.short_texts(3, 0)
+    assert texts.short_texts(3, 0) != texts.short_texts(3, 1)
+    assert [len(t.split()) for t in texts.short_texts(3, 0)] == [texts.SHORT_WORDS] * 3
+    (long_text,) = texts.long_texts(1, 0)
+    assert len(long_text.split()) == texts.LONG_WORDS
+    assert long_text.count(".") == texts.LONG_WORDS // texts.SENTENCE_WORDS
+    sizes = [len(r) for r in texts.mixed_requests(10, 0)]
+    assert sizes == [1, 1, 2, 1, 1, 8, 1, 1, 1, 4]
+
+
+def test_percentile_interpolates() -> None:
+    assert workloads.percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert workloads.percentile([0.0, 10.0], 99) == pytest.approx(9.9)
+
+
+def test_machine_readings() -> None:
+    watch = procs.CpuWatch.start()
+    sum(range(200_000))  # the bench's own work is not counted
+    assert 0.0 <= watch.others_share() <= 1.0
+    assert procs.rss_bytes(os.getpid()) > 1_000_000
+
+
+def test_sweep_grid_and_server_argv() -> None:
+    grid = llama_server.sweep_grid(context=512, longest_tokens=300)
+    assert llama_server.ServerConfig(32, 256) not in grid  # too small for 300 tokens
+    assert llama_server.ServerConfig(32, 512) in grid
+    assert llama_server.ServerConfig(1, 1024) not in grid  # more than one slot's context
+    config = llama_server.ServerConfig(parallel=4, ubatch=512)
+    argv = llama_server.server_argv(
+        Path("/bin/llama-server"),
+        Path("/m.gguf"),
+        context=512,
+        threads=2,
+        pooling=1,
+        config=config,
+        port=8080,
+    )
+
+    def flag(name: str) -> str:
+        return argv[argv.index(name) + 1]
+
+    assert flag("-c") == "2048"  # the model's context for each of 4 slots
+    assert flag("-ub") == flag("-b") == "512"
+    assert flag("--pooling") == "mean"
+
+
+def test_targets_are_judged() -> None:
+    ms = [
+        Measurement("emberd", BATCH_SHORT, 130.0),
+        Measurement("llama-server", BATCH_SHORT, 100.0),
+        Measurement("emberd", BATCH_LONG, 120.0),
+        Measurement("llama-server", BATCH_LONG, 100.0),
+        Measurement("emberd", CONC, 100.0),
+        Measurement("emberd", LATENCY_P50, 2.5),
+        Measurement("llama-server", LATENCY_P50, 2.0),
+        Measurement("emberd", COLD, 350.0),
+        Measurement("emberd", LEAK, 1.0),
+    ]
+    got = [t.status for t in report.evaluate(ms, "all-minilm")]
+    assert got == [
+        report.MET,  # batch-short 1.30x
+        report.MISSED,  # batch-long 1.20x
+        report.UNKNOWN,  # conc-32: no llama-server figure
+        report.UNKNOWN,  # no sentence-transformers
+        report.UNKNOWN,
+        report.MISSED,  # conc 100 < 0.85 * 130
+        report.MET,  # +0.5 ms
+        report.MISSED,  # 350 ms
+        report.MET,  # +1%
+    ]
+    assert "(1.30x)" in report.table(ms, runner.CONTENDERS)
+
+
+def test_job_round_trip() -> None:
+    job = Job(LLAMA_CPP, "/m.gguf", 2, 512, TINY_SIZES, seed=3)
+    assert Job.from_json(job.to_json()) == job
+    ms = [Measurement("a", RSS, 1.5, "n")]
+    assert from_json(json.loads(json.dumps(to_json(ms)))) == ms
+
+
+def test_emberd_and_llama_embed_on_tiny_model(tmp_path: Path, model_files: ModelFiles) -> None:
+    model = prepare_model(str(model_files.mean), tmp_path, None, print)
+    assert model.name == LINKED_NAME and model.context == 128
+    opts = runner.Options(
+        model=model, threads=1, sizes=TINY_SIZES, sweep=False, cache=tmp_path, repo=REPO
+    )
+    outcome = runner.Outcome()
+    runner.run_emberd(opts, outcome, print)
+    runner.run_worker(opts, LLAMA_CPP, sys.executable, model.gguf, outcome, print)
+    assert outcome.notes == []
+    found = {(m.contender, m.metric): m.value for m in outcome.measurements}
+    every = (BATCH_SHORT, BATCH_LONG, CONC, LATENCY_P50, LATENCY_P99, COLD, RSS)
+    for contender in ("emberd", LLAMA_CPP):
+        for metric in every:
+            assert found[(contender, metric)] > 0, (contender, metric)
+    assert ("emberd", LEAK) in found
+    assert outcome.tokens_per_text["short"] > 2
+    targets = report.evaluate(outcome.measurements, model.name)
+    doc = report.document(outcome.measurements, targets, model=model.name)
+    assert json.loads(json.dumps(doc))["targets"][0]["status"] == report.UNKNOWN
+    assert LLAMA_CPP in report.table(outcome.measurements, runner.CONTENDERS)
