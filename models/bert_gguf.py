@@ -32,6 +32,7 @@ from models.gguf_out import (
     FileType,
     TensorOut,
     add_file_type,
+    gguf_names,
     storage_type,
     write_gguf,
 )
@@ -237,21 +238,7 @@ def bert_tensors(
     padding id). Raises ValueError for unsupported, missing, duplicated or
     misshapen tensors.
     """
-    by_gguf: dict[str, str] = {}
-    unsupported: list[str] = []
-    for hf_name in tensors:
-        try:
-            target = rename(hf_name)
-        except ValueError:
-            unsupported.append(hf_name)
-            continue
-        if target is None:
-            continue
-        if target in by_gguf:
-            raise ValueError(f"tensors {by_gguf[target]!r} and {hf_name!r} are the same tensor")
-        by_gguf[target] = hf_name
-    if unsupported:
-        raise ValueError(f"unsupported tensors: {', '.join(sorted(unsupported))}")
+    by_gguf = gguf_names(tensors, rename)
 
     types_source = by_gguf.get("token_types.weight")
     type_count = int(tensors[types_source].shape[0]) if types_source is not None else 0

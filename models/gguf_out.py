@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -133,3 +133,26 @@ def write_gguf(
         writer.close()
         tmp.unlink(missing_ok=True)
         raise
+
+
+def gguf_names(tensors: Iterable[str], rename: Callable[[str], str | None]) -> dict[str, str]:
+    """Checkpoint name by GGUF name, for every tensor `rename` keeps.
+
+    Raises ValueError for names `rename` refuses, or two names for one tensor.
+    """
+    by_gguf: dict[str, str] = {}
+    unsupported: list[str] = []
+    for hf_name in tensors:
+        try:
+            target = rename(hf_name)
+        except ValueError:
+            unsupported.append(hf_name)
+            continue
+        if target is None:
+            continue
+        if target in by_gguf:
+            raise ValueError(f"tensors {by_gguf[target]!r} and {hf_name!r} are the same tensor")
+        by_gguf[target] = hf_name
+    if unsupported:
+        raise ValueError(f"unsupported tensors: {', '.join(sorted(unsupported))}")
+    return by_gguf

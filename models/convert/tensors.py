@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import numpy.typing as npt
 
-from models.gguf_out import FileType, TensorOut, storage_type
+from models.gguf_out import FileType, TensorOut, gguf_names, storage_type
 
 Array = npt.NDArray[np.floating]
 Rename = Callable[[str], "str | None"]
@@ -33,21 +33,7 @@ def plan_tensors(
     Names in `keep_f32` stay F32 and those in `keep_f16` are never quantized.
     Raises ValueError naming what is unsupported, missing, doubled or misshapen.
     """
-    by_gguf: dict[str, str] = {}
-    unsupported: list[str] = []
-    for hf_name in tensors:
-        try:
-            target = rename(hf_name)
-        except ValueError:
-            unsupported.append(hf_name)
-            continue
-        if target is None:
-            continue
-        if target in by_gguf:
-            raise ValueError(f"tensors {by_gguf[target]!r} and {hf_name!r} are the same tensor")
-        by_gguf[target] = hf_name
-    if unsupported:
-        raise ValueError(f"unsupported tensors: {', '.join(sorted(unsupported))}")
+    by_gguf = gguf_names(tensors, rename)
     missing = sorted(set(expected) - set(by_gguf) - optional)
     if missing:
         raise ValueError(f"missing tensors (GGUF names): {', '.join(missing)}")
