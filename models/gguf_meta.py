@@ -24,6 +24,9 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 from models.errors import InvalidModelFile
 
 GGUF_MAGIC = b"GGUF"
+# `<arch>.pooling_type` of a reranker (llama.cpp's LLAMA_POOLING_TYPE_RANK).
+RANK_POOLING = 4
+_LABELS_KEY = ".classifier.output_labels"
 _DEFAULT_ALIGNMENT = 32
 # GGUF value type ids, as the format defines them.
 _UINT8, _INT8, _UINT16, _INT16, _UINT32, _INT32, _FLOAT32, _BOOL = range(8)
@@ -47,6 +50,9 @@ class GGUFInfo:
     file_type: str
     # Every key/value as JSON-able values; non-empty arrays are None.
     model_info: Mapping[str, object] = field(compare=False, hash=False)
+    tensor_names: frozenset[str] = field(default=frozenset(), compare=False, hash=False)
+    # `<arch>.classifier.output_labels`, decoded: what each classifier output means.
+    classifier_labels: tuple[str, ...] | None = None
 
     @property
     def parameter_size(self) -> str:
@@ -56,7 +62,20 @@ class GGUFInfo:
     @property
     def is_embedding(self) -> bool:
         """True when the GGUF declares a pooling type, as embedding models do."""
-        return self.pooling_type is not None
+        return self.pooling_type is not None and not self.is_reranker
+
+    @property
+    def is_reranker(self) -> bool:
+        """True for a cross-encoder: rank pooling, or a classifier head.
+
+        Real conversions often carry no pooling key; their classifier tensors
+        (`cls.output.*`) or output labels give them away.
+        """
+        return (
+            self.pooling_type == RANK_POOLING
+            or self.classifier_labels is not None
+            or any(name.startswith("cls.output.") for name in self.tensor_names)
+        )
 
 
 def format_parameter_count(count: int) -> str:
@@ -113,6 +132,8 @@ class _Header:
         self.kv: dict[str, object] = {}
         self.parameter_count = 0
         self.tensor_types: Counter[int] = Counter()
+        self.tensor_names: set[str] = set()
+        self.labels: tuple[str, ...] | None = None
 
     def fail(self, why: str) -> InvalidModelFile:
         return InvalidModelFile(f"{self.path}: not a valid GGUF file: {why}")
@@ -173,7 +194,12 @@ class _Header:
         n_tensors, n_kv = self._u64(), self._u64()
         for _ in range(n_kv):
             key = self._string()
-            self.kv[key] = self._value(self._u32())
+            vtype = self._u32()
+            if key.endswith(_LABELS_KEY) and vtype == _ARRAY:
+                self.labels = self._string_array()
+                self.kv[key] = [] if not self.labels else None
+                continue
+            self.kv[key] = self._value(vtype)
         tensors = [self._tensor() for _ in range(n_tensors)]
         self._check_data(tensors)
 
@@ -210,9 +236,16 @@ class _Header:
             raise self.fail(f"unknown array element type {vtype}")
         return None
 
+    def _string_array(self) -> tuple[str, ...]:
+        """An array that must hold strings (classifier labels), decoded."""
+        vtype, count = self._u32(), self._u64()
+        if vtype != _STRING:
+            raise self.fail(f"array of type {vtype} where strings were expected")
+        return tuple(self._string() for _ in range(count))
+
     def _tensor(self) -> tuple[int, int, int]:
         """Read one tensor description; return (type, offset, byte size or -1)."""
-        self._string()  # the tensor's name
+        self.tensor_names.add(self._string())
         n_dims = self._u32()
         if n_dims > 8:
             raise self.fail(f"tensor with {n_dims} dimensions")
@@ -255,6 +288,8 @@ class _Header:
             parameter_count=self.parameter_count,
             file_type=self._file_type(),
             model_info=model_info,
+            tensor_names=frozenset(self.tensor_names),
+            classifier_labels=self.labels,
         )
 
     def _int(self, key: str) -> int:

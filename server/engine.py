@@ -18,7 +18,7 @@ from backends.base import FloatMatrix, LoadedModel, LoadOptions, TokenOutOfRange
 from models.bundled import bundled_for, install_bundled
 from models.errors import ModelNotFound
 from models.store import ModelRecord, ModelStores
-from server.errors import BadRequest, InternalError
+from server.errors import BadRequest, InternalError, go_quote
 from server.options import ServerDefaults, load_overrides, resolve_load_options
 from server.runtime import Runtime
 
@@ -145,6 +145,10 @@ class Engine:
         started = time.perf_counter()
         record = await self.find(job.model)
         info = record.info()  # validates the GGUF before llama.cpp sees it; cached
+        if info.is_reranker:
+            raise BadRequest(
+                f"{go_quote(job.model)} does not support embeddings (its capability is rerank)"
+            )
         options = resolve_load_options(
             self.defaults, record.params, load_overrides(job.options), info.context_length
         )

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backends.base import BackendError, ModelLoadError, TokenOutOfRange
 from models.errors import InvalidModelFile, InvalidModelName, ModelNotFound
+from models.reranking import UnsupportedReranker
 from server.durations import DurationError
 
 log = logging.getLogger("emberd.errors")
@@ -97,6 +98,7 @@ def _model_not_found(exc: Exception) -> ErrorInfo:
 _TABLE: dict[type[Exception], Callable[[Exception], ErrorInfo]] = {
     ModelNotFound: _model_not_found,
     InvalidModelName: lambda e: ErrorInfo(400, "invalid model name"),
+    UnsupportedReranker: lambda e: ErrorInfo(400, str(e)),
     TokenOutOfRange: lambda e: ErrorInfo(400, str(e)),
     DurationError: lambda e: ErrorInfo(400, str(e)),
     InvalidModelFile: lambda e: ErrorInfo(500, f"failed to load model: {e}"),

@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from server import __version__
 from server.render import json_response
+from server.rerank_schemas import OllamaRerankRequest, RerankRequest
 from server.routes.manage import DeleteRequest, PullRequest
 from server.schemas import (
     EmbedRequest,
@@ -86,6 +87,39 @@ class OpenAIEmbeddingResponse(BaseModel):
     usage: OpenAIUsage
 
 
+class RerankDocument(BaseModel):
+    """A document echoed back (`return_documents`)."""
+
+    text: str
+
+
+class RerankResult(BaseModel):
+    """One document's place, best first."""
+
+    index: int
+    relevance_score: float
+    document: RerankDocument | None = None
+
+
+class RerankResponse(BaseModel):
+    """POST /v1/rerank answer (Jina/Cohere shape)."""
+
+    model: str
+    object: str = "list"
+    results: list[RerankResult]
+    usage: OpenAIUsage
+
+
+class OllamaRerankResponse(BaseModel):
+    """POST /api/rerank answer."""
+
+    model: str
+    results: list[RerankResult]
+    total_duration: int
+    load_duration: int
+    prompt_eval_count: int
+
+
 class VersionResponse(BaseModel):
     """GET /api/version answer."""
 
@@ -130,6 +164,13 @@ OPERATIONS: tuple[Operation, ...] = (
               answer_type=""),
     Operation("post", "/v1/embeddings", "OpenAI embeddings.", (OpenAIEmbeddingRequest,),
               (OpenAIEmbeddingResponse,)),
+    Operation("post", "/api/rerank", "Order documents by relevance to a query (reranker models).",
+              (OllamaRerankRequest,), (OllamaRerankResponse,)),
+    *(
+        Operation("post", path, "Order documents by relevance (Jina/Cohere shape).",
+                  (RerankRequest,), (RerankResponse,))
+        for path in ("/v1/rerank", "/v1/reranking", "/rerank")
+    ),
     Operation("get", "/v1/models", "OpenAI model list."),
     Operation("get", "/v1/models/{model}", "One model, OpenAI shape."),
     Operation("get", "/metrics", "Prometheus metrics.", answer_type="text/plain"),

@@ -9,6 +9,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from models.gguf_meta import GGUFInfo
+from models.reranking import UnsupportedReranker, capabilities, rerank_head
 from models.store import ModelRecord
 from server import __version__
 from server.engine import EmbedJob, Engine
@@ -158,10 +160,21 @@ async def show(request: Request) -> Response:
             "template": "",
             "details": _details(record),
             "model_info": dict(info.model_info),
-            "capabilities": ["embedding"] if info.is_embedding else [],
+            "capabilities": [c.value for c in capabilities(info)],
             "modified_at": _time(record.modified_at),
+            **_rerank_facts(info),
         }
     )
+
+
+def _rerank_facts(info: GGUFInfo) -> dict[str, Any]:
+    """For a reranker, which score `relevance_score` is, or why it is not served."""
+    if not info.is_reranker:
+        return {}
+    try:
+        return {"rerank": {"score": rerank_head(info).describe()}}
+    except UnsupportedReranker as exc:
+        return {"rerank": {"unsupported": str(exc)}}
 
 
 def _ps_entry(view: LoadedView) -> dict[str, Any]:
