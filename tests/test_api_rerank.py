@@ -291,3 +291,30 @@ def test_tags_and_models_list_rerankers(server: LiveServer) -> None:
     models = [m["id"] for m in server.client.get("/v1/models").json()["data"]]
     for name in (RERANKER, PAIR_RERANKER, OLLAMA_RERANKER):
         assert f"{name}:latest" in tags and f"{name}:latest" in models
+
+
+# -- a real client, unchanged ----------------------------------------------------------------
+
+
+def test_litellm_rerank_against_v1_rerank(
+    server: LiveServer, rerank_stores: RerankStores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # litellm would fetch its price list from the network when imported.
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    response = litellm.rerank(
+        model=f"jina_ai/{RERANKER}",
+        query=QUERY,
+        documents=DOCUMENTS,
+        top_n=3,
+        return_documents=True,
+        api_base=server.url,
+        api_key="unused",
+    )
+    expected = reference_scores(rerank_stores.weights, QUERY, DOCUMENTS)
+    best = np.argsort(-expected)[:3].tolist()
+    assert [result["index"] for result in response.results] == best
+    for result in response.results:
+        assert result["document"] == {"text": DOCUMENTS[result["index"]]}
+        assert result["relevance_score"] == pytest.approx(expected[result["index"]], abs=TOLERANCE)
