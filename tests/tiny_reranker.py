@@ -38,13 +38,20 @@ WORDS = (
     "world", "what", "colour", "of", "hot", "cold", "big", "small", "old", "new",
 )
 # fmt: on
-PIECES: tuple[str, ...] = (
-    "<s>", "<pad>", "</s>", "<unk>",
-    *(_WORD_START + w for w in WORDS),
-    _WORD_START, *"abcdefghijklmnopqrstuvwxyz?.,",
-    "<mask>",
-)  # fmt: skip
-MASK = len(PIECES) - 1
+_CHARACTERS = "abcdefghijklmnopqrstuvwxyz?.,"
+
+
+def vocabulary(words: Sequence[str]) -> tuple[str, ...]:
+    """Special pieces, whole words, then single characters (so any text tokenizes)."""
+    return (
+        "<s>", "<pad>", "</s>", "<unk>",
+        *(_WORD_START + w for w in words),
+        _WORD_START, *_CHARACTERS,
+        "<mask>",
+    )  # fmt: skip
+
+
+PIECES = vocabulary(WORDS)
 _NORMAL, _UNKNOWN, _CONTROL = 1, 2, 3
 POSITION_OFFSET = PAD + 1  # RoBERTa's position ids start after the padding id
 LAYER_NORM_EPS = 1e-5
@@ -63,6 +70,7 @@ class XlmrWeights:
     context_length: int  # usable positions (the GGUF's context length)
     heads: int
     labels: tuple[str, ...]
+    pieces: tuple[str, ...] = PIECES
 
 
 def xlmr_weights(
@@ -75,6 +83,7 @@ def xlmr_weights(
     labels: tuple[str, ...] = ("LABEL_0",),
     seed: int = 0,
     matrix_scale: float = 0.25,
+    words: Sequence[str] = WORDS,
 ) -> XlmrWeights:
     """Random weights scaled so that different pairs get clearly different scores."""
     rng = np.random.default_rng(seed)
@@ -90,7 +99,8 @@ def xlmr_weights(
     def normal(scale: float, *shape: int) -> np.ndarray:
         return (rng.standard_normal(shape) * scale).astype(np.float32)
 
-    tensors["embeddings.word_embeddings.weight"] = normal(0.5, len(PIECES), e)
+    pieces = vocabulary(words)
+    tensors["embeddings.word_embeddings.weight"] = normal(0.5, len(pieces), e)
     tensors["embeddings.position_embeddings.weight"] = normal(0.1, context_length + 2, e)
     tensors["embeddings.token_type_embeddings.weight"] = normal(0.1, 1, e)
     # Matrices of ~1/sqrt(E): each token's state depends on the whole pair.
@@ -101,34 +111,41 @@ def xlmr_weights(
     tensors["classifier.dense.bias"] = normal(0.1, e)
     tensors["classifier.out_proj.weight"] = normal(0.5, len(labels), e)
     tensors["classifier.out_proj.bias"] = normal(0.1, len(labels))
-    return XlmrWeights(tensors, context_length, heads, labels)
+    return XlmrWeights(tensors, context_length, heads, labels, pieces)
 
 
 def write_xlmr_reranker(
-    path: Path, weights: XlmrWeights, *, pooling_key: bool = True, labels_key: bool = True
+    path: Path,
+    weights: XlmrWeights,
+    *,
+    pooling_key: bool = True,
+    labels_key: bool = True,
+    f16: bool = False,
 ) -> Path:
     """Write `weights` as llama.cpp's converter writes an XLM-R reranker; return `path`.
 
     `pooling_key=False` leaves out `bert.pooling_type`, and `labels_key=False`
     the output labels, as many real conversions do: the classifier tensors
-    must then be enough to recognise a reranker.
+    must then be enough to recognise a reranker. `f16` stores matrices in F16.
     """
+    pieces = weights.pieces
+    words = len(pieces) - 6 - len(_CHARACTERS)  # less 5 specials and the lone word start
     writer = gguf.GGUFWriter(path, "bert")
     _hparams(writer, weights, token_types=1, pooling_key=pooling_key)
     if labels_key:
         writer.add_array("bert.classifier.output_labels", list(weights.labels))
     writer.add_string("tokenizer.ggml.model", "t5")
     writer.add_string("tokenizer.ggml.pre", "default")
-    writer.add_array("tokenizer.ggml.tokens", list(PIECES))
-    scores = [0.0] * 4 + [-1.0] * len(WORDS) + [-10.0] * (len(PIECES) - 5 - len(WORDS)) + [0.0]
+    writer.add_array("tokenizer.ggml.tokens", list(pieces))
+    scores = [0.0] * 4 + [-1.0] * words + [-10.0] * (len(pieces) - 5 - words) + [0.0]
     writer.add_array("tokenizer.ggml.scores", [float(s) for s in scores])
-    types = [_CONTROL, _CONTROL, _CONTROL, _UNKNOWN] + [_NORMAL] * (len(PIECES) - 5) + [_CONTROL]
+    types = [_CONTROL, _CONTROL, _CONTROL, _UNKNOWN] + [_NORMAL] * (len(pieces) - 5) + [_CONTROL]
     writer.add_array("tokenizer.ggml.token_type", types)
     writer.add_bool("tokenizer.ggml.add_space_prefix", True)
     writer.add_bool("tokenizer.ggml.remove_extra_whitespaces", True)
     writer.add_uint32("tokenizer.ggml.token_type_count", 1)
     for key, value in (("bos", BOS), ("eos", EOS), ("unknown", UNK), ("seperator", EOS),
-                       ("padding", PAD), ("cls", BOS), ("mask", MASK)):  # fmt: skip
+                       ("padding", PAD), ("cls", BOS), ("mask", len(pieces) - 1)):  # fmt: skip
         writer.add_uint32(f"tokenizer.ggml.{key}_token_id", value)
     for flag in ("bos", "eos", "sep"):
         writer.add_bool(f"tokenizer.ggml.add_{flag}_token", True)
@@ -136,7 +153,7 @@ def write_xlmr_reranker(
     # The converter drops the positions before pad + 1: GGUF position 0 is HF's 2.
     positions = tensors.pop("embeddings.position_embeddings.weight")
     tensors["embeddings.position_embeddings.weight"] = positions[POSITION_OFFSET:]
-    _tensors(writer, tensors)
+    _tensors(writer, tensors, f16=f16)
     return path
 
 
@@ -196,11 +213,16 @@ _HEAD = {
 }
 
 
-def _tensors(writer: gguf.GGUFWriter, tensors: dict[str, np.ndarray]) -> None:
+def _tensors(writer: gguf.GGUFWriter, tensors: dict[str, np.ndarray], f16: bool = False) -> None:
     for hf_name, value in tensors.items():
         name = _HEAD.get(hf_name) or gguf_tensor_name(hf_name)
-        if name is not None:
-            writer.add_tensor(name, np.ascontiguousarray(value, dtype=np.float32))
+        if name is None:
+            continue
+        data = np.ascontiguousarray(value, dtype=np.float32)
+        # llama.cpp adds token_types to F32 activations as they are: it stays F32.
+        if f16 and data.ndim == 2 and name != "token_types.weight":
+            data = data.astype(np.float16)
+        writer.add_tensor(name, data)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
