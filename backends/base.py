@@ -61,6 +61,8 @@ class ModelFacts:
     # first text's suffix (XLM-R's second </s>); a pair is
     # prefix + query + suffix + pair_separator + document + suffix.
     pair_separator: tuple[int, ...] = ()
+    # Rank pooling: the GGUF's rerank prompt ({query} and {document} in it), if any.
+    rerank_template: str | None = None
 
     @property
     def width(self) -> int:
@@ -97,6 +99,10 @@ class LoadedModel(Protocol):
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids of `text`, without special tokens."""
+        ...
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """The text of token ids (special tokens as their text)."""
         ...
 
     def max_batch_tokens(self) -> int:

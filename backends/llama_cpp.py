@@ -184,6 +184,7 @@ class LlamaCppModel:
                 n_layers=lc.llama_model_n_layer(self._model),
                 n_cls_out=lc.llama_model_n_cls_out(self._model) if pooling == Pooling.RANK else 0,
                 pair_separator=self._pair_separator(),
+                rerank_template=self._rerank_template() if pooling == Pooling.RANK else None,
             )
             self._encoder_only = bool(
                 lc.llama_model_has_encoder(self._model)
@@ -281,6 +282,10 @@ class LlamaCppModel:
             return ()
         return (sep,)
 
+    def _rerank_template(self) -> str | None:
+        template = lc.llama_model_chat_template(self._model, b"rerank")
+        return template.decode("utf-8", "replace") if template else None
+
     # -- LoadedModel -------------------------------------------------------
 
     def tokenize(self, text: str) -> list[int]:
@@ -298,6 +303,21 @@ class LlamaCppModel:
             if n >= 0:
                 return buf[:n]
             capacity = -n
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """The text of `tokens`, special tokens written out; bytes that end mid-character
+        are dropped."""
+        if self._closed:
+            raise BackendError("model is closed")
+        pieces = []
+        buf = ctypes.create_string_buffer(256)
+        for token in tokens:
+            n = lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, True)
+            if n < 0:  # a piece longer than the buffer: -n is its length
+                buf = ctypes.create_string_buffer(-n)
+                n = lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, True)
+            pieces.append(buf.raw[: max(n, 0)])
+        return b"".join(pieces).decode("utf-8", "ignore")
 
     def max_batch_tokens(self) -> int:
         """Most tokens one decode takes."""

@@ -19,6 +19,8 @@ import numpy.typing as npt
 from models.errors import ModelError
 from models.gguf_meta import GGUFInfo
 
+# Architectures whose llama.cpp graph ends a rank-pooled head with a softmax.
+_GRAPH_SOFTMAX = frozenset({"qwen3", "qwen3vl"})
 # Label names that mean "relevant" in a two-label head; otherwise the second label is.
 _POSITIVE_LABELS = frozenset(
     {"yes", "relevant", "true", "positive", "1", "label_1", "entailment", "related"}
@@ -49,19 +51,25 @@ class RerankHead:
 
     outputs: int  # values per pair (llama.cpp's n_cls_out)
     positive: int  # which of them is the score (after the softmax, if any)
-    softmax: bool
+    softmax: bool  # a softmax over the values gives the score
     label: str | None  # the positive value's label, when the GGUF names it
+    graph_softmax: bool = False  # llama.cpp applied that softmax already
 
     def describe(self) -> str:
         """Which score `relevance_score` is, in words (for `/api/show`)."""
         if not self.softmax:
             return "raw logit of the classifier's single output"
+        if self.graph_softmax:
+            return (
+                f"probability of label {self.label!r} (output {self.positive}), "
+                "from the softmax in the model's graph"
+            )
         return f"softmax probability of label {self.label!r} (output {self.positive})"
 
     def scores(self, values: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
         """One score per row of head values (rows of `outputs` values)."""
         wide: npt.NDArray[np.float64] = values.astype(np.float64)
-        if not self.softmax:
+        if not self.softmax or self.graph_softmax:
             return wide[:, self.positive]
         shifted = wide - wide.max(axis=1, keepdims=True)
         exp = np.exp(shifted)
@@ -82,16 +90,12 @@ def rerank_head(info: GGUFInfo) -> RerankHead:
         )
     named = [i for i, label in enumerate(labels) if label.strip().lower() in _POSITIVE_LABELS]
     positive = named[0] if len(named) == 1 else 1
-    return RerankHead(2, positive, softmax=True, label=labels[positive])
+    in_graph = info.architecture in _GRAPH_SOFTMAX
+    return RerankHead(2, positive, softmax=True, label=labels[positive], graph_softmax=in_graph)
 
 
 def _refuse_unsupported(info: GGUFInfo) -> None:
     kv = info.model_info
-    if kv.get("tokenizer.chat_template.rerank") is not None:
-        raise UnsupportedReranker(
-            "rerankers driven by a rerank prompt template (Qwen3-Reranker style) are not "
-            "supported by this server yet"
-        )
     token_types = kv.get("tokenizer.ggml.token_type_count")
     wordpiece = kv.get("tokenizer.ggml.model") == "bert"
     if (isinstance(token_types, int) and token_types >= 2) or wordpiece:

@@ -9,10 +9,8 @@ import pytest
 
 from models.gguf_meta import read_gguf_info
 from models.reranking import Capability, UnsupportedReranker, capabilities, rerank_head
-from tests.gguf_files import DEFAULT_TENSORS, write_gguf
+from tests.gguf_files import write_gguf
 from tests.tiny_reranker import write_bert_cross_encoder, write_xlmr_reranker, xlmr_weights
-
-HEAD_TENSORS = {**DEFAULT_TENSORS, "cls.output.weight": (1, 8), "cls.output.bias": (1,)}
 
 
 def test_rank_pooling_makes_a_reranker(tmp_path: Path) -> None:
@@ -89,15 +87,3 @@ def test_bert_cross_encoders_are_refused(tmp_path: Path) -> None:
     assert capabilities(info) == [Capability.RERANK]
     with pytest.raises(UnsupportedReranker, match=r"BERT cross-encoders .* without their pooler"):
         rerank_head(info)
-
-
-def test_rerank_prompt_templates_are_refused(tmp_path: Path) -> None:
-    path = write_gguf(
-        tmp_path / "m.gguf",
-        arch="qwen3",
-        pooling_type=4,
-        extra={"tokenizer.chat_template.rerank": "<q>{query}</q><d>{document}</d>"},
-        tensors=HEAD_TENSORS,
-    )
-    with pytest.raises(UnsupportedReranker, match="Qwen3-Reranker"):
-        rerank_head(read_gguf_info(path))
