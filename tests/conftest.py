@@ -150,6 +150,9 @@ class TrackedModel:
     def tokenize(self, text: str) -> list[int]:
         return self._inner.tokenize(text)
 
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self._inner.detokenize(tokens)
+
     def max_batch_tokens(self) -> int:
         return self._inner.max_batch_tokens()
 
