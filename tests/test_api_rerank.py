@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
@@ -15,11 +17,14 @@ from tests.conftest import (
     TINY,
     LiveServer,
     ModelFiles,
+    RecordingBackend,
     Stores,
     make_stores,
     running_server,
     settings_for,
+    wait_until,
 )
+from tests.test_api_runtime import in_background
 from tests.tiny_model import write_ollama_layout
 from tests.tiny_reranker import (
     WORDS,
@@ -140,6 +145,32 @@ def test_a_label_pair_head_gives_probabilities(
     expected = reference_scores(rerank_stores.pair_weights, QUERY, DOCUMENTS)
     np.testing.assert_allclose([got[i] for i in range(len(DOCUMENTS))], expected, atol=TOLERANCE)
     assert all(0.0 <= s <= 1.0 for s in got.values())
+
+
+def test_concurrent_rerank_requests_share_decodes(rerank_stores: RerankStores) -> None:
+    backend = RecordingBackend(hold_decodes=True)
+    with running_server(settings_for(rerank_stores.stores), backend) as live:
+
+        def post(documents: list[str]) -> Any:
+            def call() -> httpx.Response:
+                with httpx.Client(base_url=live.url, timeout=10) as client:
+                    body = {"model": RERANKER, "query": QUERY, "documents": documents}
+                    return client.post("/v1/rerank", json=body)
+
+            return in_background(call)
+
+        first = post(DOCUMENTS[:2])
+        assert backend.decoding.wait(10)  # the first request's decode is held
+        # Both fit one decode: the context (64) bounds a decode's tokens.
+        others = [post(["hello world"]), post(["hello world", "the sky is blue"])]
+        wait_until(lambda: live.pending == 3)
+        time.sleep(0.1)  # room for both to reach the queue
+        backend.release()
+        answers = [call().json() for call in (first, *others)]
+        (model,) = backend.models
+    assert [len(a["results"]) for a in answers] == [2, 1, 2]
+    # One decode for the first request, one shared by the two that waited.
+    assert (model.stats.decodes, model.stats.sequences) == (2, 5)
 
 
 # -- over the context ------------------------------------------------------------------
