@@ -2,7 +2,7 @@
 
 One query and N documents of about W words (one token each for an English
 vocabulary) go to each server's `/v1/rerank`, one request after another,
-after one warm-up request; pairs per second is documents x requests over the
+after a warm-up request of 10 documents; pairs per second is documents x requests over the
 time taken. Both servers read the same GGUF with the same thread count.
 
     python -m scripts.bench_lib.rerank --model reranker.gguf [--threads 2]
@@ -18,6 +18,8 @@ import shutil
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +52,8 @@ def post(port: int, body: dict[str, Any]) -> dict[str, Any]:
 def measure(port: int, query: str, docs: list[str], requests: int) -> tuple[float, int]:
     """(pairs per second, prompt tokens of one request) over `requests` requests."""
     body = {"model": NAME, "query": query, "documents": docs, "top_n": len(docs)}
-    warm = post(port, body)
-    tokens = int(warm.get("usage", {}).get("prompt_tokens", 0))
+    warm = post(port, {**body, "documents": docs[:10], "top_n": 10})  # load, first graphs
+    tokens = int(warm.get("usage", {}).get("prompt_tokens", 0)) * len(docs) // 10
     started = time.perf_counter()
     for _ in range(requests):
         answer = post(port, body)
@@ -77,12 +79,13 @@ def start_emberd(model: Path, cache: Path, threads: int) -> procs.Server:
     return server
 
 
-def start_llama_server(binary: Path, model: Path, cache: Path, threads: int) -> procs.Server:
-    """llama-server `--reranking` on `model`, with the bench's default slots and batch."""
+def start_llama_server(
+    binary: Path, model: Path, cache: Path, threads: int, config: llama_server.ServerConfig
+) -> procs.Server:
+    """llama-server `--reranking` on `model` with `config`'s slots and micro-batch."""
     port = procs.free_port()
     argv = llama_server.server_argv(
-        binary, model, context=512, threads=threads, pooling=4,
-        config=llama_server.DEFAULT_CONFIG, port=port,
+        binary, model, context=512, threads=threads, pooling=4, config=config, port=port,
     )  # fmt: skip
     argv += ["--reranking", "--alias", NAME]
     log = cache / "logs" / "llama-server-rerank.log"
@@ -100,14 +103,29 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=100)
     parser.add_argument("--requests", type=int, default=3)
     parser.add_argument("--cache", type=Path, default=REPO / ".bench")
+    parser.add_argument(
+        "--llama-config", action="append", default=[], metavar="NP:UB",
+        help="llama-server slots and micro-batch, repeatable (default 8:512)",
+    )  # fmt: skip
+    parser.add_argument("--skip-emberd", action="store_true")
     args = parser.parse_args()
+    configs = [
+        llama_server.ServerConfig(*(int(part) for part in spec.split(":")))
+        for spec in args.llama_config
+    ] or [llama_server.DEFAULT_CONFIG]
     cache: Path = args.cache.resolve()
     query, docs = documents(args.documents, args.words, seed=7)
     binary = llama_server.ensure_binary(cache, llama_server.pinned_version(), args.threads, print)
-    for name, start in (
-        ("emberd", lambda: start_emberd(args.model, cache, args.threads)),
-        ("llama-server", lambda: start_llama_server(binary, args.model, cache, args.threads)),
-    ):
+    contenders: list[tuple[str, Callable[[], procs.Server]]] = [
+        (
+            f"llama-server {config.label}",
+            partial(start_llama_server, binary, args.model, cache, args.threads, config),
+        )
+        for config in configs
+    ]
+    if not args.skip_emberd:
+        contenders.insert(0, ("emberd", partial(start_emberd, args.model, cache, args.threads)))
+    for name, start in contenders:
         server = start()
         try:
             rate, tokens = measure(server.port, query, docs, args.requests)
