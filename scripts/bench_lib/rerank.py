@@ -127,13 +127,16 @@ def main() -> None:
         contenders.insert(0, ("emberd", partial(start_emberd, args.model, cache, args.threads)))
     for name, start in contenders:
         server = start()
+        watch = procs.CpuWatch.start()
         try:
             rate, tokens = measure(server.port, query, docs, args.requests)
         finally:
-            server.stop()
+            server.stop()  # waited for: its CPU time counts as this process's own
+        others = watch.others_share()
         per_pair = f"{tokens / len(docs):.0f} tokens per pair" if tokens else "tokens unknown"
         print(f"{name}: {rate:.1f} pairs/s ({len(docs)} documents, {per_pair}, "
-              f"{args.requests} requests, {args.threads} threads)")  # fmt: skip
+              f"{args.requests} requests, {args.threads} threads; "
+              f"other work used {others:.0%} of the CPUs meanwhile)")  # fmt: skip
 
 
 if __name__ == "__main__":
