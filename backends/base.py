@@ -55,6 +55,19 @@ class ModelFacts:
     suffix: tuple[int, ...]
     gpu_layers: int  # layers actually offloaded to a GPU
     n_layers: int
+    # Rank pooling: values the classifier head gives per sequence.
+    n_cls_out: int = 0
+    # Rank pooling: special tokens between the two texts of a pair, after the
+    # first text's suffix (XLM-R's second </s>); a pair is
+    # prefix + query + suffix + pair_separator + document + suffix.
+    pair_separator: tuple[int, ...] = ()
+    # Rank pooling: the GGUF's rerank prompt ({query} and {document} in it), if any.
+    rerank_template: str | None = None
+
+    @property
+    def width(self) -> int:
+        """Values a decode gives per sequence: the head's outputs, or the vector."""
+        return self.n_cls_out if self.pooling == Pooling.RANK else self.n_embd
 
 
 @dataclass
@@ -88,6 +101,10 @@ class LoadedModel(Protocol):
         """Token ids of `text`, without special tokens."""
         ...
 
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """The text of token ids (special tokens as their text)."""
+        ...
+
     def max_batch_tokens(self) -> int:
         """Most tokens one decode can take (a single sequence never exceeds it)."""
         ...
@@ -101,7 +118,8 @@ class LoadedModel(Protocol):
         ...
 
     def embed(self, sequences: Sequence[Sequence[int]]) -> FloatMatrix:
-        """Pooled, unnormalised vectors, one row per sequence, in one decode.
+        """Pooled, unnormalised vectors (or a reranker's head values), one row per
+        sequence, in one decode.
 
         The caller packs: the sequences must fit `max_batch_tokens()` and
         `max_batch_sequences()`, and each already carries its special tokens.

@@ -30,6 +30,8 @@ from backends.base import (
     Pooling,
 )
 from backends.cpu_load import CpuLoad
+from models.errors import ModelError
+from models.gguf_meta import read_gguf_info
 
 log = logging.getLogger("emberd.llama")
 
@@ -170,7 +172,7 @@ class LlamaCppModel:
         self._model = self._load_model(path, options)
         try:
             self._vocab = lc.llama_model_get_vocab(self._model)
-            pooling = self._declared_pooling()
+            pooling = self._pooling()
             n_ctx_train = lc.llama_model_n_ctx_train(self._model)
             # One decode must take the longest sequence the engine may send.
             seq_cap = max(1, min(options.num_ctx, n_ctx_train))
@@ -195,6 +197,9 @@ class LlamaCppModel:
                 suffix=suffix,
                 gpu_layers=gpu_layers,
                 n_layers=lc.llama_model_n_layer(self._model),
+                n_cls_out=lc.llama_model_n_cls_out(self._model) if pooling == Pooling.RANK else 0,
+                pair_separator=self._pair_separator(),
+                rerank_template=self._rerank_template() if pooling == Pooling.RANK else None,
             )
             self._encoder_only = bool(
                 lc.llama_model_has_encoder(self._model)
@@ -228,12 +233,17 @@ class LlamaCppModel:
         n = lc.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
         return None if n < 0 else buf.value.decode("utf-8", "replace")
 
-    def _declared_pooling(self) -> Pooling:
+    def _pooling(self) -> Pooling:
+        try:
+            reranker = read_gguf_info(self.path).is_reranker
+        except ModelError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        # Rerankers often declare no pooling: their classifier head says what they are.
+        if reranker:
+            return Pooling.RANK
         arch = self._meta("general.architecture") or ""
         raw = self._meta(f"{arch}.pooling_type")
         declared = Pooling(int(raw)) if raw and raw.lstrip("-").isdigit() else Pooling.NONE
-        if declared == Pooling.RANK:
-            raise ModelLoadError("this is a reranking model, not an embedding model")
         # A model that declares no pooling is pooled by mean, as Ollama does.
         return Pooling.MEAN if declared == Pooling.NONE else declared
 
@@ -273,6 +283,24 @@ class LlamaCppModel:
                 return tuple(full[:start]), tuple(full[start + len(bare) :])
         raise ModelLoadError("could not find where the tokenizer puts its special tokens")
 
+    def _pair_separator(self) -> tuple[int, ...]:
+        """What goes between a pair's texts besides the first text's suffix.
+
+        A SentencePiece-style vocabulary that adds a separator joins a pair
+        with a second one (XLM-R: `<s> q </s></s> d </s>`, llama.cpp's own
+        rerank format); for WordPiece the separator is already the suffix.
+        """
+        vocab = self._vocab
+        wordpiece = lc.llama_vocab_type(vocab) == lc.LLAMA_VOCAB_TYPE_WPM
+        sep = lc.llama_vocab_sep(vocab)
+        if wordpiece or not lc.llama_vocab_get_add_sep(vocab) or sep < 0:
+            return ()
+        return (sep,)
+
+    def _rerank_template(self) -> str | None:
+        template = lc.llama_model_chat_template(self._model, b"rerank")
+        return template.decode("utf-8", "replace") if template else None
+
     # -- LoadedModel -------------------------------------------------------
 
     def tokenize(self, text: str) -> list[int]:
@@ -290,6 +318,21 @@ class LlamaCppModel:
             if n >= 0:
                 return buf[:n]
             capacity = -n
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """The text of `tokens`, special tokens written out; bytes that end mid-character
+        are dropped."""
+        if self._closed:
+            raise BackendError("model is closed")
+        pieces = []
+        buf = ctypes.create_string_buffer(256)
+        for token in tokens:
+            n = lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, True)
+            if n < 0:  # a piece longer than the buffer: -n is its length
+                buf = ctypes.create_string_buffer(-n)
+                n = lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, True)
+            pieces.append(buf.raw[: max(n, 0)])
+        return b"".join(pieces).decode("utf-8", "ignore")
 
     def max_batch_tokens(self) -> int:
         """Most tokens one decode takes."""
@@ -342,7 +385,7 @@ class LlamaCppModel:
         self, lane: _Lane, sequences: Sequence[Sequence[int]], threads: int
     ) -> FloatMatrix | BackendError:
         if not sequences:
-            return np.zeros((0, self.facts.n_embd), dtype=np.float32)
+            return np.zeros((0, self.facts.width), dtype=np.float32)
         lane.use_threads(threads)
         lane.batch.fill(sequences)
         run = lc.llama_encode if self._encoder_only else lc.llama_decode
@@ -377,13 +420,13 @@ class LlamaCppModel:
             )
 
     def _read_pooled(self, ctx: lc.llama_context_p, count: int) -> FloatMatrix:
-        n_embd = self.facts.n_embd
-        out: npt.NDArray[np.float32] = np.empty((count, n_embd), dtype=np.float32)
+        width = self.facts.width  # n_cls_out values per sequence with rank pooling
+        out: npt.NDArray[np.float32] = np.empty((count, width), dtype=np.float32)
         for seq in range(count):
             ptr = lc.llama_get_embeddings_seq(ctx, seq)
             if not ptr:
                 raise BackendError("llama.cpp returned no pooled embedding")
-            out[seq] = np.ctypeslib.as_array(ptr, shape=(n_embd,))
+            out[seq] = np.ctypeslib.as_array(ptr, shape=(width,))
         return out
 
     def _clear_memory(self, ctx: lc.llama_context_p) -> None:

@@ -24,6 +24,9 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 from models.errors import InvalidModelFile
 
 GGUF_MAGIC = b"GGUF"
+# `<arch>.pooling_type` of a reranker (llama.cpp's LLAMA_POOLING_TYPE_RANK).
+RANK_POOLING = 4
+_LABELS_KEY = ".classifier.output_labels"
 _DEFAULT_ALIGNMENT = 32
 # Real models nest no arrays at all; a deep nest is an attack on the parser.
 _MAX_ARRAY_DEPTH = 4
@@ -51,6 +54,9 @@ class GGUFInfo:
     model_info: Mapping[str, object] = field(compare=False, hash=False)
     # Keys whose float value is NaN or infinite (None in model_info).
     non_finite: frozenset[str] = frozenset()
+    tensor_names: frozenset[str] = field(default=frozenset(), compare=False, hash=False)
+    # `<arch>.classifier.output_labels`, decoded: what each classifier output means.
+    classifier_labels: tuple[str, ...] | None = None
 
     @property
     def parameter_size(self) -> str:
@@ -60,7 +66,20 @@ class GGUFInfo:
     @property
     def is_embedding(self) -> bool:
         """True when the GGUF declares a pooling type, as embedding models do."""
-        return self.pooling_type is not None
+        return self.pooling_type is not None and not self.is_reranker
+
+    @property
+    def is_reranker(self) -> bool:
+        """True for a cross-encoder: rank pooling, or a classifier head.
+
+        Real conversions often carry no pooling key; their classifier tensors
+        (`cls.output.*`) or output labels give them away.
+        """
+        return (
+            self.pooling_type == RANK_POOLING
+            or self.classifier_labels is not None
+            or any(name.startswith("cls.output.") for name in self.tensor_names)
+        )
 
 
 def format_parameter_count(count: int) -> str:
@@ -118,6 +137,8 @@ class _Header:
         self.non_finite: set[str] = set()
         self.parameter_count = 0
         self.tensor_types: Counter[int] = Counter()
+        self.tensor_names: set[str] = set()
+        self.labels: tuple[str, ...] | None = None
 
     def fail(self, why: str) -> InvalidModelFile:
         return InvalidModelFile(f"not a valid GGUF file: {why}", path=self.path)
@@ -179,6 +200,10 @@ class _Header:
         for _ in range(n_kv):
             key = self._string()
             vtype = self._u32()
+            if key.endswith(_LABELS_KEY) and vtype == _ARRAY:
+                self.labels = self._string_array()
+                self.kv[key] = [] if not self.labels else None
+                continue
             value = self._value(vtype)
             if value is None and vtype in (_FLOAT32, _FLOAT64):
                 self.non_finite.add(key)
@@ -221,9 +246,16 @@ class _Header:
             raise self.fail(f"unknown array element type {vtype}")
         return None
 
+    def _string_array(self) -> tuple[str, ...]:
+        """An array that must hold strings (classifier labels), decoded."""
+        vtype, count = self._u32(), self._u64()
+        if vtype != _STRING:
+            raise self.fail(f"array of type {vtype} where strings were expected")
+        return tuple(self._string() for _ in range(count))
+
     def _tensor(self) -> tuple[int, int, int]:
         """Read one tensor description; return (type, offset, byte size or -1)."""
-        self._string()  # the tensor's name
+        self.tensor_names.add(self._string())
         n_dims = self._u32()
         if n_dims > 8:
             raise self.fail(f"tensor with {n_dims} dimensions")
@@ -267,6 +299,8 @@ class _Header:
             file_type=self._file_type(),
             model_info=model_info,
             non_finite=frozenset(self.non_finite),
+            tensor_names=frozenset(self.tensor_names),
+            classifier_labels=self.labels,
         )
 
     def _int(self, key: str) -> int:

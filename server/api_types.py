@@ -103,6 +103,44 @@ class DeleteRequest(_Named):
     """DELETE /api/delete: a model of emberd's store."""
 
 
+class RerankRequest(_Request):
+    """POST /v1/rerank (also /rerank and /v1/reranking): Jina's and Cohere's shape."""
+
+    model: str = ""
+    query: Any = None  # the text documents are scored against
+    documents: Any = None  # strings, or objects with a "text" string
+    top_n: int | None = None  # keep the n best; absent keeps all
+    return_documents: bool = False  # echo each document as {"text": ...}
+
+    def query_text(self) -> str:
+        """The query; it must be a string ("" is allowed)."""
+        if not isinstance(self.query, str):
+            raise InvalidRequest("query is required and must be a string")
+        return self.query
+
+    def document_texts(self) -> list[str]:
+        """The documents' texts: each a string or an object whose "text" is one."""
+        if not isinstance(self.documents, list):
+            raise InvalidRequest("documents is required and must be a list")
+        texts = []
+        for item in self.documents:
+            if isinstance(item, dict):
+                item = item.get("text")
+            if not isinstance(item, str):
+                raise InvalidRequest(
+                    "each document must be a string or an object with a text string"
+                )
+            texts.append(item)
+        return texts
+
+
+class OllamaRerankRequest(RerankRequest, _KeepAlive):
+    """POST /api/rerank: the same request, with Ollama's keep_alive, options and truncate."""
+
+    truncate: bool | None = None  # default true: cut documents, never the query
+    options: dict[str, Any] | None = None  # Ollama options; load options may reload
+
+
 # -- answers
 
 
@@ -219,6 +257,39 @@ class OpenAIEmbeddingResponse(Body):
     usage: OpenAIUsage
 
 
+class RerankDocument(Body):
+    """A document echoed back (`return_documents`)."""
+
+    text: str
+
+
+class RerankResult(Body):
+    """One document's place, best first."""
+
+    index: int  # the document's position in the request
+    relevance_score: float  # what the model's head computes; see /api/show's "rerank"
+    document: RerankDocument | None = None
+
+
+class RerankResponse(Body):
+    """POST /v1/rerank (Jina/Cohere shape)."""
+
+    model: str
+    object: str = "list"
+    results: list[RerankResult]
+    usage: OpenAIUsage
+
+
+class OllamaRerankResponse(Body):
+    """POST /api/rerank."""
+
+    model: str
+    results: list[RerankResult]
+    total_duration: int  # nanoseconds
+    load_duration: int  # nanoseconds
+    prompt_eval_count: int  # tokens of every (query, document) pair
+
+
 class ModelDetails(Body):
     """The `details` of a model in /api/tags, /api/show and /api/ps."""
 
@@ -247,6 +318,13 @@ class TagsResponse(Body):
     models: list[ListedModel]
 
 
+class RerankFacts(Body):
+    """What a reranker's `relevance_score` is, or why the model cannot be served."""
+
+    score: str | None = None  # e.g. "raw logit of the model's one-output head"
+    unsupported: str | None = None
+
+
 class ShowResponse(Body):
     """POST /api/show."""
 
@@ -256,8 +334,9 @@ class ShowResponse(Body):
     template: Text = ""
     details: ModelDetails = Field(default_factory=ModelDetails)
     model_info: dict[str, Any] = Field(default_factory=dict)  # the GGUF's key/values
-    capabilities: list[str] = Field(default_factory=list)  # ["embedding"]
+    capabilities: list[str] = Field(default_factory=list)  # ["embedding"] or ["rerank"]
     modified_at: Timestamp = None
+    rerank: RerankFacts | None = None  # rerankers only
 
 
 class RunningModel(Body):

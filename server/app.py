@@ -24,7 +24,7 @@ from server.limits import RequestLimits
 from server.metrics import Metrics, RequestMetrics
 from server.metrics import routes as metrics_routes
 from server.options import ServerDefaults
-from server.routes import manage, ollama, openai
+from server.routes import manage, ollama, openai, rerank
 from server.runtime import Runtime, RuntimeLimits
 from server.security import BUILTIN_ORIGINS, ApiKeyAuth, HostCheck, OriginCheck, origin_regex
 
@@ -87,7 +87,8 @@ def create_app(
 
     app = Starlette(
         routes=[
-            *ollama.routes, *openai.routes, *manage.routes, *metrics_routes, *openapi.routes,
+            *ollama.routes, *openai.routes, *rerank.routes, *manage.routes, *metrics_routes,
+            *openapi.routes,
         ],
         middleware=_middleware(settings, metrics),
         exception_handlers=dict.fromkeys(HANDLED, error_response),

@@ -142,8 +142,8 @@ class BatchQueue:
         Raises the decode's error, or BackendError once the queue is closed.
         """
         loop = asyncio.get_running_loop()
-        n_embd = self._model.facts.n_embd
-        result = np.zeros((len(sequences), n_embd), dtype=np.float32)
+        width = self._model.facts.width  # a reranker's rows are its head's values
+        result = np.zeros((len(sequences), width), dtype=np.float32)
         order = sorted((i for i, s in enumerate(sequences) if s), key=lambda i: len(sequences[i]))
         if not order:
             return result

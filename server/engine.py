@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,10 +19,10 @@ from models.bundled import bundled_for, install_bundled
 from models.errors import InvalidModelFile, ModelNotFound
 from models.gguf_checks import check_loadable
 from models.store import ModelRecord, ModelStores
-from server.core_errors import InvalidRequest, InvalidVectors, LoadFailed, reason_of
+from server.core_errors import InvalidRequest, InvalidVectors, LoadFailed, go_quote, reason_of
 from server.limits import RequestLimits
 from server.options import ServerDefaults, load_overrides, resolve_load_options
-from server.runtime import Runtime
+from server.runtime import Lease, Runtime
 
 # Tokenizing this many characters or more goes to a thread, off the event loop.
 _INLINE_TOKENIZE_CHARS = 4096
@@ -173,20 +173,40 @@ class Engine:
         count = len(job.token_lists) if job.token_lists is not None else len(job.texts)
         self.limits.check_inputs(count)
         record = await self.find(job.model)
-        try:
-            options = self._load_options(record, job.options)
-            async with self.runtime.use(record, options, job.keep_alive) as lease:
-                if count == 0:
-                    empty = np.zeros((0, lease.model.facts.n_embd), dtype=np.float32)
-                    return EmbedResult(empty, 0, lease.wait_seconds, time.perf_counter() - started)
-                sequences = await self._prepare(lease.model, options, job)
-                self.limits.check_tokens(sequences)
-                raw = await lease.queue.embed(sequences)
-        except (InvalidModelFile, ModelLoadError) as exc:  # only loading raises these
-            raise LoadFailed(job.model, reason_of(exc), str(exc)) from exc
+        if record.info().is_reranker:
+            raise InvalidRequest(
+                f"{go_quote(job.model)} does not support embeddings (its capability is rerank)"
+            )
+        async with self.lease(job.model, record, job.options, job.keep_alive) as (lease, options):
+            if count == 0:
+                empty = np.zeros((0, lease.model.facts.n_embd), dtype=np.float32)
+                return EmbedResult(empty, 0, lease.wait_seconds, time.perf_counter() - started)
+            sequences = await self._prepare(lease.model, options, job)
+            self.limits.check_tokens(sequences)
+            raw = await lease.queue.embed(sequences)
         vectors = finish_vectors(raw, job.dimensions, job.normalize)
         tokens = sum(len(s) for s in sequences)
         return EmbedResult(vectors, tokens, lease.wait_seconds, time.perf_counter() - started)
+
+    @contextlib.asynccontextmanager
+    async def lease(
+        self,
+        name: str,
+        record: ModelRecord,
+        requested: Mapping[str, object],
+        keep_alive: float | None,
+    ) -> AsyncIterator[tuple[Lease, LoadOptions]]:
+        """`record` checked, loaded as `requested` and leased, with the options it has.
+
+        A file that is broken or that llama.cpp refuses is a LoadFailed naming
+        `name` (the model as the client asked for it).
+        """
+        try:
+            options = self._load_options(record, requested)
+            async with self.runtime.use(record, options, keep_alive) as lease:
+                yield lease, options
+        except (InvalidModelFile, ModelLoadError) as exc:  # only loading raises these
+            raise LoadFailed(name, reason_of(exc), str(exc)) from exc
 
     def _load_options(self, record: ModelRecord, requested: Mapping[str, object]) -> LoadOptions:
         """How `record` must be loaded for a request; its file is checked first.

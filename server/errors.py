@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from backends.base import BackendError, ModelLoadError, TokenOutOfRange
 from models.errors import InvalidModelFile, InvalidModelName, ModelNotFound
 from models.registry import ManifestNotFound, RegistryError
+from models.reranking import UnsupportedReranker
 from server.api_types import ErrorBody, OpenAIErrorBody, OpenAIErrorDetail
 from server.core_errors import CoreError, InvalidRequest, QueueFull, go_quote, reason_of
 from server.durations import DurationError
@@ -115,6 +116,7 @@ _TABLE: dict[type[Exception], Callable[[Exception], ErrorInfo]] = {
     ModelLoadError: _load_failure,
     BackendError: _message(500),
     OSError: _os_error,
+    UnsupportedReranker: _message(400),
 }
 
 

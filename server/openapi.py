@@ -18,6 +18,8 @@ from server.api_types import (
     ErrorBody,
     LegacyEmbeddingRequest,
     LegacyEmbeddingResponse,
+    OllamaRerankRequest,
+    OllamaRerankResponse,
     OpenAIEmbeddingRequest,
     OpenAIEmbeddingResponse,
     OpenAIErrorBody,
@@ -26,6 +28,8 @@ from server.api_types import (
     PsResponse,
     PullRequest,
     PullStatus,
+    RerankRequest,
+    RerankResponse,
     ShowRequest,
     ShowResponse,
     TagsResponse,
@@ -72,6 +76,13 @@ OPERATIONS: tuple[Operation, ...] = (
               answer_type=""),
     Operation("post", "/v1/embeddings", "OpenAI embeddings.", (OpenAIEmbeddingRequest,),
               (OpenAIEmbeddingResponse,)),
+    Operation("post", "/api/rerank", "Order documents by relevance to a query (reranker models).",
+              (OllamaRerankRequest,), (OllamaRerankResponse,)),
+    *(
+        Operation("post", path, "Order documents by relevance (Jina/Cohere shape).",
+                  (RerankRequest,), (RerankResponse,))
+        for path in ("/v1/rerank", "/v1/reranking", "/rerank")
+    ),
     Operation("get", "/v1/models", "OpenAI model list.", answers=(OpenAIModelList,)),
     Operation("get", "/v1/models/{model}", "One model, OpenAI shape.", answers=(OpenAIModel,)),
     Operation("get", "/metrics", "Prometheus metrics.", answer_type="text/plain"),

@@ -11,6 +11,8 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from models.errors import ModelError
+from models.gguf_meta import GGUFInfo
+from models.reranking import UnsupportedReranker, capabilities, rerank_head
 from models.store import ModelRecord, ModelStores
 from server import __version__
 from server.api_types import (
@@ -21,6 +23,7 @@ from server.api_types import (
     ListedModel,
     ModelDetails,
     PsResponse,
+    RerankFacts,
     RunningModel,
     ShowRequest,
     ShowResponse,
@@ -173,10 +176,21 @@ async def show(request: Request) -> Response:
             template="",
             details=_details(record),
             model_info=dict(info.model_info),
-            capabilities=["embedding"] if info.is_embedding else [],
+            capabilities=[c.value for c in capabilities(info)],
             modified_at=record.modified_at,
+            **_rerank_facts(info),
         )
     )
+
+
+def _rerank_facts(info: GGUFInfo) -> dict[str, Any]:
+    """For a reranker, which score `relevance_score` is, or why it is not served."""
+    if not info.is_reranker:
+        return {}
+    try:
+        return {"rerank": RerankFacts.render(score=rerank_head(info).describe())}
+    except UnsupportedReranker as exc:
+        return {"rerank": RerankFacts.render(unsupported=str(exc))}
 
 
 def _ps_entry(view: LoadedView) -> dict[str, Any]:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import httpx
@@ -19,6 +17,8 @@ from tests.support.harness import (
     LiveServer,
     RecordingBackend,
     ServerFactory,
+    in_background,
+    post_embed,
     wait_until,
 )
 
@@ -28,39 +28,6 @@ BUSY = "server busy, please try again.  maximum pending requests exceeded"
 def expiry(live: LiveServer) -> datetime:
     (entry,) = live.ps()
     return datetime.fromisoformat(entry["expires_at"])
-
-
-def in_background(call: Callable[[], httpx.Response]) -> Callable[[], httpx.Response]:
-    """Run `call` in a thread now; the returned function joins it and gives its response."""
-    box: list[httpx.Response | BaseException] = []
-
-    def run() -> None:
-        try:
-            box.append(call())
-        except BaseException as exc:  # handed to the test thread below
-            box.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-
-    def result() -> httpx.Response:
-        thread.join(DEADLINE_S)
-        assert not thread.is_alive(), "the request did not finish"
-        outcome = box[0]
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
-
-    return result
-
-
-def post_embed(live: LiveServer, body: dict) -> Callable[[], httpx.Response]:
-    # A client per thread: httpx.Client is not meant to be shared across threads.
-    def call() -> httpx.Response:
-        with httpx.Client(base_url=live.url, timeout=DEADLINE_S) as client:
-            return client.post("/api/embed", json=body)
-
-    return call
 
 
 # -- keep_alive --------------------------------------------------------------------

@@ -135,6 +135,9 @@ class TrackedModel:
     def tokenize(self, text: str) -> list[int]:
         return self._inner.tokenize(text)
 
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self._inner.detokenize(tokens)
+
     def max_batch_tokens(self) -> int:
         return self._inner.max_batch_tokens()
 
@@ -345,3 +348,39 @@ def join_stopped_servers() -> None:
 # -- texts the HTTP tests share
 
 SKY = "why is the sky blue"
+
+
+# -- requests from other threads
+
+
+def in_background(call: Callable[[], httpx.Response]) -> Callable[[], httpx.Response]:
+    """Run `call` in a thread now; the returned function joins it and gives its response."""
+    box: list[httpx.Response | BaseException] = []
+
+    def run() -> None:
+        try:
+            box.append(call())
+        except BaseException as exc:  # handed to the test thread below
+            box.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    def result() -> httpx.Response:
+        thread.join(DEADLINE_S)
+        assert not thread.is_alive(), "the request did not finish"
+        outcome = box[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    return result
+
+
+def post_embed(live: LiveServer, body: dict) -> Callable[[], httpx.Response]:
+    # A client per thread: httpx.Client is not meant to be shared across threads.
+    def call() -> httpx.Response:
+        with httpx.Client(base_url=live.url, timeout=DEADLINE_S) as client:
+            return client.post("/api/embed", json=body)
+
+    return call

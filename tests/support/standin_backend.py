@@ -104,6 +104,10 @@ class StandInModel:
         """One token per word: 10 plus the word's length."""
         return [10 + len(word) for word in text.split()]
 
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """A word of the right length per token."""
+        return " ".join("x" * (token - 10) for token in tokens)
+
     def max_batch_tokens(self) -> int:
         """The stand-in's decode size."""
         return self._max_tokens
