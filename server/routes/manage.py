@@ -48,11 +48,14 @@ async def pull(request: Request) -> Response:
         return pull_model(name, stores, registry, progress, insecure=body.insecure, cancel=cancel)
 
     if body.stream is False:
+        cancel = threading.Event()
         try:
-            await asyncio.to_thread(job, lambda _: None, threading.Event())
+            await asyncio.to_thread(job, lambda _: None, cancel)
         except Exception as exc:
             info = describe(exc)
             return json_response(ErrorBody.render(error=info.message), info.status)
+        finally:
+            cancel.set()  # a client that left cancels this handler: stop the download too
         return json_response(PullStatus.render(status="success"))
     return StreamingResponse(_progress_lines(job), media_type=NDJSON)
 

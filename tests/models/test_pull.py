@@ -478,6 +478,37 @@ def test_client_leaving_the_stream_stops_the_pull(
     assert pull_model("tiny", stores, registry.url).path.read_bytes() == gguf
 
 
+@pytest.mark.skipif(fcntl is None, reason="waits on the pull's file lock")
+def test_client_leaving_a_single_answer_pull_stops_it(
+    tmp_path: Path, registry: RegistryServer, published: Published
+) -> None:
+    release = threading.Event()
+    registry.state.stall[published.model] = (1000, release)
+    env = {
+        "HOME": str(tmp_path),
+        "EMBERD_MODELS": str(tmp_path / "emberd"),
+        "OLLAMA_MODELS": str(tmp_path / "ollama"),
+        "EMBERD_REGISTRY": registry.url,
+    }
+    stores = ModelStores(tmp_path / "emberd", None)
+    partial = partial_path(stores, published.model)
+    try:
+        with serving(manage_app(Settings.from_env(env))) as (url, server):
+            body = {"model": "tiny", "stream": False}
+            with pytest.raises(httpx.ReadTimeout):  # the client gives up and goes away
+                httpx.post(f"{url}/api/pull", json=body, timeout=1.0)
+            wait_for(lambda: not server.server_state.connections and partial.exists())
+            time.sleep(0.2)  # the disconnect reaches the route on the server's next turn
+            release.set()
+            with open(partial, "rb") as fh:
+                assert fcntl is not None
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # held until the pull has stopped
+                assert partial.exists()  # cancelled, not finished
+    finally:
+        release.set()
+    assert stores.blob_path(published.model).exists() is False
+
+
 def wait_for(check: Callable[[], bool], seconds: float = 10) -> None:
     deadline = time.monotonic() + seconds
     while not check():
