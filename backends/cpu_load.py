@@ -19,13 +19,20 @@ from collections.abc import Callable
 
 import psutil
 
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None  # type: ignore[assignment]
+
 # Counters are read at most this often; a decode in between reuses the answer.
-SAMPLE_INTERVAL_S = 0.05
+# The machine's counters tick every 10 ms per core, so a shorter window would
+# mostly measure that rounding.
+SAMPLE_INTERVAL_S = 0.25
 # A window longer than this says little about now: start a fresh one.
 STALE_S = 2.0
-# Other programs using more than this share of a core make it unusable: one of
-# our threads there would be descheduled now and then, stalling the rest.
-_FREE_CORE_SLACK = 0.3
+# A core counts as free while other programs use less than half of it; more,
+# and one of our threads there is descheduled often enough to stall the rest.
+_FREE_CORE_SLACK = 0.5
 
 
 # Fields of psutil.cpu_times() that are work (guest time is already in user).
@@ -38,8 +45,11 @@ def _busy_seconds() -> float:
 
 
 def _own_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
+    if resource is None:  # Windows: os.times, in clock ticks
+        times = os.times()
+        return times.user + times.system
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # microseconds, not ticks
+    return usage.ru_utime + usage.ru_stime
 
 
 def cpu_counters() -> tuple[float, float, float]:

@@ -33,29 +33,31 @@ class Counters:
 def test_a_quiet_machine_gives_every_thread() -> None:
     counters = Counters()
     load = CpuLoad(cores=4, counters=counters)
-    counters.advance(0.2, others_cores=0.1, own_cores=3.9)  # our own decodes do not count
+    counters.advance(0.3, others_cores=0.1, own_cores=3.9)  # our own decodes do not count
     assert load.threads(4) == 4
     assert load.threads(8) == 4  # never more than the cores
 
 
-@pytest.mark.parametrize(("others", "threads"), [(0.5, 3), (1.0, 3), (1.8, 2), (3.9, 1), (8, 1)])
+@pytest.mark.parametrize(
+    ("others", "threads"), [(0.3, 4), (0.6, 3), (1.0, 3), (1.8, 2), (3.9, 1), (8, 1)]
+)
 def test_cores_others_keep_busy_are_left_to_them(others: float, threads: int) -> None:
     counters = Counters()
     load = CpuLoad(cores=4, counters=counters)
-    counters.advance(0.2, others_cores=others)
+    counters.advance(0.3, others_cores=others)
     assert load.threads(4) == threads
 
 
 def test_answers_are_reused_briefly_and_stale_windows_are_not_trusted() -> None:
     counters = Counters()
     load = CpuLoad(cores=2, counters=counters)
-    counters.advance(0.2, others_cores=2.0)
+    counters.advance(0.3, others_cores=2.0)
     assert load.threads(2) == 1
     counters.advance(SAMPLE_INTERVAL_S / 2, others_cores=0.0)
     assert load.threads(2) == 1  # too soon to look again
     counters.advance(STALE_S * 2, others_cores=0.0)
     assert load.threads(2) == 1  # a long window says little about now: a fresh one starts
-    counters.advance(0.2, others_cores=0.0)
+    counters.advance(0.3, others_cores=0.0)
     assert load.threads(2) == 2
 
 
