@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import TypeAlias
 
 from server import __version__, cli_models
+from server.bulk import command as bulk_command
 from server.client import ClientError, EmberdClient, RunningModel, ShowResult
 from server.config import LOG_LEVELS, SOURCES, ClientConfig, ConfigError, Settings
 from server.durations import format_duration
@@ -327,7 +328,9 @@ def _add_client_verbs(subparsers: Subparsers) -> None:
 # Entry point
 
 # Each entry adds one or more subcommands; new verbs are added here.
-COMMANDS: list[Callable[[Subparsers], None]] = [_add_serve, _add_client_verbs, cli_models.register]
+COMMANDS: list[Callable[[Subparsers], None]] = [
+    _add_serve, _add_client_verbs, cli_models.register, bulk_command.register,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

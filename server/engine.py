@@ -48,6 +48,7 @@ class EmbedResult:
     prompt_tokens: int
     load_seconds: float
     total_seconds: float
+    token_counts: tuple[int, ...] = ()  # per input, special tokens included
 
 
 def l2_normalize(vectors: FloatMatrix) -> FloatMatrix:
@@ -156,8 +157,10 @@ class Engine:
             sequences = await self._prepare(lease.model, options, job)
             raw = await lease.queue.embed(sequences)
         vectors = finish_vectors(raw, job.dimensions, job.normalize)
-        tokens = sum(len(s) for s in sequences)
-        return EmbedResult(vectors, tokens, lease.wait_seconds, time.perf_counter() - started)
+        counts = tuple(len(s) for s in sequences)
+        return EmbedResult(
+            vectors, sum(counts), lease.wait_seconds, time.perf_counter() - started, counts
+        )
 
     async def _prepare(
         self, model: LoadedModel, options: LoadOptions, job: EmbedJob
