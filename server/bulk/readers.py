@@ -320,7 +320,7 @@ class CsvReader:
     """CSV with a header row, read by pyarrow; every column read as text.
 
     A line with the wrong number of fields is a bad row with its line number,
-    and is not a record.
+    and is not a record. pyarrow reads ahead a bounded number of 1 MB blocks.
     """
 
     def __init__(self, path: Path, text_field: str, id_field: str | None) -> None:
@@ -328,16 +328,16 @@ class CsvReader:
         self.text_field = text_field
         self.id_field = id_field
         self.id_type = pa.string() if id_field else None
-        self._size = path.stat().st_size
-        self._file: object = None
+        self._lines: int | None = None
+        self._done = 0
         try:
-            with path.open("rb") as f:
-                header = pacsv.open_csv(
-                    f,
-                    read_options=pacsv.ReadOptions(block_size=1 << 16),
-                    parse_options=pacsv.ParseOptions(invalid_row_handler=lambda row: "skip"),
-                )
-                names = header.schema.names
+            header = pacsv.open_csv(
+                str(path),
+                read_options=pacsv.ReadOptions(block_size=1 << 16),
+                parse_options=pacsv.ParseOptions(invalid_row_handler=lambda row: "skip"),
+            )
+            names = header.schema.names
+            header.close()
         except pa.ArrowInvalid as exc:
             raise ReadError(f"{path.name} is not a readable CSV file: {exc}") from None
         for name in (text_field, id_field):
@@ -345,15 +345,11 @@ class CsvReader:
                 raise ReadError(f'{path.name} has no column "{name}" (columns: {", ".join(names)})')
 
     def fraction(self) -> float | None:
-        tell = getattr(self._file, "tell", None)
-        if tell is None or not self._size:
-            return None
-        try:
-            return min(1.0, tell() / self._size)
-        except ValueError:  # closed
-            return 1.0
+        # Records over lines: exact unless fields hold line breaks.
+        return min(1.0, self._done / self._lines) if self._lines else None
 
     def chunks(self, size: int, start: Position) -> Iterator[Chunk]:
+        self._lines = max(1, _count_lines(self.path) - 1)
         columns = [c for c in (self.text_field, self.id_field) if c]
         malformed: list[BadRow] = []
 
@@ -363,32 +359,40 @@ class CsvReader:
             malformed.append(BadRow(None, where, reason))
             return "skip"
 
-        with self.path.open("rb") as f:
-            self._file = f
-            stream = pacsv.open_csv(
-                f,
-                # One thread: pyarrow knows a malformed line's number only then.
-                read_options=pacsv.ReadOptions(block_size=1 << 20, use_threads=False),
-                parse_options=pacsv.ParseOptions(invalid_row_handler=invalid),
-                convert_options=pacsv.ConvertOptions(
-                    include_columns=columns,
-                    column_types=dict.fromkeys(columns, pa.string()),
-                    strings_can_be_null=False,
-                ),
-            )
+        stream = pacsv.open_csv(
+            str(self.path),
+            # One thread: pyarrow knows a malformed line's number only then.
+            read_options=pacsv.ReadOptions(block_size=1 << 20, use_threads=False),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=invalid),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=columns,
+                column_types=dict.fromkeys(columns, pa.string()),
+                strings_can_be_null=False,
+            ),
+        )
+        try:
+            batches = _skip_rows(iter(stream), start.record)
             if start.record:
-                malformed_before = malformed  # lines before the start were reported already
-                batches = _skip_rows(iter(stream), start.record)
                 first = next(batches, None)
-                malformed_before.clear()
+                malformed.clear()  # lines before the start were reported by the earlier run
                 if first is None:
                     return
                 batches = _chain(first, batches)
-            else:
-                batches = iter(stream)
-            yield from _arrow_chunks(
+            for chunk in _arrow_chunks(
                 batches, size, start, self.text_field, self.id_field, "row", malformed
-            )
+            ):
+                self._done = chunk.end.record
+                yield chunk
+        finally:
+            stream.close()
+
+
+def _count_lines(path: Path) -> int:
+    count = 0
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            count += block.count(b"\n")
+    return count
 
 
 def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -426,15 +430,15 @@ class ParquetReader:
         return self._done / self.total if self.total else 1.0
 
     def chunks(self, size: int, start: Position) -> Iterator[Chunk]:
-        groups: list[int] = []
-        seen = 0
         metadata = self._file.metadata
-        for g in range(metadata.num_row_groups):
-            rows = metadata.row_group(g).num_rows
-            if seen + rows <= start.record:
-                seen += rows
-                continue
-            groups.append(g)
+        first, seen = 0, 0  # the row group `start` is in, and the rows before it
+        while first < metadata.num_row_groups:
+            rows = metadata.row_group(first).num_rows
+            if seen + rows > start.record:
+                break
+            seen += rows
+            first += 1
+        groups = list(range(first, metadata.num_row_groups))
         if not groups:
             return
         skip = start.record - seen
