@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from server.bulk.progress import ProgressBar
-from server.bulk.readers import Position, ReadError, detect_format, open_reader
+from server.bulk.readers import Position, Reader, ReadError, detect_format, open_reader
 from tests.bulk_files import corpus, write_corpus
 
 SUFFIXES = [".jsonl", ".csv", ".parquet", ".txt"]
 
 
-def _reader(path: Path, with_ids: bool):  # type: ignore[no-untyped-def]
+def _reader(path: Path, with_ids: bool) -> Reader:
     return open_reader(path, detect_format(path, None), "text", "id" if with_ids else None)
 
 
@@ -47,7 +47,7 @@ def test_unknown_formats_and_fields(tmp_path: Path) -> None:
     with pytest.raises(ReadError, match="--id-field needs"):
         open_reader(text, "text", "text", "id")
     table = write_corpus(tmp_path / "in.parquet", ["why"], [1])
-    with pytest.raises(ReadError, match='column "id" of in.parquet is not a string'):
+    with pytest.raises(ReadError, match='column "id" of in\\.parquet is not a string'):
         open_reader(table, "parquet", "id", None)
 
 
