@@ -76,3 +76,15 @@ def test_embed_file_on_ray_writes_what_a_local_run_writes(
     assert theirs.column("id").to_pylist() == list(range(40))
     np.testing.assert_array_equal(vectors_of(theirs), vectors_of(mine))
     assert theirs.column("tokens").to_pylist() == mine.column("tokens").to_pylist()
+
+
+def test_a_model_the_actors_cannot_load_is_reported(
+    local_ray: Any, stores: Stores, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_corpus(tmp_path / "in.txt", corpus(3))
+    out = tmp_path / "out.parquet"
+    assert main(["embed-file", str(source), "--out", str(out), "--model", "nope", "--ray",
+                 "--ray-actors", "1"], env=store_env(stores)) == 1
+    err = capsys.readouterr().err
+    assert "Error: a Ray actor could not load the model: model 'nope' not found\n" in err
+    assert not out.exists()

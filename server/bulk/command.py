@@ -46,7 +46,7 @@ def _request(args: argparse.Namespace) -> EmbedFileRequest:
 def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     # pyarrow and the engine are imported only when the command runs.
     from server.bulk.embed_file import BadRowError, UsageError, embed_file
-    from server.bulk.ray_embedder import RayMissing
+    from server.bulk.ray_embedder import RayFailure
     from server.bulk.readers import ReadError
 
     request = _request(args)
@@ -62,7 +62,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
               "keeps what is done)", file=sys.stderr)
         return 130
     except (UsageError, ReadError, ConfigError, ModelError, ApiError, BackendError,
-            ClientError, RayMissing) as exc:
+            ClientError, RayFailure) as exc:
         message = exc.message if isinstance(exc, ApiError) else str(exc)
         print(f"Error: {message}", file=sys.stderr)
         return 1

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import importlib.util
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,8 @@ from server.config import Settings
 EXTRA_HINT = "--ray needs Ray: pip install 'emberd[ray]'"
 
 
-class RayMissing(Exception):
-    """Ray is not installed."""
+class RayFailure(Exception):
+    """Ray is not installed, or its actors could not load the model."""
 
 
 class Embedder:
@@ -97,14 +98,24 @@ class RayPool:
         cpus_per_actor: int = 2,
     ) -> None:
         if not ray_available():
-            raise RayMissing(EXTRA_HINT)
+            raise RayFailure(EXTRA_HINT)
         import ray
-        from ray.util import ActorPool
 
         self._ray = ray
         self._started = not ray.is_initialized()
         if self._started:
             ray.init(address=address or None, log_to_driver=False, **_local_options(address))
+        self._actors: list[Any] = []
+        try:
+            self._start(actors, kwargs, cpus_per_actor)
+        except ray.exceptions.RayError as exc:
+            self.close()
+            raise RayFailure(f"a Ray actor could not load the model: {_reason(exc)}") from None
+
+    def _start(self, actors: int | None, kwargs: Mapping[str, Any], cpus_per_actor: int) -> None:
+        from ray.util import ActorPool
+
+        ray = self._ray
         cpus = int(ray.cluster_resources().get("CPU", 1))
         if actors:  # the CPUs shared out, so that every actor can start
             count, per_actor = actors, max(1, cpus // actors)
@@ -114,9 +125,10 @@ class RayPool:
         remote: Any = ray.remote(num_cpus=per_actor)(Embedder)
         options = {**kwargs, "num_thread": per_actor}
         first = remote.remote(**options)
+        self._actors = [first]
         # The first actor imports a bundled model if needed, before the others look for it.
         self.identity: str = ray.get(first.identity.remote())
-        self._actors: list[Any] = [first, *(remote.remote(**options) for _ in range(count - 1))]
+        self._actors = [first, *(remote.remote(**options) for _ in range(count - 1))]
         self._pool = ActorPool(self._actors)
         self._in_flight = 2 * count
 
@@ -137,7 +149,10 @@ class RayPool:
         chunk, submitted = pending.popleft()
         if not submitted:
             return chunk, Embedded(np.zeros((0, 0), dtype=np.float32), ())
-        result: Embedded = self._pool.get_next()
+        try:
+            result: Embedded = self._pool.get_next()
+        except self._ray.exceptions.RayError as exc:
+            raise RayFailure(f"a Ray actor failed: {_reason(exc)}") from None
         return chunk, result
 
     def close(self) -> None:
@@ -154,3 +169,10 @@ def _local_options(address: str | None) -> dict[str, Any]:
         return {}
     root = str(Path(__file__).resolve().parents[2])
     return {"include_dashboard": False, "runtime_env": {"env_vars": {"PYTHONPATH": root}}}
+
+
+def _reason(exc: BaseException) -> str:
+    """The last line of the error a Ray actor raised (Ray sends its whole traceback)."""
+    text = str(getattr(exc, "cause", None) or exc).strip()
+    last = re.sub(r"\x1b\[[0-9;]*m", "", text.splitlines()[-1] if text else "")
+    return re.sub(r"^[\w.]+: ", "", last)
