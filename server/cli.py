@@ -19,6 +19,7 @@ from typing import Any, TypeAlias
 from models.terminal import human_bytes
 from server import __version__, cli_models
 from server.api_types import RunningModel, ShowResponse
+from server.bulk import command as bulk_command
 from server.client import ClientError, EmberdClient
 from server.config import ClientConfig, ConfigError, Settings, Source, setting_sources
 from server.durations import format_duration
@@ -294,7 +295,9 @@ def _add_client_verbs(subparsers: Subparsers) -> None:
 # Entry point
 
 # Each entry adds one or more subcommands; new verbs are added here.
-COMMANDS: list[Callable[[Subparsers], None]] = [_add_serve, _add_client_verbs, cli_models.register]
+COMMANDS: list[Callable[[Subparsers], None]] = [
+    _add_serve, _add_client_verbs, cli_models.register, bulk_command.register,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

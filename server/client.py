@@ -60,10 +60,10 @@ class EmberdClient:
         """POST /api/show for one model."""
         return self._parse(ShowResponse, "POST", "/api/show", {"model": model})
 
-    def embed(self, model: str, inputs: Sequence[str]) -> str:
-        """POST /api/embed; returns the server's JSON response text unchanged."""
-        raw = self._request("POST", "/api/embed", {"model": model, "input": list(inputs)})
-        return raw.decode("utf-8")
+    def embed(self, model: str, inputs: Sequence[str], **fields: object) -> str:
+        """POST /api/embed (with any other request `fields`); the JSON response text unchanged."""
+        payload = {"model": model, "input": list(inputs), **fields}
+        return self._request("POST", "/api/embed", payload).decode("utf-8")
 
     def _parse(
         self,

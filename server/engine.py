@@ -50,6 +50,7 @@ class EmbedResult:
     prompt_tokens: int
     load_seconds: float
     total_seconds: float
+    token_counts: tuple[int, ...] = ()  # per input, special tokens included
 
 
 def l2_normalize(vectors: FloatMatrix) -> FloatMatrix:
@@ -185,8 +186,10 @@ class Engine:
             self.limits.check_tokens(sequences)
             raw = await lease.queue.embed(sequences)
         vectors = finish_vectors(raw, job.dimensions, job.normalize)
-        tokens = sum(len(s) for s in sequences)
-        return EmbedResult(vectors, tokens, lease.wait_seconds, time.perf_counter() - started)
+        counts = tuple(len(s) for s in sequences)
+        return EmbedResult(
+            vectors, sum(counts), lease.wait_seconds, time.perf_counter() - started, counts
+        )
 
     @contextlib.asynccontextmanager
     async def lease(

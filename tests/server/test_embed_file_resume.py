@@ -1,0 +1,80 @@
+"""An embed-file run interrupted (Ctrl-C, then a kill) continues to the file an uninterrupted
+run writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from server.cli import main
+from tests.support.bulk_files import corpus, read_output, store_env, vectors_of, write_corpus
+from tests.support.harness import DEADLINE_S, TINY, Stores, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+ROWS = 6000
+BATCH = 16
+
+
+def _chunks_done(partial: Path) -> int:
+    try:
+        return int(json.loads((partial / "checkpoint.json").read_text())["state"]["chunks"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _interrupt(args: list[str], env: dict[str, str], partial: Path, after: int, sig: int) -> int:
+    """Run embed-file in a subprocess; send `sig` once `after` chunks are done; its exit code."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "embed-file", *args],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        wait_until(lambda: _chunks_done(partial) >= after or process.poll() is not None,
+                   deadline_s=6 * DEADLINE_S)
+        process.send_signal(sig)
+        _, err = process.communicate(timeout=DEADLINE_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert _chunks_done(partial) < ROWS // BATCH, "the run ended before it was interrupted"
+    if sig == signal.SIGINT:
+        assert b"run the same command again to continue" in err, err
+    return process.returncode
+
+
+def test_an_interrupted_run_ends_like_an_uninterrupted_one(
+    stores: Stores, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_corpus(tmp_path / "in.jsonl", corpus(ROWS, seed=3), list(range(ROWS)))
+    common = ["--model", TINY, "--id-field", "id", "--batch", str(BATCH)]
+    reference = tmp_path / "reference.parquet"
+    assert main(["embed-file", str(source), "--out", str(reference), *common],
+                env=store_env(stores)) == 0
+
+    out = tmp_path / "out.parquet"
+    partial = tmp_path / "out.parquet.partial"
+    args = [str(source), "--out", str(out), *common]
+    env = {**os.environ, **store_env(stores), "PYTHONPATH": str(REPO)}
+    assert _interrupt(args, env, partial, 20, signal.SIGINT) == 130
+    first = _chunks_done(partial)
+    assert _interrupt(args, env, partial, first + 20, signal.SIGKILL) == -signal.SIGKILL
+    assert not out.exists()
+    assert _chunks_done(partial) > first
+
+    capsys.readouterr()
+    assert main(["embed-file", *args], env=store_env(stores)) == 0
+    assert "continuing after" in capsys.readouterr().err
+    resumed, whole = read_output(out), read_output(reference)
+    assert resumed.equals(whole)
+    assert vectors_of(resumed).tobytes() == vectors_of(whole).tobytes()
+    assert resumed.column("id").to_pylist() == list(range(ROWS))
+    assert np.isfinite(vectors_of(resumed)).all()
+    assert not partial.exists()
