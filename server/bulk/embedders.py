@@ -79,6 +79,9 @@ class _OneFile(ModelStores):
     def resolve(self, name: str) -> ModelRecord:
         return self._record
 
+    def cached(self, name: str) -> ModelRecord | None:
+        return self._record
+
 
 class LocalEmbedder:
     """A model loaded in this process and run through the server's engine.
@@ -97,18 +100,18 @@ class LocalEmbedder:
         normalize: bool = True,
         backend: Backend | None = None,
     ) -> None:
-        gpu = False
+        gpu_devices = 0
         if backend is None:
-            from backends.llama_cpp import LlamaCppBackend, gpu_offload_supported
+            from backends.llama_cpp import LlamaCppBackend, gpu_device_limit
 
-            backend, gpu = LlamaCppBackend(), gpu_offload_supported()
+            backend, gpu_devices = LlamaCppBackend(), gpu_device_limit()
         if is_gguf_path(model):
             stores: ModelStores = _OneFile(Path(model))
         else:
             stores = ModelStores(settings.models_dir, settings.ollama_models_dir)
         self._loop = asyncio.new_event_loop()
         self._runtime = Runtime(backend, RuntimeLimits(max_loaded=1, default_keep_alive=FOREVER))
-        defaults = ServerDefaults(settings.context_length, settings.num_thread, gpu)
+        defaults = ServerDefaults(settings.context_length, settings.num_thread, gpu_devices)
         self._engine = Engine(stores, self._runtime, defaults)
         self._model = model
         self._dimensions = dimensions
