@@ -18,6 +18,7 @@ from models.convert.vocab import (
     GGUFVocab,
     TokenizerFiles,
     TokenType,
+    bpe_tokens,
     one_affix,
     pad_to,
     post_processor_affixes,
@@ -42,15 +43,11 @@ def read_byte_bpe_vocab(files: TokenizerFiles, vocab_size: int) -> GGUFVocab:
             raise CheckpointError(f"{where}: unsupported BPE {key} {model[key]!r}")
     if model.get("byte_fallback"):
         raise CheckpointError(f"{where}: byte_fallback is not byte-level BPE")
-    by_id: dict[int, str] = {int(i): str(t) for t, i in (model.get("vocab") or {}).items()}
-    types: dict[int, int] = {}
-    for token_id, text, is_special in files.added_tokens():
-        by_id[token_id] = text
-        types[token_id] = TokenType.CONTROL if is_special else TokenType.USER_DEFINED
-    size = max(by_id, default=-1) + 1
-    tokens = [by_id.get(i, f"[PAD{i}]") for i in range(size)]
+    vocab = bpe_tokens(model, files)
+    tokens = vocab.tokens
     token_types = [
-        types.get(i, TokenType.NORMAL if i in by_id else TokenType.UNUSED) for i in range(size)
+        vocab.added_types.get(i, TokenType.NORMAL if i in vocab.by_id else TokenType.UNUSED)
+        for i in range(len(tokens))
     ]
     pad_to(tokens, token_types, None, vocab_size, where)
     ids = {text: i for i, text in reversed(list(enumerate(tokens)))}

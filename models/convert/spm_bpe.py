@@ -19,6 +19,7 @@ from models.convert.vocab import (
     GGUFVocab,
     TokenizerFiles,
     TokenType,
+    bpe_tokens,
     one_affix,
     pad_to,
     post_processor_affixes,
@@ -37,14 +38,11 @@ def read_spm_bpe_vocab(files: TokenizerFiles, vocab_size: int) -> GGUFVocab:
     model = files.model("BPE")
     if not model.get("byte_fallback"):
         raise CheckpointError(f"{where}: a SentencePiece BPE vocabulary needs byte_fallback")
-    by_id: dict[int, str] = {int(i): str(t) for t, i in (model.get("vocab") or {}).items()}
-    types: dict[int, int] = {}
-    for token_id, text, is_special in files.added_tokens():
-        by_id[token_id] = text
-        types[token_id] = TokenType.CONTROL if is_special else TokenType.USER_DEFINED
-    size = max(by_id, default=-1) + 1
-    tokens = [by_id.get(i, f"[PAD{i}]") for i in range(size)]
-    token_types = [types.get(i, _type(by_id.get(i))) for i in range(size)]
+    vocab = bpe_tokens(model, files)
+    tokens = vocab.tokens
+    token_types = [
+        vocab.added_types.get(i, _type(vocab.by_id.get(i))) for i in range(len(tokens))
+    ]
     ids = {text: i for i, text in reversed(list(enumerate(tokens)))}
     unk = model.get("unk_token")
     if isinstance(unk, str) and unk in ids:

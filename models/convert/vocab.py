@@ -149,6 +149,26 @@ def read_tokenizer_files(model_dir: Path) -> TokenizerFiles:
     )
 
 
+@dataclass(frozen=True)
+class BpeTokens:
+    """A tokenizer.json BPE vocabulary with its added tokens, in id order."""
+
+    by_id: Mapping[int, str]  # only the ids the files name
+    tokens: list[str]  # every id below the largest; a gap is "[PAD<id>]"
+    added_types: Mapping[int, int]  # added tokens: CONTROL if special, else USER_DEFINED
+
+
+def bpe_tokens(model: Mapping[str, Any], files: TokenizerFiles) -> BpeTokens:
+    """The `vocab` of a BPE `model` in tokenizer.json, with the files' added tokens over it."""
+    by_id: dict[int, str] = {int(i): str(t) for t, i in (model.get("vocab") or {}).items()}
+    types: dict[int, int] = {}
+    for token_id, text, is_special in files.added_tokens():
+        by_id[token_id] = text
+        types[token_id] = TokenType.CONTROL if is_special else TokenType.USER_DEFINED
+    size = max(by_id, default=-1) + 1
+    return BpeTokens(by_id, [by_id.get(i, f"[PAD{i}]") for i in range(size)], types)
+
+
 def special_ids(
     files: TokenizerFiles, ids: Mapping[str, int], roles: Mapping[str, Sequence[str]]
 ) -> dict[str, int]:

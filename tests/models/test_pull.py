@@ -12,6 +12,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -443,10 +444,18 @@ def test_api_pull_bad_requests(client: TestClient, body: dict[str, Any], message
     assert response.json() == {"error": message}
 
 
-@pytest.mark.skipif(fcntl is None, reason="waits on the pull's file lock")
-def test_client_leaving_the_stream_stops_the_pull(
-    tmp_path: Path, registry: RegistryServer, published: Published, gguf: bytes
-) -> None:
+@dataclass
+class StalledPull:
+    """A server whose registry stalls the model blob until `release` is set."""
+
+    settings: Settings
+    stores: ModelStores
+    partial: Path  # where the download is kept while unfinished
+    release: threading.Event
+
+
+@pytest.fixture
+def stalled(tmp_path: Path, registry: RegistryServer, published: Published) -> StalledPull:
     release = threading.Event()
     registry.state.stall[published.model] = (1000, release)
     env = {
@@ -456,9 +465,18 @@ def test_client_leaving_the_stream_stops_the_pull(
         "EMBERD_REGISTRY": registry.url,
     }
     stores = ModelStores(tmp_path / "emberd", None)
-    partial = partial_path(stores, published.model)
+    return StalledPull(
+        Settings.from_env(env), stores, partial_path(stores, published.model), release
+    )
+
+
+@pytest.mark.skipif(fcntl is None, reason="waits on the pull's file lock")
+def test_client_leaving_the_stream_stops_the_pull(
+    stalled: StalledPull, registry: RegistryServer, published: Published, gguf: bytes
+) -> None:
+    stores, partial, release = stalled.stores, stalled.partial, stalled.release
     try:
-        with serving(manage_app(Settings.from_env(env))) as (url, server):
+        with serving(manage_app(stalled.settings)) as (url, server):
             with httpx.stream("POST", f"{url}/api/pull", json={"model": "tiny"}) as response:
                 for line in response.iter_lines():
                     if published.model in line:
@@ -480,20 +498,11 @@ def test_client_leaving_the_stream_stops_the_pull(
 
 @pytest.mark.skipif(fcntl is None, reason="waits on the pull's file lock")
 def test_client_leaving_a_single_answer_pull_stops_it(
-    tmp_path: Path, registry: RegistryServer, published: Published
+    stalled: StalledPull, published: Published
 ) -> None:
-    release = threading.Event()
-    registry.state.stall[published.model] = (1000, release)
-    env = {
-        "HOME": str(tmp_path),
-        "EMBERD_MODELS": str(tmp_path / "emberd"),
-        "OLLAMA_MODELS": str(tmp_path / "ollama"),
-        "EMBERD_REGISTRY": registry.url,
-    }
-    stores = ModelStores(tmp_path / "emberd", None)
-    partial = partial_path(stores, published.model)
+    stores, partial, release = stalled.stores, stalled.partial, stalled.release
     try:
-        with serving(manage_app(Settings.from_env(env))) as (url, server):
+        with serving(manage_app(stalled.settings)) as (url, server):
             body = {"model": "tiny", "stream": False}
             with pytest.raises(httpx.ReadTimeout):  # the client gives up and goes away
                 httpx.post(f"{url}/api/pull", json=body, timeout=1.0)
