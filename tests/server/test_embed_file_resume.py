@@ -29,11 +29,18 @@ def _chunks_done(partial: Path) -> int:
         return 0
 
 
+def _interruptible() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(args: list[str], env: dict[str, str], partial: Path, after: int, sig: int) -> int:
     """Run embed-file in a subprocess; send `sig` once `after` chunks are done; its exit code."""
     process = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "embed-file", *args],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        # A shell that runs the suite in the background ignores SIGINT, and its
+        # children inherit that: give the run the Ctrl-C a terminal would.
+        preexec_fn=_interruptible,
     )
     try:
         wait_until(lambda: _chunks_done(partial) >= after or process.poll() is not None,
@@ -44,6 +51,8 @@ def _interrupt(args: list[str], env: dict[str, str], partial: Path, after: int, 
         if process.poll() is None:
             process.kill()
             process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
     assert _chunks_done(partial) < ROWS // BATCH, "the run ended before it was interrupted"
     if sig == signal.SIGINT:
         assert b"run the same command again to continue" in err, err
