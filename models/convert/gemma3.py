@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.convert.base import Conversion, Converter, SourceModel, Summary
+from models.convert.decoder import DecoderHParams
 from models.convert.spm_bpe import read_spm_bpe_vocab
 from models.convert.tensors import layer_rename, plan_tensors
 from models.convert.vocab import GGUFVocab, add_vocab, read_tokenizer_files
@@ -78,50 +79,19 @@ def _plus_one(array: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
 
 
 @dataclass(frozen=True)
-class GemmaHParams:
-    """Hyper-parameters of a Gemma3 text model (config.json names in comments)."""
+class GemmaHParams(DecoderHParams):
+    """Hyper-parameters of a Gemma3 text model: the decoder's, and its sliding window."""
 
-    context_length: int  # max_position_embeddings
-    embedding_length: int  # hidden_size
-    block_count: int  # num_hidden_layers
-    feed_forward_length: int  # intermediate_size
-    head_count: int  # num_attention_heads
-    head_count_kv: int  # num_key_value_heads
-    head_dim: int  # head_dim
-    rms_epsilon: float  # rms_norm_eps
-    rope_freq_base: float  # rope_theta (full-attention layers)
     rope_freq_base_swa: float  # rope_local_base_freq (sliding layers)
     sliding_window: int  # sliding_window
     sliding_layers: tuple[bool, ...]  # layer_types == "sliding_attention"
-    pooling: int
 
     def expected(self, vocab_size: int) -> dict[str, tuple[int, ...]]:
-        """Every tensor of the transformer, by GGUF name, in Hugging Face's numpy shapes."""
-        e, f, d = self.embedding_length, self.feed_forward_length, self.head_dim
-        q, kv = self.head_count * d, self.head_count_kv * d
-        shapes: dict[str, tuple[int, ...]] = {
-            "token_embd.weight": (vocab_size, e),
-            "output_norm.weight": (e,),
-        }
+        """Every tensor of the transformer: the decoder's, with norms after attention and FFN."""
+        shapes = self.layer_shapes(vocab_size)
         for i in range(self.block_count):
-            b = f"blk.{i}"
-            shapes.update(
-                {
-                    f"{b}.attn_norm.weight": (e,),
-                    f"{b}.attn_q.weight": (q, e),
-                    f"{b}.attn_k.weight": (kv, e),
-                    f"{b}.attn_v.weight": (kv, e),
-                    f"{b}.attn_output.weight": (e, q),
-                    f"{b}.attn_q_norm.weight": (d,),
-                    f"{b}.attn_k_norm.weight": (d,),
-                    f"{b}.post_attention_norm.weight": (e,),
-                    f"{b}.ffn_norm.weight": (e,),
-                    f"{b}.ffn_gate.weight": (f, e),
-                    f"{b}.ffn_up.weight": (f, e),
-                    f"{b}.ffn_down.weight": (e, f),
-                    f"{b}.post_ffw_norm.weight": (e,),
-                }
-            )
+            shapes[f"blk.{i}.post_attention_norm.weight"] = (self.embedding_length,)
+            shapes[f"blk.{i}.post_ffw_norm.weight"] = (self.embedding_length,)
         return shapes
 
 
@@ -163,20 +133,10 @@ class GemmaConversion(Conversion):
 
     def _add_hparams(self, writer: gguf.GGUFWriter) -> None:
         h, arch = self.hparams, ARCHITECTURE
-        writer.add_uint32(f"{arch}.context_length", h.context_length)
-        writer.add_uint32(f"{arch}.embedding_length", h.embedding_length)
-        writer.add_uint32(f"{arch}.block_count", h.block_count)
-        writer.add_uint32(f"{arch}.feed_forward_length", h.feed_forward_length)
-        writer.add_uint32(f"{arch}.attention.head_count", h.head_count)
-        writer.add_uint32(f"{arch}.attention.head_count_kv", h.head_count_kv)
-        writer.add_uint32(f"{arch}.attention.key_length", h.head_dim)
-        writer.add_uint32(f"{arch}.attention.value_length", h.head_dim)
-        writer.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", h.rms_epsilon)
-        writer.add_float32(f"{arch}.rope.freq_base", h.rope_freq_base)
+        h.add_metadata(writer, arch)
         writer.add_float32(f"{arch}.rope.freq_base_swa", h.rope_freq_base_swa)
         writer.add_uint32(f"{arch}.attention.sliding_window", h.sliding_window)
         writer.add_array(f"{arch}.attention.sliding_window_pattern", list(h.sliding_layers))
-        writer.add_uint32(f"{arch}.pooling_type", h.pooling)
         for label, module in zip(("dense_2", "dense_3"), self.dense, strict=False):
             writer.add_uint32(f"{arch}.{label}_feat_in", module.in_features)
             writer.add_uint32(f"{arch}.{label}_feat_out", module.out_features)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import gguf
 from models.checkpoint import refuse_dense
 from models.convert.base import Conversion, Converter, SourceModel, Summary
 from models.convert.byte_bpe import read_byte_bpe_vocab
+from models.convert.decoder import DecoderHParams
 from models.convert.tensors import layer_rename, plan_tensors
 from models.convert.vocab import GGUFVocab, add_vocab, read_tokenizer_files
 from models.errors import CheckpointError
@@ -66,49 +66,18 @@ def _is_weight(name: str) -> bool:
         return False
 
 
-@dataclass(frozen=True)
-class Qwen3HParams:
-    """Hyper-parameters of a Qwen3 model (config.json names in comments)."""
-
-    context_length: int  # max_position_embeddings
-    embedding_length: int  # hidden_size
-    block_count: int  # num_hidden_layers
-    feed_forward_length: int  # intermediate_size
-    head_count: int  # num_attention_heads
-    head_count_kv: int  # num_key_value_heads
-    head_dim: int  # head_dim
-    rms_epsilon: float  # rms_norm_eps
-    rope_freq_base: float  # rope_theta
-    pooling: int
+@dataclasses.dataclass(frozen=True)
+class Qwen3HParams(DecoderHParams):
+    """Hyper-parameters of a Qwen3 model."""
 
     def expected(self, vocab_size: int) -> dict[str, tuple[int, ...]]:
-        """Every tensor, by GGUF name, in Hugging Face's numpy shapes."""
-        e, f, d = self.embedding_length, self.feed_forward_length, self.head_dim
-        q, kv = self.head_count * d, self.head_count_kv * d
-        shapes: dict[str, tuple[int, ...]] = {
-            "token_embd.weight": (vocab_size, e),
-            "output_norm.weight": (e,),
-        }
+        """Every tensor, by GGUF name: the decoder's, with optional q/k/v biases."""
+        shapes = self.layer_shapes(vocab_size)
+        kv = self.head_count_kv * self.head_dim
         for i in range(self.block_count):
-            b = f"blk.{i}"
-            shapes.update(
-                {
-                    f"{b}.attn_norm.weight": (e,),
-                    f"{b}.attn_q.weight": (q, e),
-                    f"{b}.attn_q.bias": (q,),
-                    f"{b}.attn_k.weight": (kv, e),
-                    f"{b}.attn_k.bias": (kv,),
-                    f"{b}.attn_v.weight": (kv, e),
-                    f"{b}.attn_v.bias": (kv,),
-                    f"{b}.attn_output.weight": (e, q),
-                    f"{b}.attn_q_norm.weight": (d,),
-                    f"{b}.attn_k_norm.weight": (d,),
-                    f"{b}.ffn_norm.weight": (e,),
-                    f"{b}.ffn_gate.weight": (f, e),
-                    f"{b}.ffn_up.weight": (f, e),
-                    f"{b}.ffn_down.weight": (e, f),
-                }
-            )
+            shapes[f"blk.{i}.attn_q.bias"] = (self.head_count * self.head_dim,)
+            shapes[f"blk.{i}.attn_k.bias"] = (kv,)
+            shapes[f"blk.{i}.attn_v.bias"] = (kv,)
         return shapes
 
 
@@ -136,18 +105,7 @@ class Qwen3Conversion(Conversion):
 
             def metadata(writer: gguf.GGUFWriter) -> None:
                 add_file_type(writer, name, file_type)
-                arch = ARCHITECTURE
-                writer.add_uint32(f"{arch}.context_length", h.context_length)
-                writer.add_uint32(f"{arch}.embedding_length", h.embedding_length)
-                writer.add_uint32(f"{arch}.block_count", h.block_count)
-                writer.add_uint32(f"{arch}.feed_forward_length", h.feed_forward_length)
-                writer.add_uint32(f"{arch}.attention.head_count", h.head_count)
-                writer.add_uint32(f"{arch}.attention.head_count_kv", h.head_count_kv)
-                writer.add_uint32(f"{arch}.attention.key_length", h.head_dim)
-                writer.add_uint32(f"{arch}.attention.value_length", h.head_dim)
-                writer.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", h.rms_epsilon)
-                writer.add_float32(f"{arch}.rope.freq_base", h.rope_freq_base)
-                writer.add_uint32(f"{arch}.pooling_type", h.pooling)
+                h.add_metadata(writer, ARCHITECTURE)
                 add_vocab(writer, self.vocab)
 
             write_gguf(path, ARCHITECTURE, metadata, planned, progress)
