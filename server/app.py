@@ -11,9 +11,8 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from backends.base import Backend
-from backends.probe import LoadProbe
 from models.errors import ModelError
-from models.store import PROBED_DIR, ModelStores
+from models.store import ModelStores
 from server import openapi
 from server.body_limit import BodyLimit
 from server.config import Settings
@@ -27,6 +26,7 @@ from server.options import ServerDefaults
 from server.routes import manage, ollama, openai, rerank
 from server.runtime import Runtime, RuntimeLimits
 from server.security import BUILTIN_ORIGINS, ApiKeyAuth, HostCheck, OriginCheck, origin_regex
+from server.vetting import file_vetter
 
 log = logging.getLogger("emberd")
 
@@ -55,7 +55,7 @@ def create_app(
         probe = True if probe is None else probe
     else:
         gpu_devices = 0
-    vet = LoadProbe(settings.models_dir / PROBED_DIR).vet if probe else None
+    vet = file_vetter(settings.models_dir) if probe else None
     if stores is None:
         stores = ModelStores(settings.models_dir, settings.ollama_models_dir)
     metrics = Metrics()

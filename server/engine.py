@@ -9,15 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
 from backends.base import FloatMatrix, LoadedModel, LoadOptions, ModelLoadError
 from models.bundled import bundled_for, install_bundled
 from models.errors import InvalidModelFile, ModelNotFound
-from models.gguf_checks import check_loadable
 from models.store import ModelRecord, ModelStores
 from server.core_errors import InvalidRequest, InvalidVectors, LoadFailed, go_quote, reason_of
 from server.limits import RequestLimits
@@ -26,6 +26,7 @@ from server.runtime import Lease, Runtime
 
 # Tokenizing this many characters or more goes to a thread, off the event loop.
 _INLINE_TOKENIZE_CHARS = 4096
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,17 @@ def prepare_tokens(
             ids = ids[:limit]
         sequences.append(list(ids))
     return sequences
+
+
+async def off_the_loop_if_long(chars: int, work: Callable[..., _T], *args: object) -> _T:
+    """`work(*args)`, which tokenizes `chars` characters: inline when short, else in a thread.
+
+    Long texts take milliseconds to tokenize, which the event loop must not
+    wait for; short ones cost less than a thread hop.
+    """
+    if chars < _INLINE_TOKENIZE_CHARS:
+        return work(*args)
+    return await asyncio.to_thread(work, *args)
 
 
 class Engine:
@@ -212,13 +224,9 @@ class Engine:
             raise LoadFailed(name, reason_of(exc), str(exc)) from exc
 
     def _load_options(self, record: ModelRecord, requested: Mapping[str, object]) -> LoadOptions:
-        """How `record` must be loaded for a request; its file is checked first.
-
-        The checks refuse what would abort the process inside llama.cpp.
-        """
+        """How `record` must be loaded for a request (its file is vetted when it loads)."""
         overrides = load_overrides(requested)
         info = record.info()  # cached per file version
-        check_loadable(info)
         return resolve_load_options(self.defaults, record.params, overrides, info.context_length)
 
     async def _prepare(
@@ -230,6 +238,7 @@ class Engine:
             limit = min(options.num_ctx, model.facts.n_ctx_train)
             return prepare_tokens(model, job.token_lists, limit, job.truncate)
         limit = truncation_limit(model, options)
-        if sum(len(t) for t in job.texts) < _INLINE_TOKENIZE_CHARS:
-            return prepare_texts(model, job.texts, limit, job.truncate)
-        return await asyncio.to_thread(prepare_texts, model, job.texts, limit, job.truncate)
+        chars = sum(len(t) for t in job.texts)
+        return await off_the_loop_if_long(
+            chars, prepare_texts, model, job.texts, limit, job.truncate
+        )

@@ -8,7 +8,6 @@ turn each pair's head values into a score and order the documents by it.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,11 +16,8 @@ import numpy as np
 
 from models.reranking import rerank_head
 from server.core_errors import CoreError, InvalidRequest, go_quote
-from server.engine import Engine
+from server.engine import Engine, off_the_loop_if_long
 from server.pairs import build_pairs, pair_limit
-
-# Tokenizing this many characters or more goes to a thread, off the event loop.
-_INLINE_TOKENIZE_CHARS = 4096
 
 
 @dataclass(frozen=True)
@@ -81,11 +77,10 @@ async def rerank(engine: Engine, job: RerankJob) -> RerankResult:
         raise InvalidRequest("top_n must be a positive integer")
     async with engine.lease(job.model, record, job.options, job.keep_alive) as (lease, options):
         limit = pair_limit(lease.model, options)
-        args = (lease.model, job.query, job.documents, limit, job.truncate)
-        if len(job.query) + sum(len(d) for d in job.documents) < _INLINE_TOKENIZE_CHARS:
-            pairs = build_pairs(*args)
-        else:
-            pairs = await asyncio.to_thread(build_pairs, *args)
+        chars = len(job.query) + sum(len(d) for d in job.documents)
+        pairs = await off_the_loop_if_long(
+            chars, build_pairs, lease.model, job.query, job.documents, limit, job.truncate
+        )
         engine.limits.check_tokens(pairs)
         values = await lease.queue.embed(pairs)
         wait_seconds = lease.wait_seconds

@@ -26,6 +26,7 @@ from server.config import Settings
 from server.engine import EmbedJob, Engine
 from server.options import ServerDefaults
 from server.runtime import Runtime, RuntimeLimits
+from server.vetting import file_vetter
 
 _T = TypeVar("_T")
 FOREVER = -1.0  # keep_alive: the model stays loaded for the whole run
@@ -110,7 +111,11 @@ class LocalEmbedder:
         else:
             stores = ModelStores(settings.models_dir, settings.ollama_models_dir)
         self._loop = asyncio.new_event_loop()
-        self._runtime = Runtime(backend, RuntimeLimits(max_loaded=1, default_keep_alive=FOREVER))
+        self._runtime = Runtime(
+            backend,
+            RuntimeLimits(max_loaded=1, default_keep_alive=FOREVER),
+            vet=file_vetter(settings.models_dir),
+        )
         defaults = ServerDefaults(settings.context_length, settings.num_thread, gpu_devices)
         self._engine = Engine(stores, self._runtime, defaults)
         self._model = model
