@@ -37,6 +37,36 @@ class _LineReader:
                 self._read = offset
                 yield raw, line, offset
 
+    def chunks(self, size: int, start: Position) -> Iterator[Chunk]:
+        """Records from `start` in chunks of `size`; blank lines are not records."""
+        builder = ChunkBuilder(size, self.with_ids)
+        record = start.record
+        end = start
+        for raw, line, offset in self._lines(start):
+            end = Position(record, line, offset)
+            if not raw.strip():
+                continue
+            problem, text, ident = self._parse(raw)
+            if problem is None:
+                builder.add(record, text, ident)
+            else:
+                builder.add_bad(BadRow(record, f"line {line}", problem))
+            record += 1
+            end = Position(record, line, offset)
+            if builder.full:
+                yield builder.take(end)
+        if not builder.empty:
+            yield builder.take(end)
+
+    @property
+    def with_ids(self) -> bool:
+        """Whether records carry ids of their own."""
+        return False
+
+    def _parse(self, raw: bytes) -> tuple[str | None, str, IdValue | None]:
+        """(problem or None, text, id) of one non-blank line."""
+        raise NotImplementedError
+
 
 class JsonlReader(_LineReader):
     """One JSON object a line; blank lines are not records."""
@@ -60,25 +90,10 @@ class JsonlReader(_LineReader):
                 return pa.string()
         return pa.string()
 
-    def chunks(self, size: int, start: Position) -> Iterator[Chunk]:
-        builder = ChunkBuilder(size, self.id_field is not None)
-        record = start.record
-        end = start
-        for raw, line, offset in self._lines(start):
-            end = Position(record, line, offset)
-            if not raw.strip():
-                continue
-            problem, text, ident = self._parse(raw)
-            if problem is None:
-                builder.add(record, text, ident)
-            else:
-                builder.add_bad(BadRow(record, f"line {line}", problem))
-            record += 1
-            end = Position(record, line, offset)
-            if builder.full:
-                yield builder.take(end)
-        if not builder.empty:
-            yield builder.take(end)
+    @property
+    def with_ids(self) -> bool:
+        """Whether an id field was named."""
+        return self.id_field is not None
 
     def _parse(self, raw: bytes) -> tuple[str | None, str, IdValue | None]:
         try:
@@ -104,21 +119,8 @@ class TextReader(_LineReader):
 
     id_type = None
 
-    def chunks(self, size: int, start: Position) -> Iterator[Chunk]:
-        builder = ChunkBuilder(size, with_ids=False)
-        record = start.record
-        end = start
-        for raw, line, offset in self._lines(start):
-            end = Position(record, line, offset)
-            if not raw.strip():
-                continue
-            try:
-                builder.add(record, raw.decode("utf-8").rstrip("\r\n"), None)
-            except UnicodeDecodeError:
-                builder.add_bad(BadRow(record, f"line {line}", "not valid UTF-8"))
-            record += 1
-            end = Position(record, line, offset)
-            if builder.full:
-                yield builder.take(end)
-        if not builder.empty:
-            yield builder.take(end)
+    def _parse(self, raw: bytes) -> tuple[str | None, str, IdValue | None]:
+        try:
+            return None, raw.decode("utf-8").rstrip("\r\n"), None
+        except UnicodeDecodeError:
+            return "not valid UTF-8", "", None
