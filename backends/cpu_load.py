@@ -52,9 +52,9 @@ def _own_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def cpu_counters() -> tuple[float, float, float]:
-    """(now, CPU seconds the whole machine has worked, CPU seconds this process has)."""
-    return time.monotonic(), _busy_seconds(), _own_seconds()
+def cpu_counters() -> tuple[float, float]:
+    """(CPU seconds the whole machine has worked, CPU seconds this process has)."""
+    return _busy_seconds(), _own_seconds()
 
 
 class CpuLoad:
@@ -63,25 +63,32 @@ class CpuLoad:
     def __init__(
         self,
         cores: int | None = None,
-        counters: Callable[[], tuple[float, float, float]] = cpu_counters,
+        counters: Callable[[], tuple[float, float]] = cpu_counters,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._cores = cores or os.cpu_count() or 1
         self._counters = counters
+        self._clock = clock
         self._lock = threading.Lock()
         self._free = float(self._cores)
-        self._mark = counters()
+        self._mark = (clock(), *counters())
 
     def free_cores(self) -> float:
-        """Cores that other processes left idle since the last look (0 .. cores)."""
+        """Cores that other processes left idle since the last look (0 .. cores).
+
+        Between looks it costs one clock read: the counters are read at most
+        every SAMPLE_INTERVAL_S, not on every decode.
+        """
         with self._lock:
-            current = self._counters()
-            elapsed = current[0] - self._mark[0]
+            now = self._clock()
+            elapsed = now - self._mark[0]
             if elapsed < SAMPLE_INTERVAL_S:
                 return self._free
+            busy, own = self._counters()
             if elapsed <= STALE_S:
-                others = (current[1] - self._mark[1]) - (current[2] - self._mark[2])
+                others = (busy - self._mark[1]) - (own - self._mark[2])
                 self._free = min(self._cores, max(0.0, self._cores - others / elapsed))
-            self._mark = current
+            self._mark = (now, busy, own)
             return self._free
 
     def threads(self, wanted: int) -> int:
