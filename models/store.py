@@ -68,13 +68,16 @@ class ModelRecord:
         return read_gguf_info(self.path)
 
 
-def _version(path: Path) -> tuple[int, int] | None:
-    """Size and modification time of a file, None when it is gone."""
+FileVersion = tuple[int, int, int]
+
+
+def file_version(path: Path) -> FileVersion | None:
+    """Size, modification time and inode of a file: it changed when these did. None if gone."""
     try:
         st = path.stat()
     except OSError:
         return None
-    return st.st_size, st.st_mtime_ns
+    return st.st_size, st.st_mtime_ns, st.st_ino
 
 
 class ModelStores:
@@ -85,7 +88,7 @@ class ModelStores:
         self._ollama = ManifestStore(ollama_dir) if ollama_dir is not None else None
         self._digest_lock = threading.Lock()
         self._file_digests: dict[tuple[str, int, int], str] = {}
-        self._resolved: dict[str, tuple[float, ModelRecord, tuple[int, int] | None]] = {}
+        self._resolved: dict[str, tuple[float, ModelRecord, FileVersion | None]] = {}
 
     @property
     def emberd_dir(self) -> Path:
@@ -106,7 +109,7 @@ class ModelStores:
         if record is not None:
             return record
         record = self._find(name, wanted)
-        self._resolved[wanted.key] = (time.monotonic(), record, _version(record.path))
+        self._resolved[wanted.key] = (time.monotonic(), record, file_version(record.path))
         return record
 
     def cached(self, name: str) -> ModelRecord | None:
@@ -123,7 +126,7 @@ class ModelStores:
             return None
         when, record, version = cached
         # A GGUF removed or rewritten by hand is noticed at once.
-        if time.monotonic() - when < RESOLVE_CACHE_SECONDS and _version(record.path) == version:
+        if time.monotonic() - when < RESOLVE_CACHE_SECONDS and file_version(record.path) == version:
             return record
         return None
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import Backend, LoadedModel, LoadOptions
-from models.store import ModelRecord
+from models.store import FileVersion, ModelRecord, file_version
 from server.batching import BatchQueue, BatchRecord
 from server.config import Settings
 from server.core_errors import QueueFull
@@ -49,21 +49,12 @@ class RuntimeLimits:
     token_budget: int = 256
 
 
-def file_version(path: Path) -> tuple[int, int, int] | None:
-    """Size, modification time and inode of a file; None when it is gone."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns, st.st_ino
-
-
 @dataclass(eq=False)
 class _Runner:
     record: ModelRecord
     options: LoadOptions
     keep_alive: float
-    version: tuple[int, int, int] | None  # the file's, when loading began
+    version: FileVersion | None  # the file's, when loading began
     loading: asyncio.Task[None] | None = None
     model: LoadedModel | None = None
     queue: BatchQueue | None = None
