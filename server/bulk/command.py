@@ -46,6 +46,7 @@ def _request(args: argparse.Namespace) -> EmbedFileRequest:
 def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     # pyarrow and the engine are imported only when the command runs.
     from server.bulk.embed_file import BadRowError, UsageError, embed_file
+    from server.bulk.interrupt import EXIT_INTERRUPTED, resume_hint
     from server.bulk.ray_embedder import RayFailure
     from server.bulk.readers import ReadError
 
@@ -58,9 +59,8 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
               file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\ninterrupted: run the same command again to continue ({request.out}.partial "
-              "keeps what is done)", file=sys.stderr)
-        return 130
+        print(f"\n{resume_hint(request.out)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (UsageError, ReadError, ConfigError, ModelError, CoreError, BackendError,
             ClientError, RayFailure) as exc:
         message = exc.message if isinstance(exc, CoreError) else str(exc)

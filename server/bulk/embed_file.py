@@ -23,8 +23,9 @@ import pyarrow as pa
 from server.bulk import DEFAULT_BATCH, ON_ERROR, writer
 from server.bulk.checkpoint import State, WorkDir
 from server.bulk.embedders import ChunkEmbedder, Embedded, LocalEmbedder, ServerEmbedder
+from server.bulk.interrupt import StopRequest
 from server.bulk.progress import ProgressBar
-from server.bulk.readers import BadRow, Chunk, Reader, ReadError, detect_format, open_reader
+from server.bulk.readers import BadRow, Chunk, ReadError, detect_format, open_reader
 from server.config import Settings
 
 
@@ -117,10 +118,14 @@ def _fingerprint(request: EmbedFileRequest, reader_format: str, identity: str) -
 class _Run:
     """One run of embed-file: reading, embedding, checkpointing, assembling."""
 
-    def __init__(self, request: EmbedFileRequest, reader: Reader, stderr: TextIO) -> None:
+    def __init__(self, request: EmbedFileRequest, stderr: TextIO) -> None:
         self.request = request
-        self.reader = reader
         self.stderr = stderr
+        self.input_format = detect_format(request.input, request.input_format)
+        self.output_format = writer.output_format(request.out, request.output_format)
+        self.reader = reader = open_reader(
+            request.input, self.input_format, request.text_field, request.id_field
+        )
         self.key = "id" if request.id_field else "row"
         self.key_type = reader.id_type if request.id_field and reader.id_type else pa.int64()
 
@@ -165,25 +170,29 @@ def embed_file(
     Raises UsageError, ReadError, BadRowError (nothing is left behind), model
     and client errors, or KeyboardInterrupt (the checkpoint is kept).
     """
-    stderr = stderr or sys.stderr
     check(request)
-    fmt = detect_format(request.input, request.input_format)
-    out_format = writer.output_format(request.out, request.output_format)
-    reader = open_reader(request.input, fmt, request.text_field, request.id_field)
+    run = _Run(request, stderr or sys.stderr)
     request.out.parent.mkdir(parents=True, exist_ok=True)
+    with StopRequest(request.out) as stop:
+        return _embed_all(run, settings, api_key, stop)
+
+
+def _embed_all(run: _Run, settings: Settings, api_key: str | None, stop: StopRequest) -> Summary:
+    request, reader = run.request, run.reader
     mapper, identity, close = _embedding(request, settings, api_key)
     try:
+        stop.check()  # a Ctrl-C while the model loaded
         work = WorkDir(request.out)
-        state, resumed = work.start(_fingerprint(request, fmt, identity))
+        state, resumed = work.start(_fingerprint(request, run.input_format, identity))
         if resumed:
-            print(f"continuing after {state.embedded + state.skipped:,} rows", file=stderr)
-        run = _Run(request, reader, stderr)
+            print(f"continuing after {state.embedded + state.skipped:,} rows", file=run.stderr)
         started, first = time.perf_counter(), state.embedded
-        bar = ProgressBar(stderr, state.embedded, None if resumed else 0.0)
+        bar = ProgressBar(run.stderr, state.embedded, None if resumed else 0.0)
         try:
             for chunk, result in mapper(run.checked(reader.chunks(request.batch, state.position))):
                 state = run.write(work, state, chunk, result)
                 bar.update(state.embedded, reader.fraction())
+                stop.check()
         except BadRowError:
             work.remove()
             raise
@@ -193,7 +202,9 @@ def embed_file(
             raise
         finally:
             bar.close()
-        rows = writer.assemble(work.chunk_files(state), request.out, out_format, run.empty_schema())
+        rows = writer.assemble(
+            work.chunk_files(state), request.out, run.output_format, run.empty_schema()
+        )
         work.remove()
         return Summary(rows, state.skipped, first, time.perf_counter() - started)
     finally:

@@ -1,5 +1,5 @@
-"""An embed-file run interrupted (Ctrl-C, then a kill) continues to the file an uninterrupted
-run writes."""
+"""An embed-file run interrupted (Ctrl-C, a second Ctrl-C, a kill) continues to the file an
+uninterrupted run writes."""
 
 from __future__ import annotations
 
@@ -87,3 +87,41 @@ def test_an_interrupted_run_ends_like_an_uninterrupted_one(
     assert resumed.column("id").to_pylist() == list(range(ROWS))
     assert np.isfinite(vectors_of(resumed)).all()
     assert not partial.exists()
+
+
+def test_a_second_ctrl_c_ends_the_run_at_once_and_loses_nothing_done(
+    stores: Stores, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Chunks long enough that the second Ctrl-C most likely lands inside one.
+    source = write_corpus(tmp_path / "in.jsonl", corpus(ROWS, seed=5), list(range(ROWS)))
+    out = tmp_path / "out.parquet"
+    partial = tmp_path / "out.parquet.partial"
+    args = [str(source), "--out", str(out), "--model", TINY, "--id-field", "id",
+            "--batch", str(ROWS // 4)]
+    env = {**os.environ, **store_env(stores), "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "embed-file", *args],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        preexec_fn=_interruptible,
+    )
+    try:
+        wait_until(lambda: _chunks_done(partial) >= 1 or process.poll() is not None,
+                   deadline_s=6 * DEADLINE_S)
+        process.send_signal(signal.SIGINT)
+        assert process.stderr is not None
+        lines = iter(process.stderr.readline, b"")
+        assert any(b"stopping after the chunk in hand" in line for line in lines)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=DEADLINE_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130
+    assert b"run the same command again to continue" in err, err
+    done = _chunks_done(partial)
+    assert 1 <= done < 4
+
+    assert main(["embed-file", *args], env=store_env(stores)) == 0
+    assert f"continuing after {done * (ROWS // 4):,} rows" in capsys.readouterr().err
+    assert read_output(out).column("id").to_pylist() == list(range(ROWS))
