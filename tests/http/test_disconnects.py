@@ -10,27 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 
 import pytest
 
 from tests.support.harness import TINY, LiveServer, RecordingBackend, ServerFactory, wait_until
+from tests.support.raw_http import raw_post
 
 BIG = 400  # inputs in the abandoned request
-
-
-def raw_post(
-    live: LiveServer, path: str, body: bytes, declared: int | None = None
-) -> socket.socket:
-    """Open a connection and send a POST (headers, then `body`); the caller closes it."""
-    host, port = live.url.removeprefix("http://").split(":")
-    sock = socket.create_connection((host, int(port)))
-    length = len(body) if declared is None else declared
-    sock.sendall(
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {length}\r\n\r\n".encode() + body
-    )
-    return sock
 
 
 def request_counts(live: LiveServer, path: str) -> dict[str, float]:
@@ -55,7 +41,7 @@ def test_an_abandoned_request_leaves_the_queue(
     backend = RecordingBackend(hold_decodes=True)
     live = serve(backend=backend)
     texts = [f"why is the sky blue {i}" for i in range(BIG)]
-    sock = raw_post(live, path, json.dumps({"model": TINY, "input": texts}).encode())
+    sock = raw_post(live.url, path, json.dumps({"model": TINY, "input": texts}).encode())
     assert backend.decoding.wait(10), "the request never reached the model"
     sock.close()  # the client gives up while its first decode runs
     wait_until(lambda: live.pending == 0)  # the request is gone from the runtime at once
@@ -73,7 +59,7 @@ def test_many_clients_that_leave_do_not_hold_the_queue(serve: ServerFactory) -> 
     live = serve(backend=backend)
     texts = ["why is the sky blue"] * 100
     body = json.dumps({"model": TINY, "input": texts}).encode()
-    socks = [raw_post(live, "/api/embed", body) for _ in range(20)]
+    socks = [raw_post(live.url, "/api/embed", body) for _ in range(20)]
     assert backend.decoding.wait(10)
     wait_until(lambda: live.pending == 20)
     for sock in socks:
@@ -88,7 +74,7 @@ def test_a_client_that_closes_mid_body_is_not_a_server_error(
     server: LiveServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     before = request_counts(server, "/api/embed")
-    sock = raw_post(server, "/api/embed", b'{"model": "tiny", "inp', declared=10_000)
+    sock = raw_post(server.url, "/api/embed", b'{"model": "tiny", "inp', declared=10_000)
     sock.close()
     wait_until(
         lambda: request_counts(server, "/api/embed").get("499", 0) == before.get("499", 0) + 1

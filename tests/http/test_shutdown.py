@@ -22,6 +22,7 @@ import pytest
 
 from server.serving import FORCED_EXIT_MARGIN_S
 from tests.support.harness import DEADLINE_S, TINY, Stores, wait_until
+from tests.support.raw_http import raw_post
 from tests.support.subprocess_server import REPO, ChildServer, child_server
 
 GRACE_S = 1.0
@@ -100,13 +101,8 @@ def test_an_abandoned_request_does_not_delay_the_exit(
     stores: Stores, tmp_path: Path, silent_registry: SilentRegistry
 ) -> None:
     with start(stores, tmp_path, "--registry", silent_registry.url) as server:
-        host, port = server.url.removeprefix("http://").split(":")
         body = b'{"model": "library/stuck", "stream": false}'
-        with socket.create_connection((host, int(port))) as client:
-            client.sendall(
-                b"POST /api/pull HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
-            )
+        with raw_post(server.url, "/api/pull", body):
             wait_until(lambda: bool(silent_registry.accepted))
         # The client has gone: its request is dropped, so nothing is left to wait for.
         status, took = terminate_and_time(server)
