@@ -19,12 +19,12 @@ import contextlib
 import hashlib
 import os
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
+from models.cancel import CancelSwitch
 from models.errors import ModelError
 from models.gguf_meta import read_gguf_info
 from models.names import ModelName
@@ -90,23 +90,23 @@ def pull_model(
     *,
     insecure: bool = False,
     retries: int = 3,
-    cancel: threading.Event | None = None,
+    cancel: CancelSwitch | None = None,
     timeout: float = 60.0,
 ) -> ModelRecord:
     """Pull `name` from its registry into emberd's store and return the stored model.
 
     `progress` hears each step as Ollama reports it. A transfer that breaks
-    off is resumed up to `retries` times; setting `cancel` stops the pull
-    between chunks (PullCancelled). Raises InvalidModelName, ManifestNotFound,
-    DigestMismatch, RegistryError, InvalidModelFile (not a readable GGUF) or
-    OSError (disk).
+    off is resumed up to `retries` times; setting `cancel` stops the pull,
+    a stalled download included (PullCancelled). Raises InvalidModelName,
+    ManifestNotFound, DigestMismatch, RegistryError, InvalidModelFile (not a
+    readable GGUF) or OSError (disk).
     """
     wanted = ModelName.parse(name)
     client = RegistryClient(
         wanted,
         registry_base_url(wanted, registry_url, insecure=insecure),
         retries=retries,
-        cancel=cancel or threading.Event(),
+        cancel=cancel or CancelSwitch(),
         timeout=timeout,
     )
     return _Puller(name=wanted, stores=stores, client=client, progress=progress).run()

@@ -13,16 +13,15 @@ caller allows insecure registries).
 
 `RegistryClient` fetches and checks a manifest, and downloads a blob into a
 file the caller holds: a transfer that breaks off is retried, resuming with
-an HTTP `Range` request from what the file already has; a cancel event stops
-it between chunks. Where the files go, and what a pull reports, is
-`models.pull`'s.
+an HTTP `Range` request from what the file already has; a cancel switch stops
+it between chunks, or inside a read a stalled link holds. Where the files go,
+and what a pull reports, is `models.pull`'s.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -33,6 +32,7 @@ from typing import BinaryIO, TypeVar
 
 import orjson
 
+from models.cancel import CancelSwitch, shut_down
 from models.errors import InvalidModelFile, ModelError
 from models.names import DEFAULT_HOST, ModelName
 from models.ollama_layout import MANIFEST_MEDIA_TYPE, MODEL_MEDIA_TYPE, Layer, normalize_digest
@@ -135,7 +135,7 @@ class RegistryClient:
     """One repository of one registry: its manifest and its blobs, over HTTP.
 
     Interrupted transfers are tried again up to `retries` times; setting
-    `cancel` stops the client between chunks (PullCancelled).
+    `cancel` stops the client between chunks or in a stalled read (PullCancelled).
     """
 
     def __init__(
@@ -144,7 +144,7 @@ class RegistryClient:
         base: str,
         *,
         retries: int,
-        cancel: threading.Event,
+        cancel: CancelSwitch,
         timeout: float,
     ) -> None:
         self.name = name
@@ -209,7 +209,7 @@ class RegistryClient:
                 ) from None
             except (OSError, HTTPException) as exc:
                 raise _Interrupted(f"download of {layer.digest} failed: {_reason(exc)}") from None
-            with response:
+            with response, self.cancel.cutting(shut_down(response.fileno)):
                 if offset and not _resumes(response, offset):
                     if response.status != 200:
                         _truncate(fh)  # a range the file cannot continue from
@@ -234,7 +234,7 @@ class RegistryClient:
             try:  # what has arrived, so a stalled link can be left between chunks
                 chunk = response.read1(_CHUNK)
             except (OSError, HTTPException) as exc:
-                raise _Interrupted(f"download interrupted: {_reason(exc)}") from None
+                raise self._ended_early(f"download interrupted: {_reason(exc)}") from None
             if not chunk:
                 break
             fh.write(chunk)
@@ -247,7 +247,11 @@ class RegistryClient:
         fh.flush()
         report(min(completed, size))
         if completed < size:
-            raise _Interrupted(f"download interrupted after {completed} of {size} bytes")
+            raise self._ended_early(f"download interrupted after {completed} of {size} bytes")
+
+    def _ended_early(self, message: str) -> Exception:
+        """The error for a transfer that stopped short: the switch's cut, or the link's."""
+        return PullCancelled() if self.cancel.is_set() else _Interrupted(message)
 
     # -- HTTP
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from collections.abc import AsyncIterator, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from models.cancel import CancelSwitch
 from models.errors import ModelNotFound
 from models.names import ModelName
 from models.pull import PullProgress, pull_model
@@ -31,7 +31,7 @@ NDJSON = "application/x-ndjson"
 
 
 # A pull with everything but its progress listener and cancel switch decided.
-PullJob = Callable[[Callable[[PullProgress], None], threading.Event], object]
+PullJob = Callable[[Callable[[PullProgress], None], CancelSwitch], object]
 
 
 async def pull(request: Request) -> Response:
@@ -44,11 +44,11 @@ async def pull(request: Request) -> Response:
     stores: ModelStores = request.app.state.engine.stores
     registry: str = request.app.state.settings.registry
 
-    def job(progress: Callable[[PullProgress], None], cancel: threading.Event) -> object:
+    def job(progress: Callable[[PullProgress], None], cancel: CancelSwitch) -> object:
         return pull_model(name, stores, registry, progress, insecure=body.insecure, cancel=cancel)
 
     if body.stream is False:
-        cancel = threading.Event()
+        cancel = CancelSwitch()
         try:
             await asyncio.to_thread(job, lambda _: None, cancel)
         except Exception as exc:
@@ -64,7 +64,7 @@ async def _progress_lines(job: PullJob) -> AsyncIterator[bytes]:
     """Run `job` in a thread and yield its progress as JSON lines, then any error."""
     loop = asyncio.get_running_loop()
     lines: asyncio.Queue[bytes | None] = asyncio.Queue()
-    cancel = threading.Event()
+    cancel = CancelSwitch()
 
     def emit(line: bytes | None) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening
@@ -84,7 +84,7 @@ async def _progress_lines(job: PullJob) -> AsyncIterator[bytes]:
             yield line
         await worker
     finally:
-        cancel.set()  # the client left early: stop at the next chunk
+        cancel.set()  # the client left early: stop the download
 
 
 async def delete(request: Request) -> Response:

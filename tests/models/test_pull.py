@@ -20,6 +20,7 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
+from models.cancel import CancelSwitch
 from models.errors import InvalidModelName, ModelNotFound
 from models.names import ModelName
 from models.pull import DigestMismatch, PullProgress, partial_path, pull_cli, pull_model
@@ -48,10 +49,12 @@ try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
+from tests.support.raw_http import raw_post
 from tests.support.tiny_model import write_tiny_bert
 
 PARAMS = {"num_ctx": 64}
 NOT_A_BOOL = "Input should be a valid boolean"
+PROMPT_S = 5.0  # a cancelled pull lets go of its download within this (a stall lasts longer)
 
 
 @pytest.fixture(scope="module")
@@ -316,7 +319,7 @@ def test_concurrent_pulls_fetch_each_blob_once(
 def test_cancelled_pull_keeps_its_partial(
     registry: RegistryServer, published: Published, stores: ModelStores
 ) -> None:
-    cancel = threading.Event()
+    cancel = CancelSwitch()
 
     def progress(event: PullProgress) -> None:
         if event.digest == published.model:
@@ -476,18 +479,16 @@ def test_client_leaving_the_stream_stops_the_pull(
 ) -> None:
     stores, partial, release = stalled.stores, stalled.partial, stalled.release
     try:
-        with serving(manage_app(stalled.settings)) as (url, server):
+        with serving(manage_app(stalled.settings)) as (url, _):
             with httpx.stream("POST", f"{url}/api/pull", json={"model": "tiny"}) as response:
                 for line in response.iter_lines():
                     if published.model in line:
                         break
-            wait_for(lambda: not server.server_state.connections and partial.exists())
-            time.sleep(0.1)  # the disconnect reaches the route on the server's next turn
+            # The registry holds back the rest of the blob until `release`: only
+            # the client's leaving can stop the pull, and at once.
+            wait_for(lambda: _pull_stopped(partial), seconds=PROMPT_S)
             release.set()
-            with open(partial, "rb") as fh:
-                assert fcntl is not None
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # held until the pull has stopped
-                assert partial.exists()  # cancelled, not finished: kept for a resume
+            assert partial.exists()  # cancelled, not finished: kept for a resume
     finally:
         release.set()
     assert stores.blob_path(published.model).exists() is False
@@ -498,24 +499,31 @@ def test_client_leaving_the_stream_stops_the_pull(
 
 @pytest.mark.skipif(fcntl is None, reason="waits on the pull's file lock")
 def test_client_leaving_a_single_answer_pull_stops_it(
-    stalled: StalledPull, published: Published
+    stalled: StalledPull, registry: RegistryServer, published: Published
 ) -> None:
     stores, partial, release = stalled.stores, stalled.partial, stalled.release
     try:
-        with serving(manage_app(stalled.settings)) as (url, server):
-            body = {"model": "tiny", "stream": False}
-            with pytest.raises(httpx.ReadTimeout):  # the client gives up and goes away
-                httpx.post(f"{url}/api/pull", json=body, timeout=1.0)
-            wait_for(lambda: not server.server_state.connections and partial.exists())
-            time.sleep(0.2)  # the disconnect reaches the route on the server's next turn
+        with serving(manage_app(stalled.settings)) as (url, _):
+            body = b'{"model": "tiny", "stream": false}'
+            with raw_post(url, "/api/pull", body):  # the client goes once the download began
+                wait_for(lambda: published.model not in registry.state.stall)  # it is stalling
+            wait_for(lambda: _pull_stopped(partial), seconds=PROMPT_S)
             release.set()
-            with open(partial, "rb") as fh:
-                assert fcntl is not None
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # held until the pull has stopped
-                assert partial.exists()  # cancelled, not finished
+            assert partial.exists()  # cancelled, not finished
     finally:
         release.set()
     assert stores.blob_path(published.model).exists() is False
+
+
+def _pull_stopped(partial: Path) -> bool:
+    """Whether no pull holds the lock on the partial download any more."""
+    assert fcntl is not None
+    with open(partial, "rb") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True  # closing the file lets the lock go
 
 
 def wait_for(check: Callable[[], bool], seconds: float = 10) -> None:

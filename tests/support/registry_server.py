@@ -35,6 +35,7 @@ _MANIFEST_PATH = re.compile(r"/v2/([^/]+)/([^/]+)/manifests/([^/]+)")
 _BLOB_PATH = re.compile(r"/v2/([^/]+)/([^/]+)/blobs/(sha256:[0-9a-f]{64})")
 _FILE_PATH = re.compile(r"/files/(sha256:[0-9a-f]{64})")
 _RANGE = re.compile(r"bytes=(\d+)-")
+STALL_LIMIT_S = 30.0  # a stalled blob goes on by itself after this, so no test hangs
 
 
 def digest_of(data: bytes) -> str:
@@ -181,7 +182,7 @@ class _Handler(BaseHTTPRequestHandler):
         if pause is not None:
             self.wfile.write(body[: pause[0]])
             self.wfile.flush()
-            pause[1].wait(10)
+            pause[1].wait(STALL_LIMIT_S)
             body, sent_first = body[pause[0] :], pause[0]
         else:
             sent_first = 0
