@@ -142,6 +142,11 @@ class Runtime:
         """Requests admitted and not yet finished."""
         return self._pending
 
+    @property
+    def queued(self) -> int:
+        """Requests in the loaded models' batch queues that no decode has taken up yet."""
+        return sum(r.queue.depth for r in list(self._runners.values()) if r.queue is not None)
+
     @contextlib.asynccontextmanager
     async def use(
         self, record: ModelRecord, options: LoadOptions, keep_alive: float | None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -163,8 +162,7 @@ def test_concurrent_rerank_requests_share_decodes(rerank_stores: RerankStores) -
         assert backend.decoding.wait(10)  # the first request's decode is held
         # Both fit one decode: the context (64) bounds a decode's tokens.
         others = [post(["hello world"]), post(["hello world", "the sky is blue"])]
-        wait_until(lambda: live.pending == 3)
-        time.sleep(0.1)  # room for both to reach the queue
+        wait_until(lambda: live.queued == 2)  # both wait behind the held decode
         backend.release()
         answers = [call().json() for call in (first, *others)]
         (model,) = backend.models

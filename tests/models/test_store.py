@@ -581,14 +581,14 @@ def test_resolve_answers_are_reused_briefly_then_looked_up_again(
     stores: ModelStores, emberd_dir: Path, ollama_dir: Path, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(store_module, "RESOLVE_CACHE_SECONDS", 0.2)
+    monkeypatch.setattr(store_module, "RESOLVE_CACHE_SECONDS", 0.5)
     gguf = write_gguf(tmp_path / "src.gguf")
     ollama_model(ollama_dir, _lib("shared"), gguf)
     assert stores.resolve("shared").source == OLLAMA
     # Another process drops a model of the same name into emberd's store.
     write_gguf(emberd_dir / "shared.gguf")
     assert stores.resolve("shared").source == OLLAMA  # the cached answer, for now
-    time.sleep(0.25)
+    time.sleep(0.55)
     assert stores.resolve("shared").source == EMBERD
 
 

@@ -262,6 +262,12 @@ class LiveServer:
         pending: int = self.app.state.engine.runtime.pending
         return pending
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting in a batch queue for a decode to take them up."""
+        queued: int = self.app.state.engine.runtime.queued
+        return queued
+
 
 def wait_until(check: Callable[[], bool], deadline_s: float = DEADLINE_S) -> float:
     """Poll `check` until true; return the seconds it took, fail at the deadline."""
