@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,8 @@ def test_a_second_ctrl_c_ends_the_run_at_once_and_loses_nothing_done(
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         preexec_fn=_interruptible,
     )
+    watchdog = threading.Timer(6 * DEADLINE_S, process.kill)  # a hung run ends the readline
+    watchdog.start()
     try:
         wait_until(lambda: _chunks_done(partial) >= 1 or process.poll() is not None,
                    deadline_s=6 * DEADLINE_S)
@@ -114,6 +117,7 @@ def test_a_second_ctrl_c_ends_the_run_at_once_and_loses_nothing_done(
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=DEADLINE_S)
     finally:
+        watchdog.cancel()
         if process.poll() is None:
             process.kill()
             process.wait()
