@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import gguf
 import numpy as np
@@ -274,7 +275,26 @@ def _reader(
     return lambda: tensors[source][skip_rows:]
 
 
-def add_bert_hparams(writer: gguf.GGUFWriter, arch: str, hparams: BertHParams) -> None:
+class EncoderHParams(Protocol):
+    """What every BERT-family encoder's hyper-parameters hold (BERT, XLM-R, nomic-bert)."""
+
+    @property
+    def context_length(self) -> int: ...
+    @property
+    def embedding_length(self) -> int: ...
+    @property
+    def block_count(self) -> int: ...
+    @property
+    def feed_forward_length(self) -> int: ...
+    @property
+    def head_count(self) -> int: ...
+    @property
+    def layer_norm_epsilon(self) -> float: ...
+    @property
+    def pooling(self) -> int: ...
+
+
+def add_bert_hparams(writer: gguf.GGUFWriter, arch: str, hparams: EncoderHParams) -> None:
     """The hyper-parameter keys of llama.cpp's BERT-family encoders."""
     writer.add_uint32(f"{arch}.context_length", hparams.context_length)
     writer.add_uint32(f"{arch}.embedding_length", hparams.embedding_length)

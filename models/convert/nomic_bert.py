@@ -16,7 +16,7 @@ from typing import Any
 
 import gguf
 
-from models.bert_gguf import WordPieceVocab, add_wordpiece_vocab
+from models.bert_gguf import WordPieceVocab, add_bert_hparams, add_wordpiece_vocab
 from models.checkpoint import read_wordpiece_vocab, refuse_dense
 from models.convert.base import Conversion, Converter, SourceModel, Summary
 from models.convert.tensors import layer_rename, plan_tensors
@@ -141,16 +141,8 @@ class NomicBertConversion(Conversion):
 
             def metadata(writer: gguf.GGUFWriter) -> None:
                 add_file_type(writer, name, file_type)
-                arch = ARCHITECTURE
-                writer.add_uint32(f"{arch}.context_length", h.context_length)
-                writer.add_uint32(f"{arch}.embedding_length", h.embedding_length)
-                writer.add_uint32(f"{arch}.block_count", h.block_count)
-                writer.add_uint32(f"{arch}.feed_forward_length", h.feed_forward_length)
-                writer.add_uint32(f"{arch}.attention.head_count", h.head_count)
-                writer.add_float32(f"{arch}.attention.layer_norm_epsilon", h.layer_norm_epsilon)
-                writer.add_bool(f"{arch}.attention.causal", False)
-                writer.add_float32(f"{arch}.rope.freq_base", h.rope_freq_base)
-                writer.add_uint32(f"{arch}.pooling_type", h.pooling)
+                add_bert_hparams(writer, ARCHITECTURE, h)
+                writer.add_float32(f"{ARCHITECTURE}.rope.freq_base", h.rope_freq_base)
                 add_wordpiece_vocab(writer, self.vocab, h.type_count)
 
             write_gguf(path, ARCHITECTURE, metadata, planned, progress)
