@@ -74,6 +74,18 @@ _CHARS = (
 )
 
 
+def special_token(token_id: int, content: str) -> dict[str, Any]:
+    """An `added_tokens` entry of tokenizer.json for a special token."""
+    return {
+        "id": token_id,
+        "content": content,
+        "single_word": False,
+        "lstrip": False,
+        "rstrip": False,
+        "normalized": False,
+        "special": True,
+    }
+
 def unigram_tokenizer(
     seed: int, pieces: list[tuple[str, float]] | None = None, charsmap: bytes = b""
 ) -> dict[str, Any]:
@@ -89,19 +101,8 @@ def unigram_tokenizer(
     else:
         vocab += [[text, score] for text, score in pieces]
     vocab.append(["<mask>", 0.0])
-    added = [
-        {
-            "id": i,
-            "content": p,
-            "single_word": False,
-            "lstrip": False,
-            "rstrip": False,
-            "normalized": False,
-            "special": True,
-        }
-        for i, (p, _) in enumerate(vocab)
-        if p in ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
-    ]
+    added = [special_token(i, p) for i, (p, _) in enumerate(vocab)
+             if p in ("<s>", "<pad>", "</s>", "<unk>", "<mask>")]
     precompiled = {
         "type": "Precompiled",
         "precompiled_charsmap": base64.b64encode(charsmap).decode(),
@@ -193,18 +194,7 @@ def wordpiece_tokenizer() -> dict[str, Any]:
         "##cious",
     ]
     vocab = {p: i for i, p in enumerate(dict.fromkeys(pieces))}
-    added = [
-        {
-            "id": vocab[t],
-            "content": t,
-            "single_word": False,
-            "lstrip": False,
-            "rstrip": False,
-            "normalized": False,
-            "special": True,
-        }
-        for t in special
-    ]
+    added = [special_token(vocab[t], t) for t in special]
     return {
         "version": "1.0",
         "truncation": None,
@@ -307,18 +297,7 @@ def byte_bpe_tokenizer(extra_rows: int = 5) -> tuple[dict[str, Any], int]:
                 vocab[text[:k]] = len(vocab)
     n = len(vocab)
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    added = [
-        {
-            "id": n + i,
-            "content": s,
-            "single_word": False,
-            "lstrip": False,
-            "rstrip": False,
-            "normalized": False,
-            "special": True,
-        }
-        for i, s in enumerate(specials)
-    ]
+    added = [special_token(n + i, s) for i, s in enumerate(specials)]
     eot = {"id": "<|endoftext|>", "type_id": 0}
     tokenizer = {
         "version": "1.0",
@@ -433,18 +412,7 @@ def spm_bpe_tokenizer(extra_rows: int = 3) -> tuple[dict[str, Any], int]:
         for k in range(1, len(piece))
         if piece[:k] in vocab and piece[k:] in vocab
     ]
-    added = [
-        {
-            "id": vocab[t],
-            "content": t,
-            "single_word": False,
-            "lstrip": False,
-            "rstrip": False,
-            "normalized": False,
-            "special": True,
-        }
-        for t in specials
-    ]
+    added = [special_token(vocab[t], t) for t in specials]
     bos, eos = {"id": "<bos>", "type_id": 0}, {"id": "<eos>", "type_id": 0}
     tokenizer = {
         "version": "1.0",
