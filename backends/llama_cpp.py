@@ -20,7 +20,7 @@ import llama_cpp as lc
 import numpy as np
 import numpy.typing as npt
 
-from backends.base import (
+from emberd.backends.base import (
     BackendError,
     DecodeStats,
     FloatMatrix,
@@ -29,9 +29,9 @@ from backends.base import (
     ModelLoadError,
     Pooling,
 )
-from backends.cpu_load import CpuLoad
-from models.errors import ModelError
-from models.gguf_meta import read_gguf_info
+from emberd.backends.cpu_load import CpuLoad
+from emberd.models.errors import ModelError
+from emberd.models.gguf_meta import read_gguf_info
 
 log = logging.getLogger("emberd.llama")
 
@@ -157,9 +157,7 @@ class LlamaCppModel:
     threads shared out; a single decode gets every thread.
     """
 
-    def __init__(
-        self, path: Path, options: LoadOptions, cpu_load: CpuLoad | None = None
-    ) -> None:
+    def __init__(self, path: Path, options: LoadOptions, cpu_load: CpuLoad | None = None) -> None:
         _init_llama()
         self.path = path
         self.options = options

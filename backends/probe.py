@@ -16,7 +16,6 @@ moment (memory, a slow disk) is tried again after a restart.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import signal
 import subprocess
@@ -24,7 +23,7 @@ import sys
 import threading
 from pathlib import Path
 
-from backends.base import ModelLoadError
+from emberd.backends.base import ModelLoadError
 
 log = logging.getLogger("emberd.probe")
 
@@ -92,14 +91,15 @@ def run_probe(path: Path) -> str | None:
     except OSError as exc:
         return f"cannot read the model file: {exc.strerror}"
     timeout = _BASE_TIMEOUT_S + _SECONDS_PER_GB * size_gb
-    command = [sys.executable, "-m", "backends.probe_child", str(path)]
-    root = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get(
-        "PYTHONPATH")]))}
+    command = [sys.executable, "-m", "emberd.backends.probe_child", str(path)]
     log.info("trying the first load of %s in a child process", path)
     try:
         done = subprocess.run(
-            command, capture_output=True, text=True, errors="replace", timeout=timeout, env=env,
+            command,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
             stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backends.base import BackendError, LoadOptions
+from emberd.backends.base import BackendError, LoadOptions
 
 _TEXT = "The probe: a short text."
 # Small and cheap: the probe asks whether the file loads and runs, not how fast.
@@ -22,14 +22,19 @@ _CONTEXT = 64
 
 def main(argv: list[str]) -> int:
     """Probe the file named in `argv`; the exit status is the verdict."""
-    from backends.llama_cpp import LlamaCppBackend
+    from emberd.backends.llama_cpp import LlamaCppBackend
 
     if len(argv) != 1:
         print("usage: python -m backends.probe_child FILE")
         return 2
     options = LoadOptions(
-        num_ctx=_CONTEXT, num_batch=_CONTEXT, num_gpu=0, main_gpu=0,
-        use_mmap=True, use_mlock=False, num_thread=1,
+        num_ctx=_CONTEXT,
+        num_batch=_CONTEXT,
+        num_gpu=0,
+        main_gpu=0,
+        use_mmap=True,
+        use_mlock=False,
+        num_thread=1,
     )
     try:
         model = LlamaCppBackend().load(Path(argv[0]), options)

@@ -3,11 +3,11 @@
 This package never imports the server; the server consults it.
 """
 
-from models.errors import InvalidModelFile, InvalidModelName, ModelError, ModelNotFound
-from models.gguf_meta import GGUFInfo, read_gguf_info
-from models.names import DEFAULT_HOST, DEFAULT_NAMESPACE, DEFAULT_TAG, ModelName
-from models.ollama_layout import ConfigDetails, Layer
-from models.store import ModelRecord, ModelStores
+from emberd.models.errors import InvalidModelFile, InvalidModelName, ModelError, ModelNotFound
+from emberd.models.gguf_meta import GGUFInfo, read_gguf_info
+from emberd.models.names import DEFAULT_HOST, DEFAULT_NAMESPACE, DEFAULT_TAG, ModelName
+from emberd.models.ollama_layout import ConfigDetails, Layer
+from emberd.models.store import ModelRecord, ModelStores
 
 __all__ = [
     "DEFAULT_HOST",

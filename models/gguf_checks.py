@@ -9,8 +9,8 @@ file's first load in a child process (backends/probe.py) catches the rest.
 
 from __future__ import annotations
 
-from models.errors import InvalidModelFile
-from models.gguf_meta import GGUFInfo
+from emberd.models.errors import InvalidModelFile
+from emberd.models.gguf_meta import GGUFInfo
 
 # llama.cpp's per-layer hyper-parameters live in arrays of this size.
 MAX_LAYERS = 512
@@ -33,10 +33,16 @@ def check_loadable(info: GGUFInfo) -> None:
             _fail(f"{arch}.{key} is {value}")
     heads = info.model_info.get(f"{arch}.attention.head_count")
     explicit_head_size = f"{arch}.attention.key_length" in info.model_info
-    if isinstance(heads, int) and heads > 0 and not explicit_head_size \
-            and info.embedding_length % heads:
-        _fail(f"{arch}.embedding_length {info.embedding_length} is not a multiple of "
-              f"{arch}.attention.head_count {heads}")
+    if (
+        isinstance(heads, int)
+        and heads > 0
+        and not explicit_head_size
+        and info.embedding_length % heads
+    ):
+        _fail(
+            f"{arch}.embedding_length {info.embedding_length} is not a multiple of "
+            f"{arch}.attention.head_count {heads}"
+        )
     for key in sorted(info.non_finite):
         _fail(f"{key} is not a finite number")
     for key, value in info.model_info.items():

@@ -21,7 +21,7 @@ from typing import TypeGuard
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 
-from models.errors import InvalidModelFile
+from emberd.models.errors import InvalidModelFile
 
 GGUF_MAGIC = b"GGUF"
 # `<arch>.pooling_type` of a reranker (llama.cpp's LLAMA_POOLING_TYPE_RANK).

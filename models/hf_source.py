@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 from safetensors import safe_open
 
-from models.errors import CheckpointError
+from emberd.models.errors import CheckpointError
 
 # sentence-transformers pooling flags -> GGUF pooling type (llama.cpp numbering).
 _POOLING_MODES: Mapping[str, tuple[str, int | None]] = {
@@ -69,7 +69,7 @@ class Modules:
 
 def read_modules(source: Path) -> Modules:
     """The module pipeline of modules.json; a plain encoder (no modules.json) is mean-pooled."""
-    modules = read_json(source / "modules.json", kind=list)
+    modules = read_json_file(source / "modules.json", kind=list)
     if modules is None:
         return Modules("", "mean", 1, normalize=False)
     transformer, pooling, pooling_type, normalize = "", "mean", 1, False
@@ -99,7 +99,7 @@ def read_modules(source: Path) -> Modules:
 
 def _read_pooling(path: Path) -> tuple[str, int]:
     """(name, GGUF pooling type) of a Pooling module's config; mean when it has none."""
-    config = read_json(path)
+    config = read_json_file(path)
     if config is None:
         return "mean", 1
     chosen = [mode for key, mode in _POOLING_MODES.items() if config.get(key) is True]
@@ -117,7 +117,7 @@ def _read_pooling(path: Path) -> tuple[str, int]:
 def read_dense(directory: Path) -> DenseModule:
     """The Dense module in `directory` (its config.json; the weights stay on disk)."""
     where = directory / "config.json"
-    config = read_json(where, required=True)
+    config = read_json_file(where, required=True)
     activation = config.get("activation_function") or "torch.nn.modules.linear.Identity"
     return DenseModule(
         path=directory,
@@ -130,7 +130,7 @@ def read_dense(directory: Path) -> DenseModule:
 
 def read_max_seq_length(source: Path, model_dir: Path) -> int | None:
     """sentence-transformers' truncation length, when the checkpoint sets one."""
-    st_config = read_json(model_dir / "sentence_bert_config.json") or read_json(
+    st_config = read_json_file(model_dir / "sentence_bert_config.json") or read_json_file(
         source / "sentence_bert_config.json"
     )
     value = st_config.get("max_seq_length") if st_config else None
@@ -142,7 +142,7 @@ def weight_files(model_dir: Path) -> tuple[Path, ...]:
     single = model_dir / "model.safetensors"
     if single.is_file():
         return (single,)
-    index = read_json(model_dir / "model.safetensors.index.json")
+    index = read_json_file(model_dir / "model.safetensors.index.json")
     if index is not None:
         weight_map = index.get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
@@ -242,7 +242,7 @@ def _safetensors_header(path: Path) -> tuple[int, dict[str, Any]]:
 # -- JSON files
 
 
-def read_json(path: Path, *, required: bool = False, kind: type = dict) -> Any:
+def read_json_file(path: Path, *, required: bool = False, kind: type = dict) -> Any:
     """The JSON object (or `kind`) in `path`; None when absent and not required."""
     try:
         text = path.read_text(encoding="utf-8")

@@ -20,13 +20,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.convert import Conversion, read_conversion
-from models.errors import CheckpointError, ModelError
-from models.gguf_meta import read_gguf_info
-from models.gguf_out import FileType, Progress
-from models.names import ModelName
-from models.ollama_layout import CONFIG_MEDIA_TYPE, MODEL_MEDIA_TYPE, Layer, file_digest
-from models.store import ModelRecord, ModelStores
+from emberd.models.convert import Conversion, read_conversion
+from emberd.models.errors import CheckpointError, ModelError
+from emberd.models.gguf_meta import read_gguf_info
+from emberd.models.gguf_out import FileType, Progress
+from emberd.models.names import ModelName
+from emberd.models.ollama_layout import CONFIG_MEDIA_TYPE, MODEL_MEDIA_TYPE, Layer, file_digest
+from emberd.models.store import ModelRecord, ModelStores
 
 FILE_TYPES: Mapping[str, FileType] = {
     "f32": FileType.F32,

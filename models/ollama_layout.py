@@ -26,8 +26,8 @@ from pathlib import Path
 
 import orjson
 
-from models.errors import InvalidModelFile
-from models.names import ModelName, is_valid_host, is_valid_part
+from emberd.models.errors import InvalidModelFile
+from emberd.models.names import ModelName, is_valid_host, is_valid_part
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 
 `pull_model` is the procedure: the manifest and the blobs come through
 `models.registry.RegistryClient`; `PullProgress` reports each step as a line
-of Ollama's /api/pull stream; `pull_cli` is `emberd pull`, printing through
-`models.terminal`.
+of Ollama's /api/pull stream (`emberd pull` prints them through
+`models.terminal`).
 
 Each blob is downloaded into `blobs/sha256-<hex>-partial`, resumed after an
 interruption, checked against its sha256 and only then renamed to its real
@@ -18,20 +18,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import BinaryIO
 
-from models.cancel import CancelSwitch
-from models.errors import ModelError
-from models.gguf_meta import read_gguf_info
-from models.names import ModelName
-from models.ollama_layout import MODEL_MEDIA_TYPE, Layer
-from models.registry import RegistryClient, RegistryError, registry_base_url
-from models.store import ModelRecord, ModelStores
-from models.terminal import StepPrinter
+from emberd.models.cancel import CancelSwitch
+from emberd.models.gguf_meta import read_gguf_info
+from emberd.models.names import ModelName
+from emberd.models.ollama_layout import MODEL_MEDIA_TYPE, Layer
+from emberd.models.registry import RegistryClient, RegistryError, registry_base_url
+from emberd.models.store import ModelRecord, ModelStores
 
 try:
     import fcntl
@@ -214,39 +211,3 @@ def _same_file(fh: BinaryIO, path: Path) -> bool:
         return os.path.samestat(os.fstat(fh.fileno()), os.stat(path))
     except OSError:
         return False
-
-
-# -- the command line
-
-
-def _printer(out: TextIO) -> Callable[[PullProgress], None]:
-    """Pull progress for a terminal: one line per step and per layer (see StepPrinter)."""
-    printer = StepPrinter(out)
-
-    def show(event: PullProgress) -> None:
-        if event.digest:
-            printer.transfer(event.status, event.completed, event.total)
-        else:
-            printer.step(event.status)
-
-    return show
-
-
-def pull_cli(
-    name: str,
-    stores: ModelStores,
-    registry_url: str,
-    *,
-    insecure: bool = False,
-    out: TextIO | None = None,
-    err: TextIO | None = None,
-) -> int:
-    """`emberd pull NAME`: pull with progress on `out`; 0 on success, 1 with `Error: ...`."""
-    out = out or sys.stdout
-    err = err or sys.stderr
-    try:
-        pull_model(name, stores, registry_url, _printer(out), insecure=insecure)
-    except (ModelError, OSError) as exc:
-        print(f"Error: {exc}", file=err, flush=True)
-        return 1
-    return 0

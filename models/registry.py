@@ -32,10 +32,15 @@ from typing import BinaryIO, TypeVar
 
 import orjson
 
-from models.cancel import CancelSwitch, shut_down
-from models.errors import InvalidModelFile, ModelError
-from models.names import DEFAULT_HOST, ModelName
-from models.ollama_layout import MANIFEST_MEDIA_TYPE, MODEL_MEDIA_TYPE, Layer, normalize_digest
+from emberd.models.cancel import CancelSwitch, shut_down
+from emberd.models.errors import InvalidModelFile, ModelError
+from emberd.models.names import DEFAULT_HOST, ModelName
+from emberd.models.ollama_layout import (
+    MANIFEST_MEDIA_TYPE,
+    MODEL_MEDIA_TYPE,
+    Layer,
+    normalize_digest,
+)
 
 log = logging.getLogger(__name__)
 

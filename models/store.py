@@ -19,10 +19,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from models.errors import InvalidModelFile, ModelNotFound
-from models.gguf_meta import GGUFInfo, read_gguf_info
-from models.names import DEFAULT_HOST, DEFAULT_NAMESPACE, DEFAULT_TAG, ModelName, is_valid_part
-from models.ollama_layout import (
+from emberd.models.errors import InvalidModelFile, ModelNotFound
+from emberd.models.gguf_meta import GGUFInfo, read_gguf_info
+from emberd.models.names import (
+    DEFAULT_HOST,
+    DEFAULT_NAMESPACE,
+    DEFAULT_TAG,
+    ModelName,
+    is_valid_part,
+)
+from emberd.models.ollama_layout import (
     MODEL_MEDIA_TYPE,
     ConfigDetails,
     Layer,

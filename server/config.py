@@ -3,7 +3,7 @@
 Each setting is one field of `Settings`, declared with `setting(...)`: its
 default, its environment variable, its flag on `emberd serve`, how its text
 is read, and its help. `Settings.from_env` reads the variables through that
-table, `emberd serve` builds its flags from it (`server.cli`), and a test
+table, `emberd serve` builds its flags from it (`server/cli`), and a test
 holds the README's "Environment variables" table to it. A flag overrides its
 variable. Ollama's variables (`OLLAMA_HOST`, `OLLAMA_MODELS`,
 `OLLAMA_KEEP_ALIVE`, ...) keep Ollama's meaning so an existing set-up carries
@@ -38,7 +38,7 @@ from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from server.address import (
+from emberd.server.address import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     OllamaAddress,
@@ -48,7 +48,7 @@ from server.address import (
     normalise_ip,
     parse_ollama_address,
 )
-from server.durations import DurationError, parse_keep_alive
+from emberd.server.core.durations import DurationError, parse_keep_alive
 
 __all__ = [
     "LOG_LEVELS",
@@ -199,8 +199,16 @@ def read_port(name: str, value: object, env: Mapping[str, str]) -> int:
 
 
 _SIZE = re.compile(r"([0-9]+)\s*([kmg]i?b?|b)?", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9,
-               "ki": 2**10, "mi": 2**20, "gi": 2**30}
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "m": 10**6,
+    "g": 10**9,
+    "ki": 2**10,
+    "mi": 2**20,
+    "gi": 2**30,
+}
 
 
 def read_size(name: str, value: object, env: Mapping[str, str]) -> int:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.convert.base import Conversion, Converter, SourceModel, Summary
-from models.convert.bert import BertConverter
-from models.convert.gemma3 import Gemma3Converter
-from models.convert.nomic_bert import NomicBertConverter
-from models.convert.qwen3 import Qwen3Converter
-from models.convert.xlm_roberta import XLMRobertaConverter
-from models.errors import CheckpointError
-from models.hf_source import read_json, read_modules
+from emberd.models.convert.base import Conversion, Converter, SourceModel, Summary
+from emberd.models.convert.bert import BertConverter
+from emberd.models.convert.gemma3 import Gemma3Converter
+from emberd.models.convert.nomic_bert import NomicBertConverter
+from emberd.models.convert.qwen3 import Qwen3Converter
+from emberd.models.convert.xlm_roberta import XLMRobertaConverter
+from emberd.models.errors import CheckpointError
+from emberd.models.hf_source import read_json_file, read_modules
 
 __all__ = ["CONVERTERS", "Conversion", "Converter", "SourceModel", "Summary", "read_conversion"]
 
@@ -37,7 +37,7 @@ def read_source(source: Path) -> SourceModel:
         raise CheckpointError(f"{source}: not a directory")
     modules = read_modules(source)
     model_dir = source / modules.transformer_path
-    config = read_json(model_dir / "config.json", required=True)
+    config = read_json_file(model_dir / "config.json", required=True)
     return SourceModel(source=source, model_dir=model_dir, config=config, modules=modules)
 
 

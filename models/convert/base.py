@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.gguf_out import FileType, Progress
-from models.hf_source import Modules
+from emberd.models.gguf_out import FileType, Progress
+from emberd.models.hf_source import Modules
 
 
 @dataclass(frozen=True)

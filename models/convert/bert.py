@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.bert_gguf import write_bert_gguf
-from models.checkpoint import Checkpoint, open_weights, read_checkpoint
-from models.convert.base import Conversion, Converter, SourceModel, Summary
-from models.errors import CheckpointError
-from models.gguf_out import FileType, Progress
+from emberd.models.bert_gguf import write_bert_gguf
+from emberd.models.checkpoint import Checkpoint, open_weights, read_checkpoint
+from emberd.models.convert.base import Conversion, Converter, SourceModel, Summary
+from emberd.models.errors import CheckpointError
+from emberd.models.gguf_out import FileType, Progress
 
 
 class BertConversion(Conversion):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from models.convert.vocab import (
+from emberd.models.convert.vocab import (
     GGUFVocab,
     TokenizerFiles,
     TokenType,
@@ -24,7 +24,7 @@ from models.convert.vocab import (
     post_processor_affixes,
     special_ids,
 )
-from models.errors import CheckpointError
+from emberd.models.errors import CheckpointError
 
 # tokenizer.json Split regexes -> llama.cpp's pre-tokenizer name for the same split.
 PRE_TOKENIZERS: Mapping[str, str] = {

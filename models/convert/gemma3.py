@@ -23,14 +23,21 @@ import gguf
 import numpy as np
 import numpy.typing as npt
 
-from models.convert.base import Conversion, Converter, SourceModel, Summary
-from models.convert.decoder import DecoderHParams
-from models.convert.spm_bpe import read_spm_bpe_vocab
-from models.convert.tensors import layer_rename, plan_tensors
-from models.convert.vocab import GGUFVocab, add_vocab, read_tokenizer_files
-from models.errors import CheckpointError
-from models.gguf_out import FileType, Progress, TensorOut, add_file_type, storage_type, write_gguf
-from models.hf_source import (
+from emberd.models.convert.base import Conversion, Converter, SourceModel, Summary
+from emberd.models.convert.decoder import DecoderHParams
+from emberd.models.convert.spm_bpe import read_spm_bpe_vocab
+from emberd.models.convert.tensors import layer_rename, plan_tensors
+from emberd.models.convert.vocab import GGUFVocab, add_vocab, read_tokenizer_files
+from emberd.models.errors import CheckpointError
+from emberd.models.gguf_out import (
+    FileType,
+    Progress,
+    TensorOut,
+    add_file_type,
+    storage_type,
+    write_gguf,
+)
+from emberd.models.hf_source import (
     DenseModule,
     config_float,
     config_int,

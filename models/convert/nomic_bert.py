@@ -16,13 +16,13 @@ from typing import Any
 
 import gguf
 
-from models.bert_gguf import WordPieceVocab, add_bert_hparams, add_wordpiece_vocab
-from models.checkpoint import read_wordpiece_vocab, refuse_dense
-from models.convert.base import Conversion, Converter, SourceModel, Summary
-from models.convert.tensors import layer_rename, plan_tensors
-from models.errors import CheckpointError
-from models.gguf_out import FileType, Progress, add_file_type, write_gguf
-from models.hf_source import (
+from emberd.models.bert_gguf import WordPieceVocab, add_bert_hparams, add_wordpiece_vocab
+from emberd.models.checkpoint import read_wordpiece_vocab, refuse_dense
+from emberd.models.convert.base import Conversion, Converter, SourceModel, Summary
+from emberd.models.convert.tensors import layer_rename, plan_tensors
+from emberd.models.errors import CheckpointError
+from emberd.models.gguf_out import FileType, Progress, add_file_type, write_gguf
+from emberd.models.hf_source import (
     config_float,
     config_int,
     open_weights,

@@ -17,15 +17,15 @@ from typing import Any
 
 import gguf
 
-from models.checkpoint import refuse_dense
-from models.convert.base import Conversion, Converter, SourceModel, Summary
-from models.convert.byte_bpe import read_byte_bpe_vocab
-from models.convert.decoder import DecoderHParams
-from models.convert.tensors import layer_rename, plan_tensors
-from models.convert.vocab import GGUFVocab, add_vocab, read_tokenizer_files
-from models.errors import CheckpointError
-from models.gguf_out import FileType, Progress, add_file_type, write_gguf
-from models.hf_source import (
+from emberd.models.checkpoint import refuse_dense
+from emberd.models.convert.base import Conversion, Converter, SourceModel, Summary
+from emberd.models.convert.byte_bpe import read_byte_bpe_vocab
+from emberd.models.convert.decoder import DecoderHParams
+from emberd.models.convert.tensors import layer_rename, plan_tensors
+from emberd.models.convert.vocab import GGUFVocab, add_vocab, read_tokenizer_files
+from emberd.models.errors import CheckpointError
+from emberd.models.gguf_out import FileType, Progress, add_file_type, write_gguf
+from emberd.models.hf_source import (
     config_float,
     config_int,
     open_weights,

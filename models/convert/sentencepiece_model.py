@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.errors import CheckpointError
+from emberd.models.errors import CheckpointError
 
 UNIGRAM = 1
 

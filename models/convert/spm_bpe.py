@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from models.convert.vocab import (
+from emberd.models.convert.vocab import (
     GGUFVocab,
     TokenizerFiles,
     TokenType,
@@ -25,7 +25,7 @@ from models.convert.vocab import (
     post_processor_affixes,
     special_ids,
 )
-from models.errors import CheckpointError
+from emberd.models.errors import CheckpointError
 
 _SPACE = "\u2581"
 _BYTE = re.compile(r"<0x[0-9A-F]{2}>")
@@ -40,9 +40,7 @@ def read_spm_bpe_vocab(files: TokenizerFiles, vocab_size: int) -> GGUFVocab:
         raise CheckpointError(f"{where}: a SentencePiece BPE vocabulary needs byte_fallback")
     vocab = bpe_tokens(model, files)
     tokens = vocab.tokens
-    token_types = [
-        vocab.added_types.get(i, _type(vocab.by_id.get(i))) for i in range(len(tokens))
-    ]
+    token_types = [vocab.added_types.get(i, _type(vocab.by_id.get(i))) for i in range(len(tokens))]
     ids = {text: i for i, text in reversed(list(enumerate(tokens)))}
     unk = model.get("unk_token")
     if isinstance(unk, str) and unk in ids:

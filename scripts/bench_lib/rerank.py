@@ -73,7 +73,7 @@ def start_emberd(model: Path, cache: Path, threads: int) -> procs.Server:
     env = procs.base_env()
     env.update(EMBERD_MODELS=str(store), OLLAMA_MODELS=str(empty), EMBERD_NUM_THREAD=str(threads))
     port = procs.free_port()
-    argv = [sys.executable, "-m", "server.cli", "serve", "--port", str(port)]
+    argv = [sys.executable, "-m", "emberd.server.cli", "serve", "--port", str(port)]
     server = procs.spawn("emberd", argv, port, cache / "logs" / "emberd-rerank.log", env, REPO)
     procs.wait_ready(server, "/")
     return server

@@ -131,7 +131,7 @@ def start_emberd(opts: Options, port: int) -> procs.Server:
     env["OLLAMA_MODELS"] = str(ollama_dir)
     env["EMBERD_NUM_THREAD"] = str(opts.threads)
     script = Path(sys.executable).with_name("emberd")
-    command = [str(script)] if script.is_file() else [sys.executable, "-m", "server.cli"]
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "emberd.server.cli"]
     log = opts.cache / "logs" / f"emberd-{port}.log"
     server = procs.spawn(
         EMBERD, [*command, "serve", "--port", str(port)], port, log, env, opts.repo
@@ -285,16 +285,23 @@ def run_busy(
     opts: Options, binary: Path | None, hog_count: int, sizes: busy.BusySizes, say: Say
 ) -> list[busy.BusyRow]:
     """emberd, then llama-server at the same threads and at one, each under `hog_count` hogs."""
-    servers = [busy.BusyServer(EMBERD, opts.threads, OLLAMA,
-                               lambda: start_emberd(opts, procs.free_port()))]
+    servers = [
+        busy.BusyServer(EMBERD, opts.threads, OLLAMA, lambda: start_emberd(opts, procs.free_port()))
+    ]
     if binary is not None:
         label = f"{LLAMA_SERVER} {llama_server.DEFAULT_CONFIG.label}"
         for threads in dict.fromkeys((opts.threads, 1)):
             chosen = replace(opts, threads=threads)
-            servers.append(busy.BusyServer(
-                label, threads, OPENAI,
-                functools.partial(start_llama_server, chosen, binary, llama_server.DEFAULT_CONFIG),
-            ))
+            servers.append(
+                busy.BusyServer(
+                    label,
+                    threads,
+                    OPENAI,
+                    functools.partial(
+                        start_llama_server, chosen, binary, llama_server.DEFAULT_CONFIG
+                    ),
+                )
+            )
     return busy.run(servers, opts.model.name, sizes, hog_count, say)
 
 

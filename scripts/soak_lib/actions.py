@@ -100,8 +100,12 @@ def bad_request(client: httpx.Client, target: Target, rng: random.Random) -> int
             headers = {"Origin": "http://evil.example", "Content-Type": "text/plain"}
             return client.post("/api/embed", content=body, headers=headers).status_code
         if choice == len(_BAD_BODIES) + 2:  # declares a body far over the limit
-            return _raw(target, b"POST /api/embed HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                        b"Content-Length: 100000000000\r\n\r\n", leave_after=None)
+            return _raw(
+                target,
+                b"POST /api/embed HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Length: 100000000000\r\n\r\n",
+                leave_after=None,
+            )
     except httpx.TimeoutException:
         return TIMEOUT
     except httpx.TransportError:
@@ -116,14 +120,18 @@ def leave_mid_request(client: httpx.Client, target: Target, rng: random.Random) 
     """A big request whose client gives up after 50 ms."""
     texts = [sentence(rng, 100) for _ in range(500)]
     body = json.dumps({"model": target.model, "input": texts}).encode()
-    head = (f"POST /api/embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"POST /api/embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
     return _raw(target, head + body, leave_after=0.05)
 
 
 def leave_mid_body(client: httpx.Client, target: Target, rng: random.Random) -> int:
-    head = (b"POST /api/embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 100000\r\n\r\n")
+    head = (
+        b"POST /api/embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100000\r\n\r\n"
+    )
     return _raw(target, head + b'{"model": "' + target.model.encode() + b'", "input": "', 0.01)
 
 

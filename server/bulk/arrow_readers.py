@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from server.bulk.records import BadRow, Chunk, ChunkBuilder, Position, ReadError
+from emberd.server.bulk.records import BadRow, Chunk, ChunkBuilder, Position, ReadError
 
 
 def _arrow_chunks(

@@ -20,13 +20,13 @@ from typing import TextIO
 import numpy as np
 import pyarrow as pa
 
-from server.bulk import DEFAULT_BATCH, ON_ERROR, writer
-from server.bulk.checkpoint import State, WorkDir
-from server.bulk.embedders import ChunkEmbedder, Embedded, LocalEmbedder, ServerEmbedder
-from server.bulk.interrupt import StopRequest
-from server.bulk.progress import ProgressBar
-from server.bulk.readers import BadRow, Chunk, ReadError, detect_format, open_reader
-from server.config import Settings
+from emberd.server.bulk import DEFAULT_BATCH, ON_ERROR, writer
+from emberd.server.bulk.embedders import ChunkEmbedder, Embedded, LocalEmbedder, ServerEmbedder
+from emberd.server.bulk.interrupt import StopRequest
+from emberd.server.bulk.progress import ProgressBar
+from emberd.server.bulk.readers import BadRow, Chunk, ReadError, detect_format, open_reader
+from emberd.server.bulk.resume import State, WorkDir
+from emberd.server.config import Settings
 
 
 class UsageError(Exception):
@@ -108,9 +108,12 @@ def _fingerprint(request: EmbedFileRequest, reader_format: str, identity: str) -
     fields = asdict(request)
     fields.pop("ray_actors")  # more or fewer actors give the same vectors
     fields.update(
-        input=str(request.input.resolve()), out=str(request.out.resolve()),
-        input_size=st.st_size, input_mtime_ns=st.st_mtime_ns,
-        input_format=reader_format, model_identity=identity,
+        input=str(request.input.resolve()),
+        out=str(request.out.resolve()),
+        input_size=st.st_size,
+        input_mtime_ns=st.st_mtime_ns,
+        input_format=reader_format,
+        model_identity=identity,
     )
     return fields
 
@@ -144,7 +147,8 @@ class _Run:
             table = writer.chunk_table(self.key, self.key_type, keys, result.vectors, result.tokens)
             writer.write_atomically(table, work.chunk_path(state.chunks))
         state = State(
-            chunks=state.chunks + 1, position=chunk.end,
+            chunks=state.chunks + 1,
+            position=chunk.end,
             embedded=state.embedded + len(chunk.rows),
             skipped=state.skipped + len(chunk.bad),
         )
@@ -153,8 +157,11 @@ class _Run:
 
     def empty_schema(self) -> pa.Schema:
         return pa.schema(
-            [(self.key, self.key_type), (writer.EMBEDDING, pa.list_(pa.float32(), 0)),
-             (writer.TOKENS, pa.int32())]
+            [
+                (self.key, self.key_type),
+                (writer.EMBEDDING, pa.list_(pa.float32(), 0)),
+                (writer.TOKENS, pa.int32()),
+            ]
         )
 
 
@@ -216,7 +223,7 @@ def _embedding(
 ) -> tuple[Mapper, str, Callable[[], None]]:
     """What embeds the chunks: (mapper, identity for the fingerprint, close)."""
     if request.ray:
-        from server.bulk.ray_embedder import RayPool
+        from emberd.server.bulk.ray_embedder import RayPool
 
         kwargs = {
             "model": request.model,

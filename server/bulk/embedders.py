@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -18,15 +18,13 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import orjson
 
-from backends.base import Backend, FloatMatrix
-from models.names import ModelName
-from models.store import EMBERD, ModelRecord, ModelStores
-from server.client import ClientError, EmberdClient
-from server.config import Settings
-from server.engine import EmbedJob, Engine
-from server.options import ServerDefaults
-from server.runtime import Runtime, RuntimeLimits
-from server.vetting import file_vetter
+from emberd.backends.base import Backend, FloatMatrix
+from emberd.models.names import ModelName
+from emberd.models.store import EMBERD, ModelRecord, ModelStores
+from emberd.server.assembly import build_engine, runtime_limits
+from emberd.server.config import Settings
+from emberd.server.core.engine import EmbedJob
+from emberd.server.http.client import ClientError, EmberdClient
 
 _T = TypeVar("_T")
 FOREVER = -1.0  # keep_alive: the model stays loaded for the whole run
@@ -101,23 +99,13 @@ class LocalEmbedder:
         normalize: bool = True,
         backend: Backend | None = None,
     ) -> None:
-        gpu_devices = 0
-        if backend is None:
-            from backends.llama_cpp import LlamaCppBackend, gpu_device_limit
-
-            backend, gpu_devices = LlamaCppBackend(), gpu_device_limit()
-        if is_gguf_path(model):
-            stores: ModelStores = _OneFile(Path(model))
-        else:
-            stores = ModelStores(settings.models_dir, settings.ollama_models_dir)
+        stores = _OneFile(Path(model)) if is_gguf_path(model) else None
         self._loop = asyncio.new_event_loop()
-        self._runtime = Runtime(
-            backend,
-            RuntimeLimits(max_loaded=1, default_keep_alive=FOREVER),
-            vet=file_vetter(settings.models_dir),
+        limits = replace(runtime_limits(settings), max_loaded=1, default_keep_alive=FOREVER)
+        self._engine = build_engine(
+            settings, backend=backend, stores=stores, limits=limits, probe=True
         )
-        defaults = ServerDefaults(settings.context_length, settings.num_thread, gpu_devices)
-        self._engine = Engine(stores, self._runtime, defaults)
+        self._runtime = self._engine.runtime
         self._model = model
         self._dimensions = dimensions
         self._normalize = normalize
@@ -130,8 +118,11 @@ class LocalEmbedder:
 
     def _job(self, texts: Sequence[str]) -> EmbedJob:
         return EmbedJob(
-            model=self._model, texts=texts, dimensions=self._dimensions,
-            normalize=self._normalize, keep_alive=FOREVER,
+            model=self._model,
+            texts=texts,
+            dimensions=self._dimensions,
+            normalize=self._normalize,
+            keep_alive=FOREVER,
         )
 
     def _run(self, work: Coroutine[Any, Any, _T]) -> _T:

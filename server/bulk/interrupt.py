@@ -22,8 +22,7 @@ _STDERR = 2  # the descriptor, whatever sys.stderr is now
 
 def resume_hint(out: Path) -> str:
     """What an interrupted run tells its user."""
-    return (f"interrupted: run the same command again to continue ({out}.partial keeps "
-            "what is done)")
+    return f"interrupted: run the same command again to continue ({out}.partial keeps what is done)"
 
 
 class StopRequest:
@@ -60,5 +59,4 @@ class StopRequest:
             os.write(_STDERR, f"\n{resume_hint(self._out)}\n".encode())
             os._exit(EXIT_INTERRUPTED)
         self.requested = True
-        os.write(_STDERR,
-                 b"\nstopping after the chunk in hand (Ctrl-C again stops at once)\n")
+        os.write(_STDERR, b"\nstopping after the chunk in hand (Ctrl-C again stops at once)\n")

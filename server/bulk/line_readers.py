@@ -12,7 +12,15 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 
-from server.bulk.records import BadRow, Chunk, ChunkBuilder, IdValue, Position, id_problem, missing
+from emberd.server.bulk.records import (
+    BadRow,
+    Chunk,
+    ChunkBuilder,
+    IdValue,
+    Position,
+    id_problem,
+    missing,
+)
 
 
 class _LineReader:

@@ -24,14 +24,13 @@ import collections
 import importlib.util
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from server.bulk.embedders import Embedded, LocalEmbedder
-from server.bulk.readers import Chunk
-from server.config import Settings
+from emberd.server.bulk.embedders import Embedded, LocalEmbedder
+from emberd.server.bulk.readers import Chunk
+from emberd.server.config import Settings
 
 EXTRA_HINT = "--ray needs Ray: pip install 'emberd[ray]'"
 
@@ -56,13 +55,13 @@ class Embedder:
         normalize: bool = True,
     ) -> None:
         settings = Settings.from_env(
-            models_dir=models_dir, ollama_models_dir=ollama_models_dir,
-            num_thread=num_thread, context_length=context_length,
+            models_dir=models_dir,
+            ollama_models_dir=ollama_models_dir,
+            num_thread=num_thread,
+            context_length=context_length,
         )
         self._field = text_field
-        self._embedder = LocalEmbedder(
-            model, settings, dimensions=dimensions, normalize=normalize
-        )
+        self._embedder = LocalEmbedder(model, settings, dimensions=dimensions, normalize=normalize)
 
     def identity(self) -> str:
         """The model's name and digest."""
@@ -137,8 +136,9 @@ class RayPool:
         pending: collections.deque[tuple[Chunk, bool]] = collections.deque()
         for chunk in chunks:
             if chunk.texts:
-                self._pool.submit(lambda actor, texts: actor.embed_texts.remote(texts),
-                                  list(chunk.texts))
+                self._pool.submit(
+                    lambda actor, texts: actor.embed_texts.remote(texts), list(chunk.texts)
+                )
             pending.append((chunk, bool(chunk.texts)))
             while len(pending) > self._in_flight:
                 yield self._next(pending)
@@ -164,11 +164,13 @@ class RayPool:
 
 
 def _local_options(address: str | None) -> dict[str, Any]:
-    """A local instance's workers import this checkout's emberd, as the driver does."""
-    if address:
-        return {}
-    root = str(Path(__file__).resolve().parents[2])
-    return {"include_dashboard": False, "runtime_env": {"env_vars": {"PYTHONPATH": root}}}
+    """A local instance starts without its dashboard.
+
+    Its workers run this Python, so they import the same installed `emberd`
+    as the driver; no search path is needed (and the driver's working folder,
+    which Ray puts first on a worker's path, cannot shadow `emberd`).
+    """
+    return {} if address else {"include_dashboard": False}
 
 
 def _reason(exc: BaseException) -> str:

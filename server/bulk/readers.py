@@ -10,14 +10,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from server.bulk import FORMATS
-from server.bulk.arrow_readers import CsvReader, ParquetReader
-from server.bulk.line_readers import JsonlReader, TextReader
-from server.bulk.records import BadRow, Chunk, IdValue, Position, Reader, ReadError
+from emberd.server.bulk import FORMATS
+from emberd.server.bulk.arrow_readers import CsvReader, ParquetReader
+from emberd.server.bulk.line_readers import JsonlReader, TextReader
+from emberd.server.bulk.records import BadRow, Chunk, IdValue, Position, Reader, ReadError
 
 _EXTENSIONS = {
-    ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet",
-    ".pq": "parquet", ".txt": "text", ".text": "text",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".txt": "text",
+    ".text": "text",
 }
 
 

@@ -97,8 +97,11 @@ class ChunkBuilder:
 
     def take(self, end: Position) -> Chunk:
         chunk = Chunk(
-            tuple(self.rows), tuple(self.texts), tuple(self.ids) if self.with_ids else None,
-            tuple(self.bad), end,
+            tuple(self.rows),
+            tuple(self.texts),
+            tuple(self.ids) if self.with_ids else None,
+            tuple(self.bad),
+            end,
         )
         self.rows, self.texts, self.ids, self.bad, self.records = [], [], [], [], 0
         return chunk

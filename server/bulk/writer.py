@@ -16,9 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from backends.base import FloatMatrix
-from server.bulk import OUTPUT_FORMATS
-from server.bulk.readers import IdValue
+from emberd.backends.base import FloatMatrix
+from emberd.server.bulk import OUTPUT_FORMATS
+from emberd.server.bulk.readers import IdValue
 
 EMBEDDING = "embedding"
 TOKENS = "tokens"
@@ -86,8 +86,11 @@ def _assemble_npy(chunks: Sequence[Path], target: Path) -> int:
     rows = sum(pq.ParquetFile(path).metadata.num_rows for path in chunks)
     dim = pq.read_schema(chunks[0]).field(EMBEDDING).type.list_size if chunks else 0
     with target.open("wb") as f:
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")),
-                  "fortran_order": False, "shape": (rows, dim)}
+        header = {
+            "descr": np.lib.format.dtype_to_descr(np.dtype("<f4")),
+            "fortran_order": False,
+            "shape": (rows, dim),
+        }
         np.lib.format.write_array_header_1_0(f, header)
         for path in chunks:
             column = pq.read_table(path, columns=[EMBEDDING]).column(EMBEDDING).combine_chunks()

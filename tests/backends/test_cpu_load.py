@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from backends.cpu_load import SAMPLE_INTERVAL_S, STALE_S, CpuLoad
+from emberd.backends.cpu_load import SAMPLE_INTERVAL_S, STALE_S, CpuLoad
 
 
 class Counters:
@@ -76,6 +76,7 @@ def hogs() -> Iterator[None]:
             proc.wait()
 
 
+@pytest.mark.slow
 def test_real_hogs_on_every_core_leave_one_thread(hogs: None) -> None:
     load = CpuLoad()
     time.sleep(0.5)

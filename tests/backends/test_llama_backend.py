@@ -15,12 +15,17 @@ import llama_cpp as lc
 import numpy as np
 import pytest
 
-from backends.base import BackendError, LoadOptions, ModelLoadError, Pooling
-from backends.llama_cpp import MAX_SEQUENCES, LlamaCppBackend, LlamaCppModel, safe_batch_size
+from emberd.backends.base import BackendError, LoadOptions, ModelLoadError, Pooling
+from emberd.backends.llama_cpp import MAX_SEQUENCES, LlamaCppBackend, LlamaCppModel, safe_batch_size
 from tests.support.tiny_model import tiny_token_id, write_tiny_bert
 
 OPTIONS = LoadOptions(
-    num_ctx=4096, num_batch=2048, num_gpu=0, main_gpu=0, use_mmap=True, use_mlock=False,
+    num_ctx=4096,
+    num_batch=2048,
+    num_gpu=0,
+    main_gpu=0,
+    use_mmap=True,
+    use_mlock=False,
     num_thread=1,
 )
 CLS, SEP = tiny_token_id("[CLS]"), tiny_token_id("[SEP]")
@@ -138,8 +143,8 @@ _PROBE = """
 import sys
 from pathlib import Path
 from typing import Any
-from backends.base import BackendError, LoadOptions
-from backends.llama_cpp import LlamaCppBackend
+from emberd.backends.base import BackendError, LoadOptions
+from emberd.backends.llama_cpp import LlamaCppBackend
 
 def load(path, num_ctx):
     return LlamaCppBackend().load(Path(path), LoadOptions(num_ctx, num_ctx, 0, 0, True, False, 1))
@@ -169,7 +174,10 @@ def probe(gguf_dir: Path) -> list[str]:
     ctx300 = write_tiny_bert(gguf_dir / "ctx300.gguf", context_length=300)
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(_PROBE), str(ctx1024), str(ctx300)],
-        capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout.splitlines()
@@ -177,8 +185,12 @@ def probe(gguf_dir: Path) -> list[str]:
 
 def test_contexts_for_awkward_num_ctx_are_created(probe: list[str]) -> None:
     assert probe[:6] == [
-        "300 512 256 1", "384 512 256 1", "640 768 256 1", "1000 1024 256 1",
-        "1024 1024 256 1", "100 100 100 1",
+        "300 512 256 1",
+        "384 512 256 1",
+        "640 768 256 1",
+        "1000 1024 256 1",
+        "1024 1024 256 1",
+        "100 100 100 1",
     ]
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backends.base import LoadOptions, Pooling
-from backends.llama_cpp import LlamaCppBackend, LlamaCppModel
-from server.pairs import build_pairs
+from emberd.backends.base import LoadOptions, Pooling
+from emberd.backends.llama_cpp import LlamaCppBackend, LlamaCppModel
+from emberd.server.core.rerank import build_pairs
 from tests.support.tiny_reranker import (
     BOS,
     EOS,
@@ -23,7 +23,12 @@ from tests.support.tiny_reranker import (
 )
 
 OPTIONS = LoadOptions(
-    num_ctx=4096, num_batch=2048, num_gpu=0, main_gpu=0, use_mmap=True, use_mlock=False,
+    num_ctx=4096,
+    num_batch=2048,
+    num_gpu=0,
+    main_gpu=0,
+    use_mmap=True,
+    use_mlock=False,
     num_thread=1,
 )
 QUERY = "why is the sky blue"

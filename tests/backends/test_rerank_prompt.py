@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backends.base import LoadOptions, Pooling
-from backends.llama_cpp import LlamaCppBackend, LlamaCppModel
-from models.gguf_meta import read_gguf_info
-from models.reranking import rerank_head
-from server.pairs import build_pairs, fill_template
+from emberd.backends.base import LoadOptions, Pooling
+from emberd.backends.llama_cpp import LlamaCppBackend, LlamaCppModel
+from emberd.models.capabilities import rerank_head
+from emberd.models.gguf_meta import read_gguf_info
+from emberd.server.core.rerank import build_pairs, fill_template
 from tests.support.harness import LiveServer, ModelFiles, make_stores, running_server, settings_for
 from tests.support.tiny_qwen3_reranker import (
     TEMPLATE,
@@ -24,7 +24,12 @@ from tests.support.tiny_qwen3_reranker import (
 )
 
 OPTIONS = LoadOptions(
-    num_ctx=1024, num_batch=1024, num_gpu=0, main_gpu=0, use_mmap=True, use_mlock=False,
+    num_ctx=1024,
+    num_batch=1024,
+    num_gpu=0,
+    main_gpu=0,
+    use_mmap=True,
+    use_mlock=False,
     num_thread=1,
 )
 QUERY = "why is the sky blue?"
@@ -94,9 +99,7 @@ def server(
 
 
 def test_rerank_route_with_a_prompt_model(server: LiveServer, weights: Qwen3Weights) -> None:
-    answer = server.post_ok(
-        "/v1/rerank", {"model": NAME, "query": QUERY, "documents": DOCUMENTS}
-    )
+    answer = server.post_ok("/v1/rerank", {"model": NAME, "query": QUERY, "documents": DOCUMENTS})
     expected = reference_scores(weights, QUERY, DOCUMENTS)
     assert [item["index"] for item in answer["results"]] == np.argsort(-expected).tolist()
     for item in answer["results"]:

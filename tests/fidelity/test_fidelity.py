@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from models.bert_gguf import FileType
-from models.importer import import_checkpoint
-from models.store import ModelStores
-from server.config import Settings
+from emberd.models.bert_gguf import FileType
+from emberd.models.importer import import_checkpoint
+from emberd.models.store import ModelStores
+from emberd.server.config import Settings
 from tests.fidelity.texts import DIVERGENT_TEXTS, NUM_CTX, TEXTS
 from tests.support.bundled_model import minilm_checkpoint
 from tests.support.harness import LiveServer, running_server

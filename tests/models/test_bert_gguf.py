@@ -13,7 +13,7 @@ import llama_cpp
 import numpy as np
 import pytest
 
-from models.bert_gguf import (
+from emberd.models.bert_gguf import (
     FileType,
     WordPieceVocab,
     gguf_tensor_name,
@@ -35,8 +35,6 @@ from tests.support.tiny_model import (
 SKY = "why is the sky blue?"
 TEXTS = [SKY, "why is the grass green", "hello world"]
 GGML = gguf.GGMLQuantizationType
-
-
 
 
 def _tensors_kw() -> dict[str, int]:

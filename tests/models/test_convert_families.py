@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from backends.base import LoadOptions
-from backends.llama_cpp import LlamaCppBackend, LlamaCppModel
-from models.gguf_out import FileType
-from models.importer import import_checkpoint
-from models.store import ModelStores
+from emberd.backends.base import LoadOptions
+from emberd.backends.llama_cpp import LlamaCppBackend, LlamaCppModel
+from emberd.models.gguf_out import FileType
+from emberd.models.importer import import_checkpoint
+from emberd.models.store import ModelStores
 from tests.support import reference_forward as ref
 from tests.support.harness import Stores, running_server, settings_for
 from tests.support.hf_families import (
@@ -146,9 +146,7 @@ def test_served_over_http_several_texts_per_request(tmp_path: Path, name: str) -
     case = CASES[name]
     family = case.write(tmp_path / "checkpoint")
     stores = Stores(emberd=tmp_path / "emberd", ollama=tmp_path / "ollama", outside=tmp_path)
-    import_checkpoint(
-        family.directory, "family", ModelStores(stores.emberd, None), FileType.F32
-    )
+    import_checkpoint(family.directory, "family", ModelStores(stores.emberd, None), FileType.F32)
     reference = Tokenizer.from_file(str(family.directory / "tokenizer.json"))
     with running_server(settings_for(stores)) as server:
         served = server.vectors("family", list(EMBED_TEXTS))

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from models.errors import CheckpointError
-from models.importer import import_checkpoint
-from models.store import ModelStores
+from emberd.models.errors import CheckpointError
+from emberd.models.importer import import_checkpoint
+from emberd.models.store import ModelStores
 from tests.support.hf_families import (
     Family,
     write_gemma3,

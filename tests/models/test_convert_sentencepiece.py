@@ -17,10 +17,10 @@ import pytest
 import sentencepiece
 from tokenizers import Tokenizer
 
-from backends.base import LoadOptions
-from backends.llama_cpp import LlamaCppBackend, LlamaCppModel
-from models.importer import import_checkpoint
-from models.store import ModelStores
+from emberd.backends.base import LoadOptions
+from emberd.backends.llama_cpp import LlamaCppBackend, LlamaCppModel
+from emberd.models.importer import import_checkpoint
+from emberd.models.store import ModelStores
 from tests.support.hf_families import TOKENIZER_TEXTS, write_xlm_roberta
 from tests.support.hf_tokenizers import unigram_tokenizer, write_sentencepiece_model
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.errors import InvalidModelFile
-from models.gguf_meta import GGUFInfo, file_type_name, format_parameter_count, read_gguf_info
+from emberd.models.errors import InvalidModelFile
+from emberd.models.gguf_meta import GGUFInfo, file_type_name, format_parameter_count, read_gguf_info
 from tests.support.gguf_files import DEFAULT_TENSORS, write_gguf
 
 # 10*8 + 8*8 + 8 elements in DEFAULT_TENSORS

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from models.bert_gguf import FileType, write_bert_gguf
-from models.checkpoint import CheckpointError, read_checkpoint
-from models.errors import InvalidModelName
-from models.importer import import_checkpoint, parse_file_type
-from models.store import EMBERD, ModelStores
+from emberd.models.bert_gguf import FileType, write_bert_gguf
+from emberd.models.checkpoint import CheckpointError, read_checkpoint
+from emberd.models.errors import InvalidModelName
+from emberd.models.importer import import_checkpoint, parse_file_type
+from emberd.models.store import EMBERD, ModelStores
 from tests.support.bundled_model import minilm_checkpoint
 from tests.support.hf_checkpoint import (
     CHECKPOINT_TOKENS,
@@ -40,7 +40,6 @@ SENTENCES = [
 IDS = {token: i for i, token in enumerate(CHECKPOINT_TOKENS)}
 
 
-
 @pytest.fixture
 def loaded() -> Iterator[Callable[[Path], llama_cpp.Llama]]:
     models: list[llama_cpp.Llama] = []
@@ -52,7 +51,6 @@ def loaded() -> Iterator[Callable[[Path], llama_cpp.Llama]]:
     yield load
     for model in models:
         model.close()
-
 
 
 def _reference_gguf(directory: Path, spec: CheckpointSpec) -> Path:
@@ -265,7 +263,6 @@ def test_the_real_all_minilm_checkpoint_imports(tmp_path: Path) -> None:
     assert np.all(np.isfinite(vector)) and 1 < np.linalg.norm(vector) < 100
 
 
-
 # -- imports that fail, leaving the store as it was
 
 
@@ -440,4 +437,3 @@ def test_a_failed_reimport_keeps_the_previous_model(tmp_path: Path) -> None:
         import_checkpoint(source, "kept", stores, progress=_fail_midway)
     assert stores.resolve("kept") == before
     assert _leftovers(stores) == files
-

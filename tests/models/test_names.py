@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from models.errors import InvalidModelName, ModelError
-from models.names import DEFAULT_HOST, DEFAULT_NAMESPACE, DEFAULT_TAG, ModelName
+from emberd.models.errors import InvalidModelName, ModelError
+from emberd.models.names import DEFAULT_HOST, DEFAULT_NAMESPACE, DEFAULT_TAG, ModelName
 
 
 @pytest.mark.parametrize(

@@ -20,11 +20,11 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from models.cancel import CancelSwitch
-from models.errors import InvalidModelName, ModelNotFound
-from models.names import ModelName
-from models.pull import DigestMismatch, PullProgress, partial_path, pull_cli, pull_model
-from models.registry import (
+from emberd.models.cancel import CancelSwitch
+from emberd.models.errors import InvalidModelName, ModelNotFound
+from emberd.models.names import ModelName
+from emberd.models.pull import DigestMismatch, PullProgress, partial_path, pull_model
+from emberd.models.registry import (
     ManifestNotFound,
     PullCancelled,
     RegistryError,
@@ -33,8 +33,9 @@ from models.registry import (
     parse_manifest,
     registry_base_url,
 )
-from models.store import ModelStores
-from server.config import Settings
+from emberd.models.store import ModelStores
+from emberd.server.cli.store_verbs import pull_cli
+from emberd.server.config import Settings
 from tests.support.registry_server import (
     MANIFEST_MEDIA_TYPE,
     Published,

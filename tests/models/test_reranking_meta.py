@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.gguf_meta import read_gguf_info
-from models.reranking import Capability, UnsupportedReranker, capabilities, rerank_head
+from emberd.models.capabilities import Capability, UnsupportedReranker, capabilities, rerank_head
+from emberd.models.gguf_meta import read_gguf_info
 from tests.support.gguf_files import write_gguf
 from tests.support.tiny_reranker import write_bert_cross_encoder, write_xlmr_reranker, xlmr_weights
 
@@ -60,8 +60,12 @@ def test_one_output_is_the_raw_logit(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("labels", "positive"),
-    [(("irrelevant", "relevant"), 1), (("yes", "no"), 0), (("LABEL_0", "LABEL_1"), 1),
-     (("a", "b"), 1)],
+    [
+        (("irrelevant", "relevant"), 1),
+        (("yes", "no"), 0),
+        (("LABEL_0", "LABEL_1"), 1),
+        (("a", "b"), 1),
+    ],
 )
 def test_a_label_pair_gets_a_softmax(
     tmp_path: Path, labels: tuple[str, str], positive: int

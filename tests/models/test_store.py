@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from models import store as store_module
-from models.errors import InvalidModelFile, InvalidModelName, ModelNotFound
-from models.names import ModelName
-from models.ollama_layout import (
+from emberd.models import store as store_module
+from emberd.models.errors import InvalidModelFile, InvalidModelName, ModelNotFound
+from emberd.models.names import ModelName
+from emberd.models.ollama_layout import (
     CONFIG_MEDIA_TYPE,
     MODEL_MEDIA_TYPE,
     PARAMS_MEDIA_TYPE,
@@ -24,7 +24,7 @@ from models.ollama_layout import (
     Layer,
     ManifestStore,
 )
-from models.store import EMBERD, OLLAMA, ModelStores
+from emberd.models.store import EMBERD, OLLAMA, ModelStores
 from tests.support.gguf_files import write_gguf
 
 
@@ -336,7 +336,7 @@ def test_manifest_with_missing_blob_is_skipped(
     ollama_model(emberd_dir, _lib("gone"), gguf)
     (emberd_dir / "blobs" / f"sha256-{_sha(gguf.read_bytes())}").unlink()
     write_gguf(emberd_dir / "fine.gguf")
-    with caplog.at_level(logging.WARNING, logger="models.store"):
+    with caplog.at_level(logging.WARNING, logger="emberd.models.store"):
         assert [r.name.display for r in stores.list()] == ["fine:latest"]
     assert "is missing" in caplog.text
     with pytest.raises(InvalidModelFile, match="is missing"):
@@ -578,7 +578,10 @@ def test_manifest_store_lists_only_valid_names(emberd_dir: Path, tmp_path: Path)
 
 
 def test_resolve_answers_are_reused_briefly_then_looked_up_again(
-    stores: ModelStores, emberd_dir: Path, ollama_dir: Path, tmp_path: Path,
+    stores: ModelStores,
+    emberd_dir: Path,
+    ollama_dir: Path,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(store_module, "RESOLVE_CACHE_SECONDS", 0.5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from models.terminal import StepPrinter, text_progress
+from emberd.models.terminal import StepPrinter, text_progress
 
 
 class _Terminal(io.StringIO):

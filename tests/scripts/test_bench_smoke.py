@@ -32,6 +32,8 @@ from scripts.bench_lib.results import (
 from scripts.bench_lib.worker import LLAMA_CPP, Job
 from tests.support.harness import ModelFiles
 
+pytestmark = pytest.mark.slow  # starts child processes
+
 REPO = Path(__file__).resolve().parents[2]
 TINY_SIZES = workloads.Sizes(
     short_batch=6,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from server.address import parse_ollama_address, parse_ollama_host
-from server.config import ClientConfig, ConfigError, Settings, environment_rows
+from emberd.server.address import parse_ollama_address, parse_ollama_host
+from emberd.server.config import ClientConfig, ConfigError, Settings, environment_rows
 
 HOME = {"HOME": "/home/u"}
 

@@ -14,8 +14,30 @@ import pyarrow.parquet as pq
 
 from tests.support.harness import Stores
 
-_WORDS = ("why", "is", "the", "sky", "blue", "grass", "green", "sun", "red", "sea", "water",
-          "tree", "leaf", "fire", "night", "day", "cat", "dog", "hello", "world", "good", "big")
+_WORDS = (
+    "why",
+    "is",
+    "the",
+    "sky",
+    "blue",
+    "grass",
+    "green",
+    "sun",
+    "red",
+    "sea",
+    "water",
+    "tree",
+    "leaf",
+    "fire",
+    "night",
+    "day",
+    "cat",
+    "dog",
+    "hello",
+    "world",
+    "good",
+    "big",
+)
 
 
 def corpus(count: int, seed: int = 0) -> list[str]:
@@ -26,8 +48,10 @@ def corpus(count: int, seed: int = 0) -> list[str]:
 
 def write_corpus(path: Path, texts: Sequence[str], ids: Sequence[object] | None = None) -> Path:
     """`texts` (with `ids`) in the format the extension of `path` names."""
-    records = [{"text": t} if ids is None else {"id": i, "text": t}
-               for t, i in zip(texts, ids or [None] * len(texts), strict=True)]
+    records = [
+        {"text": t} if ids is None else {"id": i, "text": t}
+        for t, i in zip(texts, ids or [None] * len(texts), strict=True)
+    ]
     suffix = path.suffix
     if suffix == ".jsonl":
         path.write_text("".join(json.dumps(r) + "\n" for r in records))

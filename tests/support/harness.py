@@ -26,7 +26,7 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
-from backends.base import (
+from emberd.backends.base import (
     BackendError,
     DecodeStats,
     FloatMatrix,
@@ -34,10 +34,10 @@ from backends.base import (
     LoadOptions,
     ModelFacts,
 )
-from backends.llama_cpp import LlamaCppBackend
-from server.app import create_app
-from server.config import Settings
-from server.serving import Listener, uvicorn_config
+from emberd.backends.llama_cpp import LlamaCppBackend
+from emberd.server.config import Settings
+from emberd.server.http.app import create_app
+from emberd.server.http.serving import Listener, uvicorn_config
 from tests.support.tiny_model import write_ollama_layout
 
 # Names the stores below serve.

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
-from models.bert_gguf import BertHParams, WordPieceVocab
+from emberd.models.bert_gguf import BertHParams, WordPieceVocab
 from tests.support.tiny_model import TINY_TOKENS, tiny_tensors
 
 # Words that exist only capitalised, and one spelled both ways.

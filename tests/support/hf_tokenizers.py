@@ -86,6 +86,7 @@ def special_token(token_id: int, content: str) -> dict[str, Any]:
         "special": True,
     }
 
+
 def unigram_tokenizer(
     seed: int, pieces: list[tuple[str, float]] | None = None, charsmap: bytes = b""
 ) -> dict[str, Any]:
@@ -101,8 +102,11 @@ def unigram_tokenizer(
     else:
         vocab += [[text, score] for text, score in pieces]
     vocab.append(["<mask>", 0.0])
-    added = [special_token(i, p) for i, (p, _) in enumerate(vocab)
-             if p in ("<s>", "<pad>", "</s>", "<unk>", "<mask>")]
+    added = [
+        special_token(i, p)
+        for i, (p, _) in enumerate(vocab)
+        if p in ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
+    ]
     precompiled = {
         "type": "Precompiled",
         "precompiled_charsmap": base64.b64encode(charsmap).decode(),

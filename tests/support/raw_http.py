@@ -15,6 +15,7 @@ def raw_post(url: str, path: str, body: bytes, declared: int | None = None) -> s
     length = len(body) if declared is None else declared
     sock.sendall(
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {length}\r\n\r\n".encode() + body
+        f"Content-Length: {length}\r\n\r\n".encode()
+        + body
     )
     return sock

@@ -23,8 +23,8 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
-from server.app import create_app
-from server.config import Settings
+from emberd.server.config import Settings
+from emberd.server.http.app import create_app
 
 MANIFEST_MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"

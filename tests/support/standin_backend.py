@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backends.base import (
+from emberd.backends.base import (
     BackendError,
     DecodeStats,
     FloatMatrix,

@@ -59,7 +59,10 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def child_server(
-    models: Path, ollama_models: Path, log_path: Path, *flags: str,
+    models: Path,
+    ollama_models: Path,
+    log_path: Path,
+    *flags: str,
     env: Mapping[str, str] | None = None,
 ) -> Iterator[ChildServer]:
     """Start `python -m server.cli serve` on a free loopback port; kill it when done.
@@ -68,17 +71,32 @@ def child_server(
     """
     port = free_port()
     command = [
-        sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-        "--models", str(models), "--ollama-models", str(ollama_models), "--num-thread", "1",
+        sys.executable,
+        "-m",
+        "emberd.server.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--models",
+        str(models),
+        "--ollama-models",
+        str(ollama_models),
+        "--num-thread",
+        "1",
         *flags,
     ]
     child_env = {
-        **os.environ, "PYTHONPATH": str(REPO), "HOME": str(models.parent),
-        "EMBERD_DEFAULT_MODEL": "no-default-model", **(env or {}),
+        **os.environ,
+        "HOME": str(models.parent),
+        "EMBERD_DEFAULT_MODEL": "no-default-model",
+        **(env or {}),
     }
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=REPO, env=child_env, stdout=log, stderr=log,
-                                   stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            command, cwd=REPO, env=child_env, stdout=log, stderr=log, stdin=subprocess.DEVNULL
+        )
     url = f"http://127.0.0.1:{port}"
     server = ChildServer(url, process, log_path, httpx.Client(base_url=url, timeout=30.0))
     try:

@@ -19,7 +19,7 @@ from typing import Any
 import llama_cpp
 import numpy as np
 
-from models.bert_gguf import BertHParams, FileType, WordPieceVocab, write_bert_gguf
+from emberd.models.bert_gguf import BertHParams, FileType, WordPieceVocab, write_bert_gguf
 
 _CONTROL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # fmt: off

@@ -186,9 +186,11 @@ def reference_probability(weights: Qwen3Weights, ids: list[int]) -> float:
         x = x + context @ t[f"{p}.attn_output.weight"].T
         f = _rms(x, t[f"{p}.ffn_norm.weight"])
         gate = f @ t[f"{p}.ffn_gate.weight"].T
-        x = x + (gate / (1 + np.exp(-gate)) * (f @ t[f"{p}.ffn_up.weight"].T)) @ t[
-            f"{p}.ffn_down.weight"
-        ].T
+        x = (
+            x
+            + (gate / (1 + np.exp(-gate)) * (f @ t[f"{p}.ffn_up.weight"].T))
+            @ t[f"{p}.ffn_down.weight"].T
+        )
     last = _rms(x, t["output_norm.weight"])[-1]
     logits = t["cls.output.weight"] @ last
     exp = np.exp(logits - logits.max())

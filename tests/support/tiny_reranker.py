@@ -25,7 +25,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from models.bert_gguf import gguf_tensor_name, gguf_token_texts
+from emberd.models.bert_gguf import gguf_tensor_name, gguf_token_texts
 from tests.support.tiny_model import TINY_VOCAB, tiny_tensors
 
 # SentencePiece vocabulary in XLM-R's order: <s> <pad> </s> <unk>, then pieces.

@@ -1,0 +1,119 @@
+"""Frames between the server and a runner process: a JSON header and raw bytes.
+
+A frame is two little-endian uint32 lengths, the header (a JSON object,
+through orjson) and a payload of raw bytes: token ids as int32, vectors as
+float32. Nothing is pickled: a runner whose memory llama.cpp has corrupted
+can send nonsense, which is refused, but never make the server run code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+
+from emberd.backends.base import FloatMatrix
+
+_LENGTHS = struct.Struct("<II")
+# A header holds texts (tokenize) or a text (detokenize); the payload a batch
+# of token ids or of vectors. Either past this is a broken peer, not data.
+MAX_FRAME = 1 << 30
+
+Header = dict[str, Any]
+
+
+class ChannelClosed(Exception):
+    """The other end has gone (its process ended) or sent a broken frame."""
+
+
+def encode(header: Header, payload: bytes = b"") -> list[bytes]:
+    """The buffers of one frame, ready for `sendmsg` or a stream writer."""
+    head = orjson.dumps(header)
+    return [_LENGTHS.pack(len(head), len(payload)), head, payload]
+
+
+def send(sock: socket.socket, header: Header, payload: bytes = b"") -> None:
+    """Write one frame on a blocking socket; ChannelClosed when the peer has gone."""
+    try:
+        sock.sendall(b"".join(encode(header, payload)))
+    except OSError as exc:
+        raise ChannelClosed(str(exc)) from None
+
+
+def recv(sock: socket.socket) -> tuple[Header, bytes]:
+    """Read one frame from a blocking socket; ChannelClosed at its end."""
+    head_len, payload_len = _check(_LENGTHS.unpack(_read_exact(sock, _LENGTHS.size)))
+    return _header(_read_exact(sock, head_len)), _read_exact(sock, payload_len)
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[Header, bytes]:
+    """Read one frame from a stream; ChannelClosed at its end."""
+    try:
+        head_len, payload_len = _check(_LENGTHS.unpack(await reader.readexactly(_LENGTHS.size)))
+        return _header(await reader.readexactly(head_len)), await reader.readexactly(payload_len)
+    except (asyncio.IncompleteReadError, OSError) as exc:
+        raise ChannelClosed(str(exc) or "end of stream") from None
+
+
+def _check(lengths: tuple[int, int]) -> tuple[int, int]:
+    if lengths[0] + lengths[1] > MAX_FRAME:
+        raise ChannelClosed(f"a frame of {lengths[0] + lengths[1]} bytes")
+    return lengths
+
+
+def _header(raw: bytes) -> Header:
+    try:
+        header = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ChannelClosed(f"a broken header: {exc}") from None
+    if not isinstance(header, dict):
+        raise ChannelClosed("a header that is not an object")
+    return header
+
+
+def _read_exact(sock: socket.socket, size: int) -> bytes:
+    buf = bytearray(size)
+    view = memoryview(buf)
+    got = 0
+    while got < size:
+        try:
+            n = sock.recv_into(view[got:])
+        except OSError as exc:
+            raise ChannelClosed(str(exc)) from None
+        if n == 0:
+            raise ChannelClosed("end of stream")
+        got += n
+    return bytes(buf)
+
+
+# -- token lists and vectors as payloads
+
+
+def pack_sequences(sequences: Sequence[Sequence[int]]) -> tuple[list[int], bytes]:
+    """Lengths and the concatenated int32 ids of token sequences."""
+    lengths = [len(s) for s in sequences]
+    if not sequences or not sum(lengths):
+        return lengths, b""
+    flat = np.concatenate([np.asarray(s, dtype=np.int32) for s in sequences if len(s)])
+    return lengths, flat.tobytes()
+
+
+def unpack_sequences(lengths: Sequence[int], payload: bytes) -> list[list[int]]:
+    """The token sequences `pack_sequences` packed."""
+    flat = np.frombuffer(payload, dtype=np.int32)
+    if any(n < 0 for n in lengths) or sum(lengths) != len(flat):
+        raise ChannelClosed("token lengths do not match the payload")
+    ends = np.cumsum(lengths)
+    return [flat[end - n : end].tolist() for n, end in zip(lengths, ends, strict=True)]
+
+
+def unpack_matrix(rows: int, cols: int, payload: bytes) -> FloatMatrix:
+    """A float32 matrix from its raw bytes, checked against its shape."""
+    if rows < 0 or cols < 0 or rows * cols * 4 != len(payload):
+        raise ChannelClosed("a matrix whose size does not match its shape")
+    return np.frombuffer(payload, dtype=np.float32).reshape(rows, cols).copy()

@@ -1,0 +1,293 @@
+"""The one core every dialect calls: embeddings, and reranking as its second job.
+
+Resolve the name, lease the model from the runtime, tokenize and truncate,
+submit to the model's batch queue, then check, cut and normalise the vectors
+(or, for a reranker, turn each pair's head values into a score and order the
+documents by it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import numpy as np
+
+from emberd.backends.base import FloatMatrix, LoadedModel, LoadOptions, ModelLoadError
+from emberd.models.bundled import bundled_for, install_bundled
+from emberd.models.capabilities import rerank_head
+from emberd.models.errors import InvalidModelFile, ModelNotFound
+from emberd.models.store import ModelRecord, ModelStores
+from emberd.server.core.errors import (
+    CoreError,
+    InvalidRequest,
+    InvalidVectors,
+    LoadFailed,
+    go_quote,
+    reason_of,
+)
+from emberd.server.core.limits import RequestLimits
+from emberd.server.core.options import ServerDefaults, load_overrides, resolve_load_options
+from emberd.server.core.rerank import RerankJob, RerankResult, build_pairs, pair_limit, rank
+from emberd.server.core.runtime import Lease, Runtime
+
+# Tokenizing this many characters or more goes to a thread, off the event loop.
+_INLINE_TOKENIZE_CHARS = 4096
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class EmbedJob:
+    """What a dialect asks of the core."""
+
+    model: str
+    texts: Sequence[str] = ()
+    token_lists: Sequence[Sequence[int]] | None = None  # token ids instead of texts
+    truncate: bool = True
+    dimensions: int | None = None
+    normalize: bool = True
+    keep_alive: float | None = None
+    options: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    """Vectors in input order, with the counts and timings responses carry."""
+
+    vectors: FloatMatrix
+    prompt_tokens: int
+    # From asking for the model to holding it: its load, or the wait for a
+    # slot. Ollama's load_duration measures the same span.
+    model_wait_seconds: float
+    total_seconds: float
+    token_counts: tuple[int, ...] = ()  # per input, special tokens included
+
+
+def l2_normalize(vectors: FloatMatrix) -> FloatMatrix:
+    """Each row divided by its norm (at least 1e-12), as float32."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+def finish_vectors(vectors: FloatMatrix, dimensions: int | None, normalize: bool) -> FloatMatrix:
+    """Reject NaN/Inf, cut to `dimensions` when it is a real cut, then normalise."""
+    if not np.isfinite(vectors).all():
+        raise InvalidVectors()
+    if dimensions is not None and 0 < dimensions < vectors.shape[1]:
+        vectors = vectors[:, :dimensions]
+    return l2_normalize(vectors) if normalize else vectors
+
+
+def truncation_limit(model: LoadedModel, options: LoadOptions) -> int:
+    """How many tokens of an input fit, before the model's special tokens."""
+    facts = model.facts
+    return min(options.num_ctx, facts.n_ctx_train) - len(facts.prefix) - len(facts.suffix)
+
+
+def prepare_texts(
+    model: LoadedModel, texts: Sequence[str], limit: int, truncate: bool
+) -> list[list[int]]:
+    """Tokenize and truncate per Ollama; specials are added after the cut."""
+    if limit <= 0:
+        raise InvalidRequest("input after truncation exceeds maximum context length")
+    prefix, suffix = list(model.facts.prefix), list(model.facts.suffix)
+    sequences = []
+    for index, text in enumerate(texts):
+        tokens = model.tokenize(text)
+        if len(tokens) > limit:
+            if not truncate:
+                raise InvalidRequest("the input length exceeds the context length")
+            tokens = tokens[:limit]
+        if not (tokens or prefix or suffix):
+            # Nothing to pool: a zero vector would look like data.
+            raise InvalidRequest(
+                f"input {index} has no tokens to embed: it is empty and this model "
+                "adds no special tokens"
+            )
+        sequences.append(prefix + tokens + suffix)
+    return sequences
+
+
+def prepare_tokens(
+    model: LoadedModel, token_lists: Sequence[Sequence[int]], limit: int, truncate: bool
+) -> list[list[int]]:
+    """Token ids go to the model as given, checked against the vocabulary and truncated."""
+    if limit <= 0:
+        raise InvalidRequest("input after truncation exceeds maximum context length")
+    n_vocab = model.facts.n_vocab
+    sequences = []
+    for ids in token_lists:
+        bad = [t for t in ids if not 0 <= t < n_vocab]
+        if bad:
+            raise InvalidRequest(f"token id {bad[0]} is out of range (vocabulary of {n_vocab})")
+        if len(ids) > limit:
+            if not truncate:
+                raise InvalidRequest("the input length exceeds the context length")
+            ids = ids[:limit]
+        sequences.append(list(ids))
+    return sequences
+
+
+async def off_the_loop_if_long(chars: int, work: Callable[..., _T], *args: object) -> _T:
+    """`work(*args)`, which tokenizes `chars` characters: inline when short, else in a thread.
+
+    Long texts take milliseconds to tokenize, which the event loop must not
+    wait for; short ones cost less than a thread hop.
+    """
+    if chars < _INLINE_TOKENIZE_CHARS:
+        return work(*args)
+    return await asyncio.to_thread(work, *args)
+
+
+class Engine:
+    """Embeds texts with a named model, whatever the dialect."""
+
+    def __init__(
+        self,
+        stores: ModelStores,
+        runtime: Runtime,
+        defaults: ServerDefaults,
+        limits: RequestLimits,
+    ) -> None:
+        self.stores = stores
+        self.runtime = runtime
+        self.defaults = defaults
+        self.limits = limits
+        self._installing = asyncio.Lock()
+
+    async def find(self, name: str) -> ModelRecord:
+        """The model a name means, from the stores.
+
+        A bundled model (all-minilm) that no store has yet is imported from
+        its package on first use, once, however many requests ask at once.
+        A broken entry is a LoadFailed that names the model, not its path.
+        """
+        if not name:
+            raise InvalidRequest("model is required")
+        try:
+            return await self._find(name)
+        except InvalidModelFile as exc:
+            raise LoadFailed(name, reason_of(exc), str(exc)) from exc
+
+    async def _find(self, name: str) -> ModelRecord:
+        known = self.stores.cached(name)
+        if known is not None:
+            return known
+        try:
+            # Resolving may hash a dropped multi-GB file: never on the loop.
+            return await asyncio.to_thread(self.stores.resolve, name)
+        except ModelNotFound as missing:
+            bundled = bundled_for(name)
+            if bundled is None:
+                raise
+            not_found = missing
+        async with self._installing:
+            with contextlib.suppress(ModelNotFound):
+                # installed while this request waited
+                return await asyncio.to_thread(self.stores.resolve, name)
+            if await asyncio.to_thread(install_bundled, bundled, self.stores) is None:
+                raise not_found
+            return await asyncio.to_thread(self.stores.resolve, name)
+
+    async def embed(self, job: EmbedJob) -> EmbedResult:
+        """Embed `job`'s inputs; no inputs just loads the model (keep_alive applied)."""
+        started = time.perf_counter()
+        count = len(job.token_lists) if job.token_lists is not None else len(job.texts)
+        self.limits.check_inputs(count)
+        record = await self.find(job.model)
+        if record.info().is_reranker:
+            raise InvalidRequest(
+                f"{go_quote(job.model)} does not support embeddings (its capability is rerank)"
+            )
+        async with self.lease(job.model, record, job.options, job.keep_alive) as (lease, options):
+            if count == 0:
+                empty = np.zeros((0, lease.model.facts.n_embd), dtype=np.float32)
+                return EmbedResult(empty, 0, lease.wait_seconds, time.perf_counter() - started)
+            sequences = await self._prepare(lease.model, options, job)
+            self.limits.check_tokens(sequences)
+            raw = await lease.queue.embed(sequences)
+        vectors = finish_vectors(raw, job.dimensions, job.normalize)
+        counts = tuple(len(s) for s in sequences)
+        return EmbedResult(
+            vectors, sum(counts), lease.wait_seconds, time.perf_counter() - started, counts
+        )
+
+    async def rerank(self, job: RerankJob) -> RerankResult:
+        """Score every document of `job` against its query with a reranker model."""
+        started = time.perf_counter()
+        self.limits.check_inputs(len(job.documents))
+        record = await self.find(job.model)
+        info = record.info()  # checked when the record was found; cached
+        if not info.is_reranker:
+            capability = "embedding" if info.is_embedding else "none"
+            raise InvalidRequest(
+                f"{go_quote(job.model)} does not support reranking (its capability is {capability})"
+            )
+        head = rerank_head(info)  # refuses rerankers whose scores would be wrong
+        if not job.documents:
+            raise InvalidRequest("documents must not be empty")
+        if job.top_n is not None and job.top_n < 1:
+            raise InvalidRequest("top_n must be a positive integer")
+        async with self.lease(job.model, record, job.options, job.keep_alive) as (lease, options):
+            limit = pair_limit(lease.model, options)
+            chars = len(job.query) + sum(len(d) for d in job.documents)
+            pairs = await off_the_loop_if_long(
+                chars, build_pairs, lease.model, job.query, job.documents, limit, job.truncate
+            )
+            self.limits.check_tokens(pairs)
+            values = await lease.queue.embed(pairs)
+        if values.shape[1] != head.outputs:
+            raise CoreError(
+                f"the model's head gives {values.shape[1]} values per pair, expected {head.outputs}"
+            )
+        if not np.isfinite(values).all():
+            raise CoreError("rerank score is NaN or Inf")
+        scores = head.scores(values).tolist()
+        tokens = sum(len(p) for p in pairs)
+        return RerankResult(
+            rank(scores, job.top_n), tokens, lease.wait_seconds, time.perf_counter() - started
+        )
+
+    @contextlib.asynccontextmanager
+    async def lease(
+        self,
+        name: str,
+        record: ModelRecord,
+        requested: Mapping[str, object],
+        keep_alive: float | None,
+    ) -> AsyncIterator[tuple[Lease, LoadOptions]]:
+        """`record` checked, loaded as `requested` and leased, with the options it has.
+
+        A file that is broken or that llama.cpp refuses is a LoadFailed naming
+        `name` (the model as the client asked for it).
+        """
+        try:
+            options = self._load_options(record, requested)
+            async with self.runtime.use(record, options, keep_alive) as lease:
+                yield lease, options
+        except (InvalidModelFile, ModelLoadError) as exc:  # only loading raises these
+            raise LoadFailed(name, reason_of(exc), str(exc)) from exc
+
+    def _load_options(self, record: ModelRecord, requested: Mapping[str, object]) -> LoadOptions:
+        """How `record` must be loaded for a request (its file is vetted when it loads)."""
+        overrides = load_overrides(requested)
+        info = record.info()  # cached per file version
+        return resolve_load_options(self.defaults, record.params, overrides, info.context_length)
+
+    async def _prepare(
+        self, model: LoadedModel, options: LoadOptions, job: EmbedJob
+    ) -> list[list[int]]:
+        if job.token_lists is not None:
+            # Ids go to the model as given: no special tokens are added, so
+            # none need room.
+            limit = min(options.num_ctx, model.facts.n_ctx_train)
+            return prepare_tokens(model, job.token_lists, limit, job.truncate)
+        limit = truncation_limit(model, options)
+        chars = sum(len(t) for t in job.texts)
+        return await off_the_loop_if_long(
+            chars, prepare_texts, model, job.texts, limit, job.truncate
+        )

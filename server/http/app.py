@@ -1,0 +1,130 @@
+"""`create_app`: the stores, runtime and engine wired to the routes. No globals."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+
+from emberd.backends.base import Backend
+from emberd.models.errors import ModelError
+from emberd.models.store import ModelStores
+from emberd.server.assembly import build_engine, request_limits
+from emberd.server.config import Settings
+from emberd.server.core.engine import Engine
+from emberd.server.http import openapi
+from emberd.server.http.body_limit import BodyLimit
+from emberd.server.http.disconnect import DisconnectWatch
+from emberd.server.http.error_responses import HANDLED, ErrorMiddleware, error_response
+from emberd.server.http.metrics import Metrics, RequestMetrics
+from emberd.server.http.metrics import routes as metrics_routes
+from emberd.server.http.routes import manage, ollama, openai, rerank
+from emberd.server.http.security import (
+    BUILTIN_ORIGINS,
+    ApiKeyAuth,
+    HostCheck,
+    OriginCheck,
+    origin_regex,
+)
+
+log = logging.getLogger("emberd")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    backend: Backend | None = None,
+    stores: ModelStores | None = None,
+    prepare_default_model: bool = False,
+    probe: bool | None = None,
+) -> Starlette:
+    """The whole HTTP application for `settings`; `backend`/`stores` may be swapped in tests.
+
+    With `prepare_default_model`, start-up makes sure the default model is in
+    a store (importing the bundled all-minilm if needed), so the first
+    request does not pay for it. `probe` (default: with the llama.cpp
+    backend) tries each model file's first load in a child process.
+    """
+    metrics = Metrics()
+    engine = build_engine(
+        settings,
+        backend=backend,
+        stores=stores,
+        probe=probe,
+        observe=metrics.observe_batch,
+        on_load=metrics.observe_load,
+    )
+    runtime = engine.runtime
+    metrics.watch(lambda: runtime.pending, lambda: len(runtime.loaded()))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if prepare_default_model:
+            await _prepare(engine, settings.default_model)
+        yield
+        await runtime.close()
+
+    app = Starlette(
+        routes=[
+            *ollama.routes,
+            *openai.routes,
+            *rerank.routes,
+            *manage.routes,
+            *metrics_routes,
+            *openapi.routes,
+        ],
+        middleware=_middleware(settings, metrics),
+        exception_handlers=dict.fromkeys(HANDLED, error_response),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.metrics = metrics
+    return app
+
+
+async def _prepare(engine: Engine, name: str) -> None:
+    try:
+        record = await engine.find(name)
+    except ModelError as exc:
+        log.warning("default model %s is not available: %s", name, exc)
+        return
+    log.info("default model %s: %s", record.name.display, record.path)
+
+
+def _middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
+    """Outermost first: metrics, disconnects, Host check, Origin check, CORS, body
+    size, errors, then API keys.
+
+    Errors and the body bound sit inside CORS so that a browser page can read
+    every error, unexpected 500s included; API keys inside CORS so preflights
+    need none. Refusals of where a request comes from go before all work.
+    """
+    origins = (*BUILTIN_ORIGINS, *settings.origins)
+    stack = [Middleware(RequestMetrics, metrics=metrics), Middleware(DisconnectWatch)]
+    if settings.is_loopback():
+        stack.append(Middleware(HostCheck))
+    stack.append(Middleware(OriginCheck, origins=origins))
+    stack.append(
+        Middleware(
+            CORSMiddleware,
+            allow_origin_regex=origin_regex(origins),
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
+            allow_headers=["*"],
+        )
+    )
+    stack.append(Middleware(BodyLimit, limits=request_limits(settings)))
+    stack.append(Middleware(ErrorMiddleware))
+    if settings.api_keys:
+        stack.append(Middleware(ApiKeyAuth, keys=settings.api_keys))
+    elif not settings.is_loopback():
+        log.warning(
+            "listening on %s with no API key: anyone who can reach it can use it "
+            "(set EMBERD_API_KEY or --api-key)",
+            settings.address,
+        )
+    return stack

@@ -1,0 +1,129 @@
+"""Prometheus metrics: requests, tokens, queue depth, batches, load and inference time.
+
+One registry per app (no process globals), rendered at `GET /metrics`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from emberd.server.core.batching import BatchRecord
+
+_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_TOKEN_BUCKETS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    """The server's counters, gauges and histograms."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        reg = self.registry
+        self.requests = Counter(
+            "emberd_requests",
+            "HTTP requests by route, method and status.",
+            ["route", "method", "status"],
+            registry=reg,
+        )
+        self.tokens = Counter("emberd_tokens_embedded", "Tokens decoded.", registry=reg)
+        self.sequences = Counter("emberd_sequences_embedded", "Inputs embedded.", registry=reg)
+        self.queue_depth = Gauge(
+            "emberd_queue_depth", "Requests admitted and not yet answered.", registry=reg
+        )
+        self.loaded_models = Gauge("emberd_loaded_models", "Models in memory.", registry=reg)
+        self.batch_sequences = Histogram(
+            "emberd_batch_sequences", "Inputs per decode.", buckets=_SIZE_BUCKETS, registry=reg
+        )
+        self.batch_tokens = Histogram(
+            "emberd_batch_tokens", "Tokens per decode.", buckets=_TOKEN_BUCKETS, registry=reg
+        )
+        self.inference_seconds = Histogram(
+            "emberd_inference_seconds",
+            "Time of one decode.",
+            buckets=_SECONDS_BUCKETS,
+            registry=reg,
+        )
+        self.load_seconds = Histogram(
+            "emberd_load_seconds",
+            "Time to load a model.",
+            buckets=_SECONDS_BUCKETS,
+            registry=reg,
+        )
+
+    def watch(self, queue_depth: Callable[[], int], loaded_models: Callable[[], int]) -> None:
+        """Read the gauges from the runtime at scrape time."""
+        self.queue_depth.set_function(lambda: float(queue_depth()))
+        self.loaded_models.set_function(lambda: float(loaded_models()))
+
+    def observe_batch(self, record: BatchRecord) -> None:
+        """Called by the batch worker after each decode (any thread)."""
+        self.tokens.inc(record.tokens)
+        self.sequences.inc(record.sequences)
+        self.batch_sequences.observe(record.sequences)
+        self.batch_tokens.observe(record.tokens)
+        self.inference_seconds.observe(record.seconds)
+
+    def observe_load(self, seconds: float) -> None:
+        """Called by the runtime after each successful load."""
+        self.load_seconds.observe(seconds)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition."""
+        return generate_latest(self.registry)
+
+
+def route_label(scope: Scope) -> str:
+    """The route template a request matched (as OpenAPI writes it), so labels stay few."""
+    route = scope.get("route")
+    path = getattr(route, "path_format", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+# The status counted for a request whose client left before its answer (nginx's 499).
+CLIENT_CLOSED = 499
+
+
+class RequestMetrics:
+    """Counts every HTTP request by route, method and status (499: the client went away)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status: int | None = None
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        except BaseException:
+            status = status or 500  # uvicorn answers an escaped exception with a 500
+            raise
+        finally:
+            label = str(status or CLIENT_CLOSED)
+            self.metrics.requests.labels(route_label(scope), scope["method"], label).inc()
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """GET /metrics."""
+    metrics: Metrics = request.app.state.metrics
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+routes = [Route("/metrics", metrics_endpoint, methods=["GET"])]

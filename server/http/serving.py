@@ -1,0 +1,176 @@
+"""How uvicorn serves the app: connection limits, timeouts and the shutdown grace.
+
+uvicorn's httptools protocol bounds neither the size of a request's headers
+nor the time a client may take to send them, and arms its keep-alive timer
+only after a first response: a client can hold a connection forever by
+never finishing its headers. `BoundedHttpProtocol` adds both bounds. On
+SIGTERM, requests in flight get `shutdown_grace` to finish; then uvicorn
+cancels them, and a watchdog ends the process if something still holds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from starlette.types import ASGIApp
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from emberd.server.config import Settings
+
+log = logging.getLogger("emberd")
+
+# What a client may send before its request starts: request line and headers
+# together (nginx allows 32 KiB, Node 16 KiB; browsers' cookies for localhost
+# can be many), and how long it may take to send them.
+MAX_HEADER_BYTES = 64 * 1024
+HEADER_TIMEOUT_S = 10.0
+# An idle keep-alive connection is closed after this long (uvicorn's default, set on purpose).
+KEEP_ALIVE_S = 5
+# Open connections plus running requests; past it uvicorn answers 503 at once.
+# Well above OLLAMA_MAX_QUEUE's default, so the runtime's own 503 comes first.
+MAX_CONCURRENCY = 2048
+# After the grace, what the process may still take to unload before it is ended.
+FORCED_EXIT_MARGIN_S = 5.0
+
+_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    b"content-type: text/plain; charset=utf-8\r\ncontent-length: 31\r\n"
+    b"connection: close\r\n\r\nrequest header fields too large"
+)
+
+
+class BoundedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a bound on header bytes and on header time."""
+
+    max_header_bytes = MAX_HEADER_BYTES
+    header_timeout_s = HEADER_TIMEOUT_S
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_headers = False
+        self._header_bytes = 0
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._expect_headers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_header_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self._in_headers:
+            return
+        # Only chunks that leave the headers unfinished count against the bound.
+        self._header_bytes += len(data)
+        if self._header_bytes > self.max_header_bytes:
+            self._in_headers = False
+            self._stop_header_timer()
+            if not self.transport.is_closing():
+                self.transport.write(_TOO_LARGE)
+                self.transport.close()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if not self._in_headers:
+            self._expect_headers()
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        self._stop_header_timer()
+        super().on_headers_complete()
+
+    def _expect_headers(self) -> None:
+        self._in_headers = True
+        self._header_bytes = 0
+        self._stop_header_timer()
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_timed_out)
+
+    def _stop_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_timed_out(self) -> None:
+        self._header_timer = None
+        if self._in_headers and not self.transport.is_closing():
+            log.debug("closing a connection that did not finish its headers in time")
+            self.transport.close()
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server, with a watchdog that ends the process once the grace is spent."""
+
+    def __init__(self, config: uvicorn.Config, grace_s: float) -> None:
+        super().__init__(config)
+        self.grace_s = grace_s
+        self._watchdog: threading.Timer | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if self._watchdog is None:
+            self._watchdog = threading.Timer(self.grace_s + FORCED_EXIT_MARGIN_S, _forced_exit)
+            self._watchdog.daemon = True
+            self._watchdog.start()
+
+
+def _forced_exit() -> None:
+    log.error("shutdown did not finish within the grace period: exiting now")
+    logging.shutdown()
+    os._exit(128 + signal.SIGTERM)
+
+
+@dataclass(frozen=True)
+class Listener:
+    """Where and how to listen: what `uvicorn.Config` gets besides the app."""
+
+    host: str
+    port: int
+    log_level: str
+    grace_s: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Listener:
+        """The listener `settings` describe."""
+        return cls(settings.host, settings.port, settings.log_level, settings.shutdown_grace)
+
+
+def uvicorn_config(app: ASGIApp, listener: Listener, **overrides: Any) -> uvicorn.Config:
+    """uvicorn's configuration with every limit and timeout set on purpose."""
+    options: dict[str, Any] = {
+        "host": listener.host,
+        "port": listener.port,
+        "log_level": listener.log_level,
+        "log_config": None,  # keep the logging the command configured
+        "http": BoundedHttpProtocol,
+        "timeout_keep_alive": KEEP_ALIVE_S,
+        "limit_concurrency": MAX_CONCURRENCY,
+        "timeout_graceful_shutdown": listener.grace_s,
+        **overrides,
+    }
+    return uvicorn.Config(app, **options)
+
+
+def serve(app: ASGIApp, settings: Settings) -> None:
+    """Serve `app` as `settings` say until SIGINT or SIGTERM, then shut down within the grace."""
+    listener = Listener.from_settings(settings)
+    GracefulServer(uvicorn_config(app, listener), listener.grace_s).run()
+
+
+__all__ = [
+    "BoundedHttpProtocol",
+    "GracefulServer",
+    "Listener",
+    "serve",
+    "uvicorn_config",
+]

@@ -1,0 +1,78 @@
+"""The embedding core on its own: no HTTP server, no llama.cpp (a stand-in backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emberd.models.store import ModelStores
+from emberd.server.assembly import request_limits, runtime_limits
+from emberd.server.config import Settings
+from emberd.server.core.engine import EmbedJob, Engine
+from emberd.server.core.errors import InvalidRequest, LoadFailed
+from emberd.server.core.options import ServerDefaults
+from emberd.server.core.runtime import Runtime
+from tests.support.bounded import bounded
+from tests.support.gguf_files import write_gguf
+from tests.support.standin_backend import StandInBackend, vector_of
+
+
+def make_engine(tmp_path: Path) -> tuple[Engine, StandInBackend]:
+    store = tmp_path / "emberd"
+    write_gguf(store / "m.gguf", context_length=64, extra={"bert.attention.head_count": 2})
+    backend = StandInBackend()
+    runtime = Runtime(backend, runtime_limits(Settings()))
+    defaults = ServerDefaults(context_length=4096, num_thread=1)
+    engine = Engine(ModelStores(store, None), runtime, defaults, request_limits(Settings()))
+    return engine, backend
+
+
+@bounded
+async def test_vectors_are_in_input_order_and_normalised(tmp_path: Path) -> None:
+    engine, _ = make_engine(tmp_path)
+    result = await engine.embed(EmbedJob(model="m", texts=["a bb", "ccc", ""]))
+    expected = np.stack([vector_of(s) for s in ([1, 11, 12, 2], [1, 13, 2], [1, 2])])
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(result.vectors, expected, rtol=1e-6)
+    assert result.prompt_tokens == 4 + 3 + 2
+    await engine.runtime.close()
+
+
+@bounded
+async def test_dimensions_cut_then_normalise_and_raw_vectors_stay_raw(tmp_path: Path) -> None:
+    engine, _ = make_engine(tmp_path)
+    cut = await engine.embed(EmbedJob(model="m", texts=["a"], dimensions=3))
+    assert cut.vectors.shape == (1, 3)
+    assert np.linalg.norm(cut.vectors[0]) == pytest.approx(1.0)
+    raw = await engine.embed(EmbedJob(model="m", texts=["a"], normalize=False))
+    np.testing.assert_allclose(raw.vectors[0], vector_of([1, 11, 2]), rtol=1e-6)
+    await engine.runtime.close()
+
+
+@bounded
+async def test_token_ids_outside_the_vocabulary_are_refused(tmp_path: Path) -> None:
+    engine, _ = make_engine(tmp_path)
+    with pytest.raises(InvalidRequest, match="token id 5000 is out of range"):
+        await engine.embed(EmbedJob(model="m", token_lists=[[5, 5000]]))
+    await engine.runtime.close()
+
+
+@bounded
+async def test_a_failed_load_names_the_model_not_the_path(tmp_path: Path) -> None:
+    engine, backend = make_engine(tmp_path)
+    backend.fail_loads = 1
+    with pytest.raises(LoadFailed) as failed:
+        await engine.embed(EmbedJob(model="m", texts=["a"]))
+    assert failed.value.message == 'failed to load model "m": cannot load m.gguf'
+    assert (await engine.embed(EmbedJob(model="m", texts=["a"]))).vectors.shape == (1, 8)
+    await engine.runtime.close()
+
+
+@bounded
+async def test_no_model_name_is_refused_before_any_work(tmp_path: Path) -> None:
+    engine, backend = make_engine(tmp_path)
+    with pytest.raises(InvalidRequest, match="model is required"):
+        await engine.embed(EmbedJob(model="", texts=["a"]))
+    assert backend.load_calls == 0
