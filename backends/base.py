@@ -2,7 +2,8 @@
 
 A backend turns a GGUF file plus load options into a :class:`LoadedModel`;
 a loaded model tokenizes text and embeds batches of token sequences. Nothing
-here knows about HTTP, names or keep_alive.
+here knows about HTTP, names or keep_alive, nor whether the model runs in
+this process or in a runner process of its own (backends/runner.py).
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from emberd.models.store import FileVersion
 
 FloatMatrix = npt.NDArray[np.float32]
 
@@ -91,18 +95,37 @@ class TokenOutOfRange(BackendError):
     """A token id given by the caller is not in the model's vocabulary."""
 
 
+class ModelCrashed(BackendError):
+    """The process running the model ended (a crash, an abort, a kill) or broke its protocol.
+
+    `reason` says how, without paths: "killed by SIGKILL", "exited with status 1".
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the model's runner stopped: {reason}")
+        self.reason = reason
+
+
 class LoadedModel(Protocol):
-    """A model in memory, ready to embed. Not thread-safe: one caller at a time."""
+    """A model in memory, ready to embed.
+
+    Tokenizing runs on the event loop's side (it may wait for another
+    process, never for a decode); decoding runs on one worker thread at a time.
+    """
 
     facts: ModelFacts
     stats: DecodeStats
 
-    def tokenize(self, text: str) -> list[int]:
-        """Token ids of `text`, without special tokens."""
+    async def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, without special tokens."""
         ...
 
-    def detokenize(self, tokens: Sequence[int]) -> str:
+    async def detokenize(self, tokens: Sequence[int]) -> str:
         """The text of token ids (special tokens as their text)."""
+        ...
+
+    def alive(self) -> bool:
+        """False once the model can serve nothing more (its process has ended)."""
         ...
 
     def max_batch_tokens(self) -> int:
@@ -139,10 +162,27 @@ class LoadedModel(Protocol):
         """Free the model's memory. The object is unusable afterwards."""
         ...
 
+    async def wait_closed(self) -> None:
+        """Wait, after close(), until what the model used on the event loop is released."""
+        ...
+
 
 class Backend(Protocol):
     """Loads models."""
 
-    def load(self, path: Path, options: LoadOptions) -> LoadedModel:
-        """Load the GGUF at `path`; raises ModelLoadError on failure."""
+    def load(self, path: Path, options: LoadOptions, version: FileVersion | None) -> LoadedModel:
+        """Load the GGUF at `path`, refusing it unless it is still `version` (when given).
+
+        Raises ModelLoadError when the file cannot be loaded, ModelCrashed
+        when loading it ended the process that tried. Blocks: call it from a
+        worker thread.
+        """
+        ...
+
+    def gpu_devices(self) -> int:
+        """How many GPUs a `main_gpu` may choose among; 0 without GPU offload."""
+        ...
+
+    def close(self) -> None:
+        """Release what the backend holds besides its models (a spare process)."""
         ...

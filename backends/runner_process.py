@@ -28,7 +28,7 @@ import os
 import socket
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +73,9 @@ def _serve(decode: socket.socket, tokenize: socket.socket) -> int:
     if header.get("op") != "load":
         return 0  # told to stop before loading: the spare runner at shutdown
     try:
-        path = _open_vetted(Path(str(header["path"])), _version(header["version"]))
-        model = LlamaCppModel(path, LoadOptions(**header["options"]), CpuLoad())
+        path = _open_vetted(Path(str(header["path"])), _version(header.get("version")))
+        cpu_load = CpuLoad(counters=_counters_with_server())
+        model = LlamaCppModel(path, LoadOptions(**header["options"]), cpu_load)
     except (BackendError, ModelError, OSError, KeyError, TypeError, ValueError) as exc:
         ipc.send(decode, {"error": _reason(exc)})
         return 0
@@ -89,12 +90,38 @@ def _serve(decode: socket.socket, tokenize: socket.socket) -> int:
         ipc.send(decode, *_embed(model, header, payload))
 
 
-def _version(raw: Any) -> FileVersion:
+def _counters_with_server() -> Callable[[], tuple[float, float]]:
+    """The CPU counters, with the server's time counted as this runner's own.
+
+    The server parses and answers the requests this runner decodes for: its
+    work is part of the same job, not load from other programs that should
+    cost a decode its threads. Other runners' decodes do count as others'.
+    """
+    import psutil
+
+    from emberd.backends.cpu_load import cpu_counters
+
+    server = psutil.Process(os.getppid())
+
+    def counters() -> tuple[float, float]:
+        busy, own = cpu_counters()
+        try:
+            times = server.cpu_times()
+        except psutil.Error:  # the server has gone; this runner ends soon
+            return busy, own
+        return busy, own + times.user + times.system
+
+    return counters
+
+
+def _version(raw: Any) -> FileVersion | None:
+    if raw is None:
+        return None
     size, mtime_ns, inode = (int(part) for part in raw)
     return size, mtime_ns, inode
 
 
-def _open_vetted(path: Path, version: FileVersion) -> Path:
+def _open_vetted(path: Path, version: FileVersion | None) -> Path:
     """The path of an open descriptor of `path`, once it is the version the server vetted.
 
     The descriptor stays open for the process's life, so llama.cpp and the
@@ -103,7 +130,7 @@ def _open_vetted(path: Path, version: FileVersion) -> Path:
     """
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     st = os.fstat(fd)
-    if (st.st_size, st.st_mtime_ns, st.st_ino) != version:
+    if version is not None and (st.st_size, st.st_mtime_ns, st.st_ino) != version:
         os.close(fd)
         raise BackendError("the model file changed after it was checked; try again")
     opened = _descriptor_path(fd) or path

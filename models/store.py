@@ -42,9 +42,6 @@ log = logging.getLogger(__name__)
 EMBERD = "emberd"
 OLLAMA = "ollama"
 GGUF_SUFFIX = ".gguf"
-# Where the server notes the model files whose first load it has tried
-# (a dot name: never taken for a model).
-PROBED_DIR = ".probed"
 # Top-level directories of the emberd store that are not dropped models.
 _RESERVED_DIRS = frozenset({"manifests", "blobs"})
 # Resolving lists directories (names match case-insensitively), which costs

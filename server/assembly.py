@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from emberd.backends.base import Backend
+from emberd.backends.runner import RunnerBackend
 from emberd.models.store import ModelStores
 from emberd.server.config import Settings
 from emberd.server.core.batching import BatchRecord
@@ -17,7 +18,6 @@ from emberd.server.core.engine import Engine
 from emberd.server.core.limits import RequestLimits
 from emberd.server.core.options import ServerDefaults
 from emberd.server.core.runtime import Runtime, RuntimeLimits
-from emberd.server.core.vetting import file_vetter
 
 
 def request_limits(settings: Settings) -> RequestLimits:
@@ -38,35 +38,23 @@ def runtime_limits(settings: Settings) -> RuntimeLimits:
     )
 
 
-def llama_cpp_backend() -> tuple[Backend, int]:
-    """The llama.cpp backend, its threads following the machine's load, and its GPU count."""
-    from emberd.backends.cpu_load import CpuLoad
-    from emberd.backends.llama_cpp import LlamaCppBackend, gpu_device_limit
-
-    return LlamaCppBackend(CpuLoad()), gpu_device_limit()
-
-
 def build_engine(
     settings: Settings,
     *,
     backend: Backend | None = None,
     stores: ModelStores | None = None,
     limits: RuntimeLimits | None = None,
-    probe: bool | None = None,
     observe: Callable[[BatchRecord], None] | None = None,
     on_load: Callable[[float], None] | None = None,
 ) -> Engine:
     """The engine `settings` describe; `backend`/`stores`/`limits` may be swapped in.
 
-    `probe` (default: with the llama.cpp backend) tries each model file's
-    first load in a child process; `observe` and `on_load` see every batch
-    and load (metrics).
+    By default each model runs in a runner process of its own (llama.cpp never
+    enters this process); `observe` and `on_load` see every batch and load
+    (metrics). `Engine.start()` readies the backend; `runtime.close()` ends it.
     """
-    gpu_devices = 0
     if backend is None:
-        backend, gpu_devices = llama_cpp_backend()
-        probe = True if probe is None else probe
-    vet = file_vetter(settings.models_dir) if probe else None
+        backend = RunnerBackend(log_level=settings.log_level)
     if stores is None:
         stores = ModelStores(settings.models_dir, settings.ollama_models_dir)
     runtime = Runtime(
@@ -74,11 +62,9 @@ def build_engine(
         limits or runtime_limits(settings),
         observe=observe,
         on_load=on_load,
-        vet=vet,
     )
     defaults = ServerDefaults(
         context_length=settings.context_length,
         num_thread=settings.num_thread,
-        gpu_devices=gpu_devices,
     )
     return Engine(stores, runtime, defaults, request_limits(settings))

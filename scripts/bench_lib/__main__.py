@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--busy-only", action="store_true", help="only the busy workload")
     add(
+        "--baseline",
+        type=Path,
+        help="the Python of another emberd install (a venv of an older checkout): measured "
+        "as emberd-before, right after emberd, quiet and busy",
+    )
+    add(
         "--hogs",
         type=int,
         default=os.cpu_count() or 1,
@@ -68,6 +74,16 @@ def _contenders(only: str | None) -> tuple[str, ...]:
     if unknown:
         raise BenchError(f"unknown contender {unknown[0]!r}; choose among {runner.CONTENDERS}")
     return chosen
+
+
+def _with_baseline(contenders: Sequence[str]) -> list[str]:
+    """The contenders as the table shows them: emberd-before right after emberd."""
+    shown = []
+    for contender in contenders:
+        shown.append(contender)
+        if contender == runner.EMBERD:
+            shown.append(runner.EMBERD_BEFORE)
+    return shown
 
 
 def _st_python(given: str | None) -> str | None:
@@ -119,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         sweep=not args.skip_sweep,
         cache=cache,
         repo=REPO,
+        baseline=args.baseline,
     )
     outcome = runner.Outcome()
     version = llama_server.pinned_version()
@@ -128,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     busy = _run_contenders(args, opts, contenders, version, outcome)
     targets = report.evaluate(outcome.measurements, model.name)
     print(_summary(opts, outcome, version))
-    print(report.table(outcome.measurements, contenders))
+    print(report.table(outcome.measurements, _with_baseline(contenders)))
     print()
     print(report.targets_text(targets))
     for note in outcome.notes:
@@ -189,6 +206,8 @@ def _run_contenders(
         watch = procs.CpuWatch.start()
         if contender == runner.EMBERD:
             runner.run_emberd(opts, outcome, _say)
+            if opts.baseline is not None:
+                runner.run_emberd(opts, outcome, _say, runner.EMBERD_BEFORE, opts.baseline)
         elif contender == runner.LLAMA_SERVER and binary is not None:
             runner.run_llama_server(opts, binary, outcome, _say)
         elif contender == runner.LLAMA_CPP:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import socket
@@ -10,6 +11,8 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 
 class BenchError(RuntimeError):
@@ -43,8 +46,15 @@ class Server:
     started_at: float  # perf_counter() just before spawning
 
     def rss_bytes(self) -> int:
-        """The server's resident memory now."""
-        return rss_bytes(self.process.pid)
+        """The resident memory of the server and its child processes (emberd's runners) now."""
+        pids = [self.process.pid]
+        with contextlib.suppress(psutil.Error):
+            pids += [c.pid for c in psutil.Process(self.process.pid).children(recursive=True)]
+        total = 0
+        for pid in pids:
+            with contextlib.suppress(OSError, BenchError):
+                total += rss_bytes(pid)
+        return total
 
     def stop(self) -> None:
         """Terminate the process (kill it after 10 s)."""

@@ -30,6 +30,9 @@ from scripts.bench_lib.results import (
 from scripts.bench_lib.worker import LLAMA_CPP, SENTENCE_TRANSFORMERS, Job
 
 EMBERD = "emberd"
+# The same bench against another emberd install (`--baseline PYTHON`), run right
+# after emberd so both see the same machine.
+EMBERD_BEFORE = "emberd-before"
 LLAMA_SERVER = "llama-server"
 CONTENDERS: tuple[str, ...] = (EMBERD, LLAMA_SERVER, LLAMA_CPP, SENTENCE_TRANSFORMERS)
 THROUGHPUT: tuple[str, ...] = (BATCH_SHORT, BATCH_LONG, CONC)
@@ -47,6 +50,7 @@ class Options:
     cache: Path  # builds, stores, logs and results
     repo: Path  # the checkout, where child processes run
     seed: int = 0
+    baseline: Path | None = None  # the Python of another emberd install, for EMBERD_BEFORE
 
 
 @dataclass(frozen=True)
@@ -122,16 +126,18 @@ def _first_embedding_ms(server: procs.Server, endpoint: Endpoint) -> tuple[float
 # -- emberd
 
 
-def start_emberd(opts: Options, port: int) -> procs.Server:
-    """emberd serving the bench model's store on `port`, ready for requests."""
+def start_emberd(opts: Options, port: int, python: Path | None = None) -> procs.Server:
+    """emberd (of `python`'s install, by default this one) serving the bench model's store
+    on `port`, ready for requests."""
     env = procs.base_env()
     env["EMBERD_MODELS"] = str(opts.model.emberd_dir)
     ollama_dir = opts.model.ollama_dir or opts.cache / "empty-ollama-store"
     ollama_dir.mkdir(parents=True, exist_ok=True)
     env["OLLAMA_MODELS"] = str(ollama_dir)
     env["EMBERD_NUM_THREAD"] = str(opts.threads)
-    script = Path(sys.executable).with_name("emberd")
-    command = [str(script)] if script.is_file() else [sys.executable, "-m", "emberd.server.cli"]
+    interpreter = str(python or sys.executable)
+    script = Path(interpreter).with_name("emberd")
+    command = [str(script)] if script.is_file() else [interpreter, "-m", "emberd.server.cli"]
     log = opts.cache / "logs" / f"emberd-{port}.log"
     server = procs.spawn(
         EMBERD, [*command, "serve", "--port", str(port)], port, log, env, opts.repo
@@ -140,16 +146,18 @@ def start_emberd(opts: Options, port: int) -> procs.Server:
     return server
 
 
-def run_emberd(opts: Options, outcome: Outcome, say: Say) -> None:
-    """Every workload, then the leak check, against one emberd process."""
+def run_emberd(
+    opts: Options, outcome: Outcome, say: Say, name: str = EMBERD, python: Path | None = None
+) -> None:
+    """Every workload, then the leak check, against one emberd process (measured as `name`)."""
     port = procs.free_port()
-    server = start_emberd(opts, port)
+    server = start_emberd(opts, port, python)
     endpoint = Endpoint(port, OLLAMA, opts.model.name)
     try:
         cold, spawn_to_first = _first_embedding_ms(server, endpoint)
         outcome.measurements.append(
             Measurement(
-                EMBERD,
+                name,
                 COLD,
                 cold,
                 f"first request, load included; {spawn_to_first:.0f} ms from spawn",
@@ -158,16 +166,16 @@ def run_emberd(opts: Options, outcome: Outcome, say: Say) -> None:
         for kind, make in (("short", texts.short_texts), ("long", texts.long_texts)):
             sample = make(20, 7)
             outcome.tokens_per_text[kind] = token_count(endpoint, sample) / len(sample)
-        say("emberd: workloads")
-        outcome.measurements += http_suite(EMBERD, endpoint, opts, (*THROUGHPUT, LATENCY_P50))
-        outcome.measurements.append(Measurement(EMBERD, RSS, server.rss_bytes() / 2**20))
+        say(f"{name}: workloads")
+        outcome.measurements += http_suite(name, endpoint, opts, (*THROUGHPUT, LATENCY_P50))
+        outcome.measurements.append(Measurement(name, RSS, server.rss_bytes() / 2**20))
         if opts.sizes.leak_requests > 0:
-            say(f"emberd: leak check, {opts.sizes.leak_requests} requests")
+            say(f"{name}: leak check, {opts.sizes.leak_requests} requests")
             leak = workloads.leak_check(
                 lambda: HttpEmbedder(endpoint), opts.sizes, server.rss_bytes, opts.seed
             )
             outcome.measurements.append(
-                Measurement(EMBERD, LEAK, leak.growth_percent, leak.summary())
+                Measurement(name, LEAK, leak.growth_percent, leak.summary())
             )
     finally:
         server.stop()
@@ -288,6 +296,16 @@ def run_busy(
     servers = [
         busy.BusyServer(EMBERD, opts.threads, OLLAMA, lambda: start_emberd(opts, procs.free_port()))
     ]
+    if opts.baseline is not None:
+        baseline = opts.baseline
+        servers.append(
+            busy.BusyServer(
+                EMBERD_BEFORE,
+                opts.threads,
+                OLLAMA,
+                lambda: start_emberd(opts, procs.free_port(), baseline),
+            )
+        )
     if binary is not None:
         label = f"{LLAMA_SERVER} {llama_server.DEFAULT_CONFIG.label}"
         for threads in dict.fromkeys((opts.threads, 1)):

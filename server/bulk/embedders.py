@@ -102,14 +102,13 @@ class LocalEmbedder:
         stores = _OneFile(Path(model)) if is_gguf_path(model) else None
         self._loop = asyncio.new_event_loop()
         limits = replace(runtime_limits(settings), max_loaded=1, default_keep_alive=FOREVER)
-        self._engine = build_engine(
-            settings, backend=backend, stores=stores, limits=limits, probe=True
-        )
+        self._engine = build_engine(settings, backend=backend, stores=stores, limits=limits)
         self._runtime = self._engine.runtime
         self._model = model
         self._dimensions = dimensions
         self._normalize = normalize
         try:
+            self._run(self._engine.start())
             self.record = self._run(self._engine.find(model))
             self._run(self._engine.embed(self._job(())))  # loads the model
         except BaseException:

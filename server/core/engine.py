@@ -10,23 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import numpy as np
 
-from emberd.backends.base import FloatMatrix, LoadedModel, LoadOptions, ModelLoadError
+from emberd.backends.base import FloatMatrix, LoadedModel, LoadOptions, ModelCrashed, ModelLoadError
 from emberd.models.bundled import bundled_for, install_bundled
 from emberd.models.capabilities import rerank_head
 from emberd.models.errors import InvalidModelFile, ModelNotFound
 from emberd.models.store import ModelRecord, ModelStores
+from emberd.server.core.crashes import HeldBack
 from emberd.server.core.errors import (
     CoreError,
     InvalidRequest,
     InvalidVectors,
     LoadFailed,
+    ModelHeldBack,
+    ModelStopped,
     go_quote,
     reason_of,
 )
@@ -34,10 +37,6 @@ from emberd.server.core.limits import RequestLimits
 from emberd.server.core.options import ServerDefaults, load_overrides, resolve_load_options
 from emberd.server.core.rerank import RerankJob, RerankResult, build_pairs, pair_limit, rank
 from emberd.server.core.runtime import Lease, Runtime
-
-# Tokenizing this many characters or more goes to a thread, off the event loop.
-_INLINE_TOKENIZE_CHARS = 4096
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -88,7 +87,7 @@ def truncation_limit(model: LoadedModel, options: LoadOptions) -> int:
     return min(options.num_ctx, facts.n_ctx_train) - len(facts.prefix) - len(facts.suffix)
 
 
-def prepare_texts(
+async def prepare_texts(
     model: LoadedModel, texts: Sequence[str], limit: int, truncate: bool
 ) -> list[list[int]]:
     """Tokenize and truncate per Ollama; specials are added after the cut."""
@@ -96,8 +95,7 @@ def prepare_texts(
         raise InvalidRequest("input after truncation exceeds maximum context length")
     prefix, suffix = list(model.facts.prefix), list(model.facts.suffix)
     sequences = []
-    for index, text in enumerate(texts):
-        tokens = model.tokenize(text)
+    for index, tokens in enumerate(await model.tokenize(texts)):
         if len(tokens) > limit:
             if not truncate:
                 raise InvalidRequest("the input length exceeds the context length")
@@ -132,17 +130,6 @@ def prepare_tokens(
     return sequences
 
 
-async def off_the_loop_if_long(chars: int, work: Callable[..., _T], *args: object) -> _T:
-    """`work(*args)`, which tokenizes `chars` characters: inline when short, else in a thread.
-
-    Long texts take milliseconds to tokenize, which the event loop must not
-    wait for; short ones cost less than a thread hop.
-    """
-    if chars < _INLINE_TOKENIZE_CHARS:
-        return work(*args)
-    return await asyncio.to_thread(work, *args)
-
-
 class Engine:
     """Embeds texts with a named model, whatever the dialect."""
 
@@ -158,6 +145,11 @@ class Engine:
         self.defaults = defaults
         self.limits = limits
         self._installing = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Get the backend ready before the first request, and learn the GPUs it has."""
+        gpus = await self.runtime.start()
+        self.defaults = dataclasses.replace(self.defaults, gpu_devices=gpus)
 
     async def find(self, name: str) -> ModelRecord:
         """The model a name means, from the stores.
@@ -234,10 +226,7 @@ class Engine:
             raise InvalidRequest("top_n must be a positive integer")
         async with self.lease(job.model, record, job.options, job.keep_alive) as (lease, options):
             limit = pair_limit(lease.model, options)
-            chars = len(job.query) + sum(len(d) for d in job.documents)
-            pairs = await off_the_loop_if_long(
-                chars, build_pairs, lease.model, job.query, job.documents, limit, job.truncate
-            )
+            pairs = await build_pairs(lease.model, job.query, job.documents, limit, job.truncate)
             self.limits.check_tokens(pairs)
             values = await lease.queue.embed(pairs)
         if values.shape[1] != head.outputs:
@@ -263,7 +252,9 @@ class Engine:
         """`record` checked, loaded as `requested` and leased, with the options it has.
 
         A file that is broken or that llama.cpp refuses is a LoadFailed naming
-        `name` (the model as the client asked for it).
+        `name` (the model as the client asked for it); a runner that ends
+        under the request is ModelStopped, and a file that keeps ending its
+        runners ModelHeldBack.
         """
         try:
             options = self._load_options(record, requested)
@@ -271,6 +262,10 @@ class Engine:
                 yield lease, options
         except (InvalidModelFile, ModelLoadError) as exc:  # only loading raises these
             raise LoadFailed(name, reason_of(exc), str(exc)) from exc
+        except ModelCrashed as exc:
+            raise ModelStopped(name, exc.reason) from exc
+        except HeldBack as exc:
+            raise ModelHeldBack(name, exc.crashes) from exc
 
     def _load_options(self, record: ModelRecord, requested: Mapping[str, object]) -> LoadOptions:
         """How `record` must be loaded for a request (its file is vetted when it loads)."""
@@ -287,7 +282,4 @@ class Engine:
             limit = min(options.num_ctx, model.facts.n_ctx_train)
             return prepare_tokens(model, job.token_lists, limit, job.truncate)
         limit = truncation_limit(model, options)
-        chars = sum(len(t) for t in job.texts)
-        return await off_the_loop_if_long(
-            chars, prepare_texts, model, job.texts, limit, job.truncate
-        )
+        return await prepare_texts(model, job.texts, limit, job.truncate)

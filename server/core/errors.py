@@ -44,6 +44,23 @@ class LoadFailed(CoreError):
         self.detail = detail
 
 
+class ModelStopped(CoreError):
+    """The process running the model ended under the request (a crash, an abort, a kill)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"model {go_quote(name)} stopped unexpectedly: {reason}")
+
+
+class ModelHeldBack(CoreError):
+    """The model's file keeps ending its runner, so it is not loaded again for now."""
+
+    def __init__(self, name: str, crashes: int) -> None:
+        super().__init__(
+            f"model {go_quote(name)} stopped unexpectedly {crashes} times within a minute; "
+            "it is held back until its file changes or emberd restarts"
+        )
+
+
 class InvalidVectors(CoreError):
     """The model computed NaN or Inf values."""
 

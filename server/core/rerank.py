@@ -72,22 +72,22 @@ def pair_limit(model: LoadedModel, options: LoadOptions) -> int:
     return min(options.num_ctx, model.facts.n_ctx_train)
 
 
-def build_pairs(
+async def build_pairs(
     model: LoadedModel, query: str, documents: Sequence[str], limit: int, truncate: bool
 ) -> list[list[int]]:
     """One token sequence per document: the query and that document, joined and fitted."""
     template = model.facts.rerank_template
     if template is not None:
-        return [_prompt_pair(model, template, query, d, limit, truncate) for d in documents]
+        return [await _prompt_pair(model, template, query, d, limit, truncate) for d in documents]
     facts = model.facts
-    head = [*facts.prefix, *model.tokenize(query), *facts.suffix, *facts.pair_separator]
+    query_tokens, *document_tokens = await model.tokenize([query, *documents])
+    head = [*facts.prefix, *query_tokens, *facts.suffix, *facts.pair_separator]
     tail = list(facts.suffix)
     room = limit - len(head) - len(tail)
     if room <= 0:
         raise InvalidRequest(_NO_ROOM)
     pairs = []
-    for document in documents:
-        tokens = model.tokenize(document)
+    for tokens in document_tokens:
         if len(tokens) > room:
             if not truncate:
                 raise InvalidRequest(_TOO_LONG)
@@ -102,20 +102,19 @@ def fill_template(template: str, query: str, document: str) -> str:
     return _PLACEHOLDER.sub(lambda match: texts[match.group(0)], template)
 
 
-def _prompt_pair(
+async def _prompt_pair(
     model: LoadedModel, template: str, query: str, document: str, limit: int, truncate: bool
 ) -> list[int]:
     """The prompt's tokens, the document cut (as tokens, then back to text) until it fits."""
-    tokens = model.tokenize(fill_template(template, query, document))
+    tokens, doc_tokens = await model.tokenize([fill_template(template, query, document), document])
     if len(tokens) <= limit:
         return tokens
     if not truncate:
         raise InvalidRequest(_TOO_LONG)
-    doc_tokens = model.tokenize(document)
     keep = len(doc_tokens) - (len(tokens) - limit)
     while keep > 0:
-        cut = model.detokenize(doc_tokens[:keep])
-        tokens = model.tokenize(fill_template(template, query, cut))
+        cut = await model.detokenize(doc_tokens[:keep])
+        (tokens,) = await model.tokenize([fill_template(template, query, cut)])
         if len(tokens) <= limit:
             return tokens
         keep -= max(1, len(tokens) - limit)  # tokens can merge differently at the cut

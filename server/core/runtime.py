@@ -26,9 +26,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from emberd.backends.base import Backend, LoadedModel, LoadOptions
+from emberd.backends.base import Backend, LoadedModel, LoadOptions, ModelCrashed
 from emberd.models.store import FileVersion, ModelRecord, file_version
 from emberd.server.core.batching import BatchQueue, BatchRecord
+from emberd.server.core.crashes import CrashRecord
 from emberd.server.core.durations import format_duration
 from emberd.server.core.errors import QueueFull
 
@@ -57,6 +58,7 @@ class _Runner:
     loading: asyncio.Task[None] | None = None
     model: LoadedModel | None = None
     queue: BatchQueue | None = None
+    crashed: bool = False  # its process ended under it; counted once
     refs: int = 0  # leases held, and requests waiting for this runner's load
     expires_at: float = math.inf  # wall clock, as the runtime's clock tells it
     timer: asyncio.TimerHandle | None = None
@@ -120,12 +122,9 @@ class Runtime:
         *,
         observe: Callable[[BatchRecord], None] | None = None,
         on_load: Callable[[float], None] | None = None,
-        vet: Callable[[Path, str], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """`vet(path, digest)`, when given, runs before each load and raises if it must not."""
         self._backend = backend
-        self._vet = vet
         self._limits = limits
         self._observe = observe
         self._on_load = on_load
@@ -135,6 +134,11 @@ class Runtime:
         self._pending = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing: set[asyncio.Task[None]] = set()
+        self._crashes = CrashRecord(clock)
+
+    async def start(self) -> int:
+        """Get the backend ready (a spare runner started); the GPUs it can use."""
+        return await asyncio.to_thread(self._backend.gpu_devices)
 
     @property
     def pending(self) -> int:
@@ -163,6 +167,9 @@ class Runtime:
             try:
                 assert runner.model is not None and runner.queue is not None
                 yield Lease(record, runner.model, runner.queue, time.perf_counter() - started)
+            except ModelCrashed:
+                self._crashed(runner)
+                raise
             finally:
                 closing = self._release(runner)
                 if closing is not None:  # keep_alive 0: the request ends once unloaded
@@ -190,7 +197,13 @@ class Runtime:
     ) -> _Runner:
         """Claim the runner of `record` with `options`, starting its load if needed."""
         while True:
+            self._crashes.check(record)
             runner = self._runners.get(record.path)
+            if runner is not None and runner.ready and not runner.crashed:
+                assert runner.model is not None
+                if not runner.model.alive():  # it ended while idle
+                    self._crashed(runner)
+                    continue
             if runner is None and self._has_room():
                 runner = self._start_load(record, options, keep_alive)
             elif runner is not None and (why := _reload_reason(runner, options)):
@@ -259,9 +272,13 @@ class Runtime:
             await asyncio.wait(list(self._closing))
         started = time.perf_counter()
         try:
-            model = await asyncio.to_thread(self._load_file, runner.record, runner.options)
+            model = await asyncio.to_thread(
+                self._backend.load, runner.record.path, runner.options, runner.version
+            )
         except Exception as exc:
-            log.error("loading %s failed: %s", name, exc)
+            log.error("loading %s (%s) failed: %s", name, runner.record.path, exc)
+            if isinstance(exc, ModelCrashed):
+                self._crashes.add(runner.record)
             self._forget(runner)
             self._changes.notify()
             raise
@@ -283,11 +300,15 @@ class Runtime:
             format_duration(runner.keep_alive),
         )
 
-    def _load_file(self, record: ModelRecord, options: LoadOptions) -> LoadedModel:
-        """Vet, then load: runs in a worker thread."""
-        if self._vet is not None:
-            self._vet(record.path, record.digest)
-        return self._backend.load(record.path, options)
+    def _crashed(self, runner: _Runner) -> None:
+        """Its process has ended: forget it (the next request starts another) and count it."""
+        if runner.crashed:
+            return
+        runner.crashed = True
+        log.error("%s stopped unexpectedly", runner.record.name.display)
+        self._crashes.add(runner.record)
+        if self._is_current(runner):
+            self._retire(runner)
 
     def _evict(self) -> bool:
         """Unload the idle runner that expires first; False when all are busy."""
@@ -302,7 +323,7 @@ class Runtime:
     def _retire(self, runner: _Runner) -> asyncio.Task[None]:
         """Forget `runner` now and close it in a thread; returns that close."""
         self._forget(runner)
-        task = self._spawn(asyncio.to_thread(_close_runner, runner))
+        task = self._spawn(_close_runner(runner))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
         self._changes.notify()
@@ -351,8 +372,9 @@ class Runtime:
                 if runner.ready:
                     self._retire(runner)
             if not self._tasks:
-                return
+                break
             await asyncio.wait(list(self._tasks))
+        await asyncio.to_thread(self._backend.close)
 
 
 def _view(runner: _Runner) -> LoadedView:
@@ -378,7 +400,15 @@ def _reload_reason(runner: _Runner, options: LoadOptions) -> str:
     return ""
 
 
-def _close_runner(runner: _Runner) -> None:
+async def _close_runner(runner: _Runner) -> None:
+    """Stop its queue and close its model (both block: in a thread), then let the model
+    release what it holds on this loop."""
+    await asyncio.to_thread(_close_blocking, runner)
+    if runner.model is not None:
+        await runner.model.wait_closed()
+
+
+def _close_blocking(runner: _Runner) -> None:
     if runner.queue is not None:
         runner.queue.close()
     if runner.model is not None:

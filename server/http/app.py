@@ -40,21 +40,18 @@ def create_app(
     backend: Backend | None = None,
     stores: ModelStores | None = None,
     prepare_default_model: bool = False,
-    probe: bool | None = None,
 ) -> Starlette:
     """The whole HTTP application for `settings`; `backend`/`stores` may be swapped in tests.
 
     With `prepare_default_model`, start-up makes sure the default model is in
     a store (importing the bundled all-minilm if needed), so the first
-    request does not pay for it. `probe` (default: with the llama.cpp
-    backend) tries each model file's first load in a child process.
+    request does not pay for it.
     """
     metrics = Metrics()
     engine = build_engine(
         settings,
         backend=backend,
         stores=stores,
-        probe=probe,
         observe=metrics.observe_batch,
         on_load=metrics.observe_load,
     )
@@ -63,6 +60,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await engine.start()
         if prepare_default_model:
             await _prepare(engine, settings.default_model)
         yield

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from emberd.backends.base import LoadOptions, Pooling
-from emberd.backends.llama_cpp import LlamaCppBackend, LlamaCppModel
 from emberd.models.capabilities import rerank_head
 from emberd.models.gguf_meta import read_gguf_info
 from emberd.server.core.rerank import build_pairs, fill_template
 from tests.support.harness import LiveServer, ModelFiles, make_stores, running_server, settings_for
+from tests.support.runners import DrivenModel, loaded_in_runner
 from tests.support.tiny_qwen3_reranker import (
     TEMPLATE,
     Qwen3Weights,
@@ -50,10 +50,9 @@ def gguf_path(tmp_path_factory: pytest.TempPathFactory, weights: Qwen3Weights) -
 
 
 @pytest.fixture(scope="module")
-def model(gguf_path: Path) -> Iterator[LlamaCppModel]:
-    loaded = LlamaCppBackend().load(gguf_path, OPTIONS)
-    yield loaded
-    loaded.close()
+def model(gguf_path: Path) -> Iterator[DrivenModel]:
+    with loaded_in_runner(gguf_path, OPTIONS) as loaded:
+        yield loaded
 
 
 def test_the_head_is_the_probability_of_yes(gguf_path: Path) -> None:
@@ -63,9 +62,10 @@ def test_the_head_is_the_probability_of_yes(gguf_path: Path) -> None:
     assert head.scores(values).tolist() == [0.25]  # llama.cpp's softmax is not applied twice
 
 
-def test_pairs_are_the_filled_prompt(model: LlamaCppModel) -> None:
-    assert model.facts.pooling == Pooling.RANK and model.facts.rerank_template == TEMPLATE
-    pairs = build_pairs(model, QUERY, DOCUMENTS, limit=1024, truncate=True)
+def test_pairs_are_the_filled_prompt(model: DrivenModel) -> None:
+    facts = model.model.facts
+    assert facts.pooling == Pooling.RANK and facts.rerank_template == TEMPLATE
+    pairs = model.run(build_pairs(model.model, QUERY, DOCUMENTS, limit=1024, truncate=True))
     expected = [reference_ids(fill_template(TEMPLATE, QUERY, d)) for d in DOCUMENTS]
     assert pairs == expected
 
@@ -76,12 +76,12 @@ def test_a_placeholder_inside_a_text_is_left_alone() -> None:
 
 
 def test_scores_match_an_independent_forward_pass(
-    model: LlamaCppModel, weights: Qwen3Weights
+    model: DrivenModel, weights: Qwen3Weights
 ) -> None:
-    pairs = build_pairs(model, QUERY, DOCUMENTS, limit=1024, truncate=True)
+    pairs = model.run(build_pairs(model.model, QUERY, DOCUMENTS, limit=1024, truncate=True))
     head = rerank_head(read_gguf_info(model.path))
-    alone = head.scores(np.concatenate([model.embed([pair]) for pair in pairs]))
-    together = head.scores(model.embed(pairs[:1] + pairs[3:]))  # two pairs in one decode
+    alone = head.scores(np.concatenate([model.model.embed([pair]) for pair in pairs]))
+    together = head.scores(model.model.embed(pairs[:1] + pairs[3:]))  # two pairs in one decode
     expected = reference_scores(weights, QUERY, DOCUMENTS)
     np.testing.assert_allclose(alone, expected, atol=TOLERANCE)
     np.testing.assert_allclose(together, alone[[0, 3]], atol=1e-4)

@@ -30,11 +30,11 @@ from emberd.backends.base import (
     BackendError,
     DecodeStats,
     FloatMatrix,
-    LoadedModel,
     LoadOptions,
     ModelFacts,
 )
-from emberd.backends.llama_cpp import LlamaCppBackend
+from emberd.backends.runner import RemoteModel, RunnerBackend
+from emberd.models.store import FileVersion
 from emberd.server.config import Settings
 from emberd.server.http.app import create_app
 from emberd.server.http.serving import Listener, uvicorn_config
@@ -117,7 +117,7 @@ class TrackedModel:
 
     def __init__(
         self,
-        inner: LoadedModel,
+        inner: RemoteModel,
         path: Path,
         options: LoadOptions,
         gate: threading.Event,
@@ -132,11 +132,19 @@ class TrackedModel:
         self.facts: ModelFacts = inner.facts
         self.stats: DecodeStats = inner.stats  # the same counters the real model updates
 
-    def tokenize(self, text: str) -> list[int]:
-        return self._inner.tokenize(text)
+    async def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        return await self._inner.tokenize(texts)
 
-    def detokenize(self, tokens: Sequence[int]) -> str:
-        return self._inner.detokenize(tokens)
+    async def detokenize(self, tokens: Sequence[int]) -> str:
+        return await self._inner.detokenize(tokens)
+
+    def alive(self) -> bool:
+        return self._inner.alive()
+
+    @property
+    def pid(self) -> int:
+        """The runner process serving the model."""
+        return self._inner.pid
 
     def max_batch_tokens(self) -> int:
         return self._inner.max_batch_tokens()
@@ -166,9 +174,12 @@ class TrackedModel:
         self.closed = True
         self._inner.close()
 
+    async def wait_closed(self) -> None:
+        await self._inner.wait_closed()
+
 
 class RecordingBackend:
-    """`LlamaCppBackend` with every load counted and remembered.
+    """`RunnerBackend` with every load counted and remembered.
 
     `gated` holds every load, and `hold_decodes` every decode, until `release()`.
     `fail_with` makes every load raise that exception instead, for tests of how
@@ -182,7 +193,7 @@ class RecordingBackend:
         hold_decodes: bool = False,
         fail_with: Exception | None = None,
     ) -> None:
-        self._inner = LlamaCppBackend()
+        self._inner = RunnerBackend()
         self._fail_with = fail_with
         self._lock = threading.Lock()
         self._gate = threading.Event()
@@ -196,7 +207,15 @@ class RecordingBackend:
         self.load_calls = 0
         self.models: list[TrackedModel] = []
 
-    def load(self, path: Path, options: LoadOptions) -> TrackedModel:
+    def gpu_devices(self) -> int:
+        return self._inner.gpu_devices()
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def load(
+        self, path: Path, options: LoadOptions, version: FileVersion | None = None
+    ) -> TrackedModel:
         with self._lock:
             self.load_calls += 1
         self.entered.set()
@@ -204,7 +223,7 @@ class RecordingBackend:
             raise TimeoutError("the test never released the gated load")
         if self._fail_with is not None:
             raise self._fail_with
-        inner = self._inner.load(path, options)
+        inner = self._inner.load(path, options, version)
         model = TrackedModel(inner, path, options, self._decode_gate, self.decoding)
         with self._lock:
             self.models.append(model)
@@ -303,7 +322,7 @@ def running_server(
     Leaving the block tells the server to stop (it drains and unloads its
     models in its own thread); the session joins it at its end.
     """
-    app = create_app(settings, backend=backend, probe=True)
+    app = create_app(settings, backend=backend)
     sock = _listening_socket()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     # The serve command's own limits and timeouts, so the tests see what users get.

@@ -19,10 +19,12 @@ from emberd.backends.base import (
     DecodeStats,
     FloatMatrix,
     LoadOptions,
+    ModelCrashed,
     ModelFacts,
     ModelLoadError,
     Pooling,
 )
+from emberd.models.store import FileVersion
 
 N_EMBD = 8
 # A decode containing this token fails.
@@ -91,6 +93,7 @@ class StandInModel:
         self.batches: list[list[tuple[int, ...]]] = []  # every decode's sequences
         self.loaded_at = time.monotonic()
         self.closed_at: float | None = None
+        self.crashed = False
         self._max_tokens = max_tokens
         self._max_sequences = max_sequences
         self._lanes = lanes
@@ -100,13 +103,23 @@ class StandInModel:
         """Whether close() was called."""
         return self.closed_at is not None
 
-    def tokenize(self, text: str) -> list[int]:
+    async def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """One token per word: 10 plus the word's length."""
-        return [10 + len(word) for word in text.split()]
+        if self.crashed:
+            raise ModelCrashed("killed by SIGKILL")
+        return [[10 + len(word) for word in text.split()] for text in texts]
 
-    def detokenize(self, tokens: Sequence[int]) -> str:
+    async def detokenize(self, tokens: Sequence[int]) -> str:
         """A word of the right length per token."""
         return " ".join("x" * (token - 10) for token in tokens)
+
+    def alive(self) -> bool:
+        """False once `crash()` was called."""
+        return not self.crashed
+
+    def crash(self) -> None:
+        """Behave from now on as a model whose process has ended."""
+        self.crashed = True
 
     def max_batch_tokens(self) -> int:
         """The stand-in's decode size."""
@@ -137,6 +150,8 @@ class StandInModel:
         """`vector_of` each sequence; fails on POISON or on a batch that does not fit."""
         if self.closed:
             raise BackendError("model is closed")
+        if self.crashed:
+            raise ModelCrashed("killed by SIGKILL")
         self.batches.append([tuple(s) for s in sequences])
         self.decode_gate.pass_through()
         total = sum(len(s) for s in sequences)
@@ -154,6 +169,9 @@ class StandInModel:
         if self.closed_at is None:
             self.closed_at = time.monotonic()
 
+    async def wait_closed(self) -> None:
+        """Nothing held on the loop."""
+
 
 class StandInBackend:
     """Loads stand-in models; counts loads, can hold them on a gate or fail them."""
@@ -166,7 +184,16 @@ class StandInBackend:
         self._gpu_layers = gpu_layers
         self._lock = threading.Lock()
 
-    def load(self, path: Path, options: LoadOptions) -> StandInModel:
+    def gpu_devices(self) -> int:
+        """No GPUs."""
+        return 0
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def load(
+        self, path: Path, options: LoadOptions, version: FileVersion | None = None
+    ) -> StandInModel:
         """A new stand-in model for `path`, after the gate; ModelLoadError when told to fail."""
         with self._lock:
             self.load_calls += 1

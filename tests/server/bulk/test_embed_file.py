@@ -12,6 +12,7 @@ import pytest
 
 from emberd.server.cli.main import main
 from tests.support.bulk_files import corpus, read_output, store_env, vectors_of, write_corpus
+from tests.support.gguf_patch import rewritten_copy
 from tests.support.harness import TINY, LiveServer, ModelFiles, Stores
 
 BATCH = 8
@@ -225,3 +226,24 @@ def test_a_changed_input_starts_over(stores: Stores, tmp_path: Path) -> None:
     (partial / "checkpoint.json").write_text(json.dumps(stale))
     assert _embed(stores, str(source), "--model", TINY, "--out", str(out)) == 0
     assert len(read_output(out)) == 4
+
+
+@pytest.mark.slow
+def test_a_model_that_crashes_mid_run_is_reported_and_the_finished_chunks_are_kept(
+    model_files: ModelFiles, stores: Stores, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Read as SentencePiece without byte tokens, any character outside the
+    # vocabulary aborts llama.cpp's tokenizer (in the model's runner).
+    crasher = rewritten_copy(model_files.mean, tmp_path / "crasher.gguf",
+                             {"tokenizer.ggml.model": "llama"})  # fmt: skip
+    texts = corpus(24)
+    texts[17] = "Zebra"
+    source = write_corpus(tmp_path / "in.jsonl", texts, list(range(24)))
+    out = tmp_path / "out.parquet"
+    args = [str(source), "--model", str(crasher), "--out", str(out), "--batch", "4"]
+    assert _embed(stores, *args, "--id-field", "id") == 1
+    error = capsys.readouterr().err
+    assert "stopped unexpectedly: aborted (SIGABRT)" in error, error
+    assert not out.exists()
+    kept = sorted((tmp_path / "out.parquet.partial").glob("*.parquet"))
+    assert len(kept) == 4  # the chunks before the one holding "Zebra"

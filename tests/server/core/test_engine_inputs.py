@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from pathlib import Path
 
@@ -24,17 +25,22 @@ def model(prefix: tuple[int, ...] = (1,), suffix: tuple[int, ...] = (2,)) -> Sta
 
 
 def test_an_empty_text_is_its_special_tokens() -> None:
-    assert prepare_texts(model(), ["", "a b"], limit=8, truncate=True) == [[1, 2], [1, 11, 11, 2]]
+    assert asyncio.run(prepare_texts(model(), ["", "a b"], limit=8, truncate=True)) == [
+        [1, 2],
+        [1, 11, 11, 2],
+    ]
 
 
 def test_an_empty_text_on_a_model_without_special_tokens_is_a_400_naming_it() -> None:
     bare = model(prefix=(), suffix=())
-    assert prepare_texts(bare, ["a"], limit=8, truncate=True) == [[11]]
+    assert asyncio.run(prepare_texts(bare, ["a"], limit=8, truncate=True)) == [[11]]
     with pytest.raises(InvalidRequest, match=r"^input 1 has no tokens to embed"):
-        prepare_texts(bare, ["sky", "", "sea"], limit=8, truncate=True)
+        asyncio.run(prepare_texts(bare, ["sky", "", "sea"], limit=8, truncate=True))
 
 
 def test_truncation_keeps_the_first_tokens_then_adds_the_specials() -> None:
-    assert prepare_texts(model(), ["a bb ccc dddd"], limit=2, truncate=True) == [[1, 11, 12, 2]]
+    assert asyncio.run(prepare_texts(model(), ["a bb ccc dddd"], limit=2, truncate=True)) == [
+        [1, 11, 12, 2]
+    ]
     with pytest.raises(InvalidRequest, match="exceeds the context length"):
-        prepare_texts(model(), ["a bb ccc"], limit=2, truncate=False)
+        asyncio.run(prepare_texts(model(), ["a bb ccc"], limit=2, truncate=False))

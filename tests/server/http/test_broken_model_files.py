@@ -1,9 +1,9 @@
 """A model file, however broken, costs only a clear error for requests to it.
 
-Header values that llama.cpp asserts on are refused before it sees the file;
-anything the checks miss is caught by trying a file's first load in a child
-process. The HTTP cases run against a server in a child process, so that a
-regression shows as a dead server instead of a dead test run.
+Header values that llama.cpp asserts on are refused by the runner before
+llama.cpp sees the file; anything the checks miss ends only that runner (see
+test_isolation.py). The HTTP cases run against a server in a child process,
+so that a regression shows as a dead server instead of a dead test run.
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emberd.backends import probe as probe_module
-from emberd.backends.base import LoadOptions, ModelLoadError
-from emberd.backends.llama_cpp import LlamaCppBackend
-from emberd.backends.probe import LoadProbe
+from emberd.backends.base import LoadOptions, ModelCrashed, ModelLoadError
+from emberd.backends.runner import RunnerBackend
 from emberd.models.errors import InvalidModelFile
 from emberd.models.gguf_checks import check_loadable
 from emberd.models.gguf_meta import read_gguf_info
@@ -34,6 +32,9 @@ from tests.support.tiny_model import write_tiny_bert
 
 pytestmark = pytest.mark.slow  # starts child processes
 
+OPTIONS = LoadOptions(
+    num_ctx=64, num_batch=64, num_gpu=0, main_gpu=0, use_mmap=False, use_mlock=False, num_thread=1
+)
 BROKEN: dict[str, dict[str, float | int | bool]] = {
     "no-layers": {"bert.block_count": 0},
     "too-many-layers": {"bert.block_count": 1000},
@@ -90,44 +91,17 @@ def test_broken_files_get_clear_errors_and_other_models_keep_working(
         assert "tiny:latest" in [m["name"] for m in tags.json()["models"]]
 
 
-def test_a_crash_inside_llama_cpp_stays_in_the_probe(
-    good_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Past the header checks (called here without them), this file aborts
-    # llama.cpp while it loads: only the child process may die of it.
-    crasher = patched_copy(good_file, tmp_path / "crash.gguf", {"bert.block_count": 1000})
-    probe = LoadProbe(tmp_path / "verdicts")
-    with pytest.raises(ModelLoadError, match=r"llama.cpp crashed loading this model \(SIG"):
-        probe.vet(crasher, "crasher")
-    # The verdict is kept: asking again starts no child.
-    calls: list[Path] = []
-    monkeypatch.setattr(probe_module, "run_probe", lambda path: calls.append(path))
-    with pytest.raises(ModelLoadError, match="crashed"):
-        probe.vet(crasher, "crasher")
-    assert calls == []
-    assert not (tmp_path / "verdicts" / "crasher").exists()  # bad verdicts are not kept
-
-
-def test_a_good_verdict_is_kept_on_disk(
-    good_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    LoadProbe(tmp_path / "verdicts").vet(good_file, "good-digest")
-    assert (tmp_path / "verdicts" / "good-digest").is_file()
-
-    def must_not_run(path: Path) -> str:
-        raise AssertionError("a known-good file was tried again")
-
-    monkeypatch.setattr(probe_module, "run_probe", must_not_run)
-    LoadProbe(tmp_path / "verdicts").vet(good_file, "good-digest")  # a new server, same store
-
-
-def test_a_probe_failure_llama_cpp_reports_is_passed_on(tmp_path: Path) -> None:
+def test_a_file_llama_cpp_cannot_read_is_a_load_error_not_a_crash(tmp_path: Path) -> None:
     truncated = tmp_path / "half.gguf"
     data = write_tiny_bert(tmp_path / "whole.gguf").read_bytes()
     truncated.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ModelLoadError) as failed:
-        LoadProbe(None).vet(truncated, "half")
-    assert "crashed" not in str(failed.value)
+    backend = RunnerBackend()
+    try:
+        with pytest.raises(ModelLoadError) as failed:
+            backend.load(truncated, OPTIONS, None)
+        assert not isinstance(failed.value, ModelCrashed)
+    finally:
+        backend.close()
 
 
 def _record(path: Path, name: str) -> ModelRecord:
@@ -142,26 +116,17 @@ def _record(path: Path, name: str) -> ModelRecord:
     )
 
 
-def test_the_runtime_vets_each_file_before_loading_it(good_file: Path, tmp_path: Path) -> None:
+def test_the_runner_checks_each_file_before_llama_cpp_reads_it(
+    good_file: Path, tmp_path: Path
+) -> None:
     crasher = patched_copy(good_file, tmp_path / "crash.gguf", {"bert.block_count": 1000})
-    options = LoadOptions(
-        num_ctx=64,
-        num_batch=64,
-        num_gpu=0,
-        main_gpu=0,
-        use_mmap=False,
-        use_mlock=False,
-        num_thread=1,
-    )
-    runtime = Runtime(
-        LlamaCppBackend(), runtime_limits(Settings()), vet=LoadProbe(tmp_path / "verdicts").vet
-    )
+    runtime = Runtime(RunnerBackend(), runtime_limits(Settings()))
 
     async def scenario() -> None:
-        with pytest.raises(ModelLoadError, match="crashed"):
-            async with runtime.use(_record(crasher, "crash"), options, 0):
+        with pytest.raises(ModelLoadError, match=r"^unsupported model file: bert\.block_count"):
+            async with runtime.use(_record(crasher, "crash"), OPTIONS, 0):
                 pass
-        async with runtime.use(_record(good_file, "good"), options, 0) as lease:
+        async with runtime.use(_record(good_file, "good"), OPTIONS, 0) as lease:
             vectors = await lease.queue.embed(
                 [[*lease.model.facts.prefix, 5, 6, *lease.model.facts.suffix]]
             )

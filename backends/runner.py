@@ -1,0 +1,463 @@
+"""Models in runner processes: the server's side of backends/runner_process.py.
+
+`RunnerBackend` is the Backend the server uses. Each model it loads lives in
+a runner process of its own, which alone maps llama.cpp: whatever a model
+file or an input makes llama.cpp do (an assert, an uncaught exception, a
+crash) ends that process and fails only the requests it was serving, as
+`ModelCrashed`. Unloading a model ends its process, which hands all of its
+memory back to the system, a GPU context included.
+
+One runner is kept started ahead of need, with llama.cpp initialised, so a
+cold load pays only for reading the model. Each runner has two channels:
+decodes go over one, strictly request and reply, from the model's batch
+worker thread; tokenizing goes over the other from the event loop, so a new
+request is tokenized while a decode is under way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from emberd.backends import ipc
+from emberd.backends.base import (
+    BackendError,
+    DecodeStats,
+    FloatMatrix,
+    LoadOptions,
+    ModelCrashed,
+    ModelFacts,
+    ModelLoadError,
+    Pooling,
+)
+from emberd.models.store import FileVersion
+
+log = logging.getLogger("emberd.runner")
+
+# A runner that does not say hello in this long is broken (importing
+# llama.cpp takes well under a second).
+_HELLO_TIMEOUT_S = 60.0
+# After its channel closes, a runner's exit status is waited for this long.
+_EXIT_WAIT_S = 2.0
+# A runner told to stop gets this long before it is killed.
+_STOP_WAIT_S = 1.0
+# ggml answers an abort by attaching a debugger for a backtrace, which takes
+# seconds and fills the log; the exit status says enough.
+_RUNNER_ENV = {**os.environ, "GGML_NO_BACKTRACE": "1"}
+
+
+class RunnerProcess:
+    """One runner process and the server's ends of its two channels."""
+
+    def __init__(self, log_level: str) -> None:
+        decode, decode_child = socket.socketpair()
+        tokenize, tokenize_child = socket.socketpair()
+        fds = (decode_child.fileno(), tokenize_child.fileno())
+        command = [
+            sys.executable,
+            "-m",
+            "emberd.backends.runner_process",
+            "--decode-fd",
+            str(fds[0]),
+            "--tokenize-fd",
+            str(fds[1]),
+            "--log-level",
+            log_level,
+        ]
+        try:
+            # Its own session: a Ctrl-C meant for the server must not end the
+            # runners while the server drains its requests.
+            self.process = subprocess.Popen(
+                command,
+                pass_fds=fds,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            decode_child.close()
+            tokenize_child.close()
+        self.decode = decode
+        self.tokenize = tokenize
+        self._hello: ipc.Header | None = None
+
+    @property
+    def pid(self) -> int:
+        """The runner's process id."""
+        return self.process.pid
+
+    def hello(self) -> ipc.Header:
+        """What the runner said when it started (its GPU count); waits for it once."""
+        if self._hello is None:
+            self.decode.settimeout(_HELLO_TIMEOUT_S)
+            try:
+                header, _ = ipc.recv(self.decode)
+            finally:
+                self.decode.settimeout(None)
+            if header.get("op") != "hello":
+                raise ipc.ChannelClosed("no hello")
+            self._hello = header
+        return self._hello
+
+    def alive(self) -> bool:
+        """Whether the process is still running."""
+        return self.process.poll() is None
+
+    def exit_reason(self) -> str:
+        """How the process ended, in words (waits briefly for it; kills one that hangs on)."""
+        try:
+            code = self.process.wait(timeout=_EXIT_WAIT_S)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return "it broke off its channel and was ended"
+        return describe_exit(code)
+
+    def stop(self) -> None:
+        """End the process: ask it to stop, then kill it if it does not."""
+        try:
+            ipc.send(self.decode, {"op": "stop"})
+            self.process.wait(timeout=_STOP_WAIT_S)
+        except (ipc.ChannelClosed, subprocess.TimeoutExpired):
+            pass
+        self.kill()
+
+    def kill(self) -> None:
+        """Kill the process (if still running), reap it and close the channels."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self.decode.close()
+        self.tokenize.close()
+
+
+def describe_exit(code: int) -> str:
+    """An exit status in words: "exited with status 1", "killed by SIGKILL"."""
+    if code >= 0:
+        return f"exited with status {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    return "aborted (SIGABRT)" if name == "SIGABRT" else f"killed by {name}"
+
+
+class RunnerBackend:
+    """Loads each model into a runner process of its own; keeps one runner spare."""
+
+    def __init__(self, *, log_level: str = "warning") -> None:
+        self._log_level = log_level
+        self._lock = threading.Lock()
+        self._closed = False
+        self._spare: RunnerProcess | None = None  # started by gpu_devices() or the first load
+
+    def gpu_devices(self) -> int:
+        """How many GPUs a `main_gpu` may choose among, as the runners' llama.cpp reports."""
+        process = self._take()
+        try:
+            return int(process.hello().get("devices", 0))
+        finally:
+            self._give_back(process)
+
+    def load(self, path: Path, options: LoadOptions, version: FileVersion | None) -> RemoteModel:
+        """Load `path` in a runner; ModelLoadError if it refuses, ModelCrashed if it dies."""
+        process = self._ready_runner()
+        self._refill()
+        try:
+            ipc.send(
+                process.decode,
+                {
+                    "op": "load",
+                    "path": str(path),
+                    "options": _options_header(options),
+                    "version": list(version) if version is not None else None,
+                },
+            )
+            reply, _ = ipc.recv(process.decode)
+        except ipc.ChannelClosed:
+            raise ModelCrashed(process.exit_reason()) from None
+        if "error" in reply:
+            process.stop()
+            raise ModelLoadError(str(reply["error"]))
+        try:
+            return RemoteModel(process, reply)
+        except (KeyError, TypeError, ValueError) as exc:
+            process.kill()
+            raise ModelCrashed(f"it described the model wrongly ({exc})") from None
+
+    def close(self) -> None:
+        """End the spare runner; loaded models end with their own close()."""
+        with self._lock:
+            self._closed = True
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.kill()
+
+    def _ready_runner(self) -> RunnerProcess:
+        """A runner that has said hello: the spare, or a new one if the spare has died."""
+        process = self._take()
+        try:
+            process.hello()
+        except ipc.ChannelClosed:
+            log.warning("a spare runner ended (%s); starting another", process.exit_reason())
+            process.kill()
+            process = RunnerProcess(self._log_level)
+            try:
+                process.hello()
+            except ipc.ChannelClosed:
+                raise ModelCrashed(process.exit_reason()) from None
+        return process
+
+    def _take(self) -> RunnerProcess:
+        with self._lock:
+            if self._closed:
+                raise BackendError("the backend is closed")
+            process, self._spare = self._spare, None
+        if process is None or not process.alive():
+            if process is not None:
+                process.kill()
+            process = RunnerProcess(self._log_level)
+        return process
+
+    def _give_back(self, process: RunnerProcess) -> None:
+        with self._lock:
+            if self._spare is None and not self._closed:
+                self._spare, process = process, None  # type: ignore[assignment]
+        if process is not None:
+            process.kill()
+
+    def _refill(self) -> None:
+        """Start the next spare runner (it gets ready while this load runs)."""
+        with self._lock:
+            if self._spare is None and not self._closed:
+                self._spare = RunnerProcess(self._log_level)
+
+
+def _options_header(options: LoadOptions) -> dict[str, Any]:
+    return {
+        "num_ctx": options.num_ctx,
+        "num_batch": options.num_batch,
+        "num_gpu": options.num_gpu,
+        "main_gpu": options.main_gpu,
+        "use_mmap": options.use_mmap,
+        "use_mlock": options.use_mlock,
+        "num_thread": options.num_thread,
+    }
+
+
+def _facts(raw: dict[str, Any]) -> ModelFacts:
+    template = raw.get("rerank_template")
+    return ModelFacts(
+        n_embd=int(raw["n_embd"]),
+        n_ctx_train=int(raw["n_ctx_train"]),
+        n_vocab=int(raw["n_vocab"]),
+        pooling=Pooling(int(raw["pooling"])),
+        prefix=tuple(int(t) for t in raw["prefix"]),
+        suffix=tuple(int(t) for t in raw["suffix"]),
+        gpu_layers=int(raw["gpu_layers"]),
+        n_layers=int(raw["n_layers"]),
+        n_cls_out=int(raw["n_cls_out"]),
+        pair_separator=tuple(int(t) for t in raw["pair_separator"]),
+        rerank_template=None if template is None else str(template),
+    )
+
+
+class RemoteModel:
+    """A model loaded in a runner process, used as if it were here."""
+
+    def __init__(self, process: RunnerProcess, reply: ipc.Header) -> None:
+        self.facts = _facts(reply["facts"])
+        limits = reply["limits"]
+        self._max_tokens = int(limits["max_batch_tokens"])
+        self._max_sequences = int(limits["max_batch_sequences"])
+        self._lanes = int(limits["parallel_decodes"])
+        self.stats = DecodeStats()
+        self._process = process
+        self._decode_lock = threading.Lock()
+        self._closed = False
+        self._tokenizer = _TokenizeChannel(process)
+
+    @property
+    def pid(self) -> int:
+        """The runner's process id."""
+        return self._process.pid
+
+    def alive(self) -> bool:
+        """Whether the runner is still running (and not closed)."""
+        return not self._closed and self._process.alive()
+
+    async def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, tokenized in the runner."""
+        header, payload = await self._tokenizer.call({"op": "tokenize", "texts": list(texts)})
+        lists = ipc.unpack_sequences(header.get("lengths") or [], payload)
+        if len(lists) != len(texts):
+            raise ModelCrashed("it answered a tokenize request wrongly")
+        return lists
+
+    async def detokenize(self, tokens: Sequence[int]) -> str:
+        """The text of `tokens`, written out in the runner."""
+        lengths, payload = ipc.pack_sequences([tokens])
+        header, _ = await self._tokenizer.call({"op": "detokenize", "lengths": lengths}, payload)
+        return str(header.get("text", ""))
+
+    def max_batch_tokens(self) -> int:
+        """Most tokens one decode takes."""
+        return self._max_tokens
+
+    def max_batch_sequences(self) -> int:
+        """Most sequences one decode takes."""
+        return self._max_sequences
+
+    def parallel_decodes(self) -> int:
+        """How many decodes the runner runs side by side."""
+        return self._lanes
+
+    def embed(self, sequences: Sequence[Sequence[int]]) -> FloatMatrix:
+        """Pooled vectors of `sequences` in one decode."""
+        (result,) = self.embed_parallel([sequences])
+        if isinstance(result, BackendError):
+            raise result
+        return result
+
+    def embed_parallel(
+        self, batches: Sequence[Sequence[Sequence[int]]]
+    ) -> list[FloatMatrix | BackendError]:
+        """One decode per batch, side by side in the runner."""
+        lengths, payload = ipc.pack_sequences([s for batch in batches for s in batch])
+        request = {"op": "embed", "lengths": lengths, "batches": [len(b) for b in batches]}
+        with self._decode_lock:
+            if self._closed:
+                raise BackendError("the model has been unloaded")
+            try:
+                ipc.send(self._process.decode, request, payload)
+                header, data = ipc.recv(self._process.decode)
+            except ipc.ChannelClosed:
+                raise ModelCrashed(self._process.exit_reason()) from None
+        if "error" in header:
+            raise BackendError(str(header["error"]))
+        results = self._split(batches, header.get("results"), data)
+        for sequences in filter(None, batches):
+            self.stats.decodes += 1
+            self.stats.sequences += len(sequences)
+            self.stats.tokens += sum(len(s) for s in sequences)
+        return results
+
+    def _split(
+        self, batches: Sequence[Sequence[Sequence[int]]], shapes: Any, data: bytes
+    ) -> list[FloatMatrix | BackendError]:
+        """Each batch's matrix (or error) out of one reply, its shape checked."""
+        if not isinstance(shapes, list) or len(shapes) != len(batches):
+            raise ModelCrashed("it answered a decode wrongly")
+        width = self.facts.width
+        results: list[FloatMatrix | BackendError] = []
+        offset = 0
+        try:
+            for batch, shape in zip(batches, shapes, strict=True):
+                if isinstance(shape, str):
+                    results.append(BackendError(shape))
+                    continue
+                rows, cols = int(shape[0]), int(shape[1])
+                if rows != len(batch) or cols != width:
+                    raise ValueError(f"{rows}x{cols} for {len(batch)} sequences")
+                size = rows * cols * 4
+                results.append(ipc.unpack_matrix(rows, cols, data[offset : offset + size]))
+                offset += size
+        except (TypeError, ValueError, IndexError, ipc.ChannelClosed) as exc:
+            raise ModelCrashed(f"it answered a decode wrongly ({exc})") from None
+        return results
+
+    def close(self) -> None:
+        """End the runner, and with it all the model's memory."""
+        with self._decode_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._tokenizer.closing = True
+        self._process.stop()
+
+    async def wait_closed(self) -> None:
+        """Wait until the tokenize channel has seen the runner go and closed its stream."""
+        await self._tokenizer.finished()
+
+
+class _TokenizeChannel:
+    """Requests on the tokenize channel, answered in any order, matched by id.
+
+    It is driven by the event loop that first uses it; a reader task there
+    hands each answer to its caller, and fails every caller with
+    ModelCrashed when the runner goes.
+    """
+
+    def __init__(self, process: RunnerProcess) -> None:
+        self._process = process
+        self._ids = itertools.count()
+        self._pending: dict[int, asyncio.Future[tuple[ipc.Header, bytes]]] = {}
+        self._writer: asyncio.StreamWriter | None = None
+        self._opening: asyncio.Task[None] | None = None
+        self._reading: asyncio.Task[None] | None = None
+        self._failure: ModelCrashed | None = None
+        self.closing = False
+
+    async def call(self, header: ipc.Header, payload: bytes = b"") -> tuple[ipc.Header, bytes]:
+        """Send one request and wait for its answer."""
+        if self._writer is None:
+            if self._opening is None:
+                self._opening = asyncio.get_running_loop().create_task(self._open())
+            await asyncio.shield(self._opening)
+        if self._failure is not None:
+            raise self._failure
+        assert self._writer is not None
+        request_id = next(self._ids)
+        future = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            self._writer.writelines(ipc.encode({**header, "id": request_id}, payload))
+            await self._writer.drain()
+            reply, data = await future
+        finally:
+            self._pending.pop(request_id, None)
+        if "error" in reply:
+            raise BackendError(str(reply["error"]))
+        return reply, data
+
+    async def finished(self) -> None:
+        """Wait for the reader to end (it ends when the runner's channel closes)."""
+        if self._opening is not None:
+            await asyncio.shield(self._opening)
+        if self._reading is not None:
+            await asyncio.wait([self._reading], timeout=_EXIT_WAIT_S)
+
+    async def _open(self) -> None:
+        # The stream owns a copy of the socket: the process's own copy may be
+        # closed from another thread while the stream still uses this one.
+        sock = self._process.tokenize.dup()
+        reader, self._writer = await asyncio.open_connection(sock=sock)
+        self._reading = asyncio.get_running_loop().create_task(self._read(reader))
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                header, data = await ipc.read_frame(reader)
+                future = self._pending.get(header.get("id", -1))
+                if future is not None and not future.done():
+                    future.set_result((header, data))
+        except ipc.ChannelClosed:
+            pass
+        if self._writer is not None:
+            self._writer.close()
+        reason = (
+            "it was stopped" if self.closing else await asyncio.to_thread(self._process.exit_reason)
+        )
+        self._failure = ModelCrashed(reason)
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(self._failure)
