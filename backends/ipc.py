@@ -8,7 +8,6 @@ can send nonsense, which is refused, but never make the server run code.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import struct
 from collections.abc import Sequence
@@ -51,13 +50,26 @@ def recv(sock: socket.socket) -> tuple[Header, bytes]:
     return _header(_read_exact(sock, head_len)), _read_exact(sock, payload_len)
 
 
-async def read_frame(reader: asyncio.StreamReader) -> tuple[Header, bytes]:
-    """Read one frame from a stream; ChannelClosed at its end."""
-    try:
-        head_len, payload_len = _check(_LENGTHS.unpack(await reader.readexactly(_LENGTHS.size)))
-        return _header(await reader.readexactly(head_len)), await reader.readexactly(payload_len)
-    except (asyncio.IncompleteReadError, OSError) as exc:
-        raise ChannelClosed(str(exc) or "end of stream") from None
+class FrameParser:
+    """Frames out of a byte stream that arrives in pieces (an asyncio protocol's data)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[Header, bytes]]:
+        """The frames `data` completes, in order; ChannelClosed for a broken one."""
+        self._buffer += data
+        frames = []
+        while len(self._buffer) >= _LENGTHS.size:
+            head_len, payload_len = _check(_LENGTHS.unpack_from(self._buffer))
+            end = _LENGTHS.size + head_len + payload_len
+            if len(self._buffer) < end:
+                break
+            start = _LENGTHS.size + head_len
+            header = _header(bytes(self._buffer[_LENGTHS.size : start]))
+            frames.append((header, bytes(self._buffer[start:end])))
+            del self._buffer[:end]
+        return frames
 
 
 def _check(lengths: tuple[int, int]) -> tuple[int, int]:

@@ -27,7 +27,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from emberd.backends import ipc
 from emberd.backends.base import (
@@ -49,6 +49,8 @@ log = logging.getLogger("emberd.runner")
 _HELLO_TIMEOUT_S = 60.0
 # After its channel closes, a runner's exit status is waited for this long.
 _EXIT_WAIT_S = 2.0
+# A tokenize request unanswered this long means a stuck runner.
+_ANSWER_TIMEOUT_S = 60.0
 # A runner told to stop gets this long before it is killed.
 _STOP_WAIT_S = 1.0
 # ggml answers an abort by attaching a debugger for a backtrace, which takes
@@ -171,7 +173,6 @@ class RunnerBackend:
     def load(self, path: Path, options: LoadOptions, version: FileVersion | None) -> RemoteModel:
         """Load `path` in a runner; ModelLoadError if it refuses, ModelCrashed if it dies."""
         process = self._ready_runner()
-        self._refill()
         try:
             ipc.send(
                 process.decode,
@@ -185,6 +186,9 @@ class RunnerBackend:
             reply, _ = ipc.recv(process.decode)
         except ipc.ChannelClosed:
             raise ModelCrashed(process.exit_reason()) from None
+        finally:
+            # The next spare starts once this load is done, not competing with it for CPU.
+            self._refill()
         if "error" in reply:
             process.stop()
             raise ModelLoadError(str(reply["error"]))
@@ -389,40 +393,44 @@ class RemoteModel:
         await self._tokenizer.finished()
 
 
-class _TokenizeChannel:
+class _TokenizeChannel(asyncio.Protocol):
     """Requests on the tokenize channel, answered in any order, matched by id.
 
-    It is driven by the event loop that first uses it; a reader task there
-    hands each answer to its caller, and fails every caller with
-    ModelCrashed when the runner goes.
+    It is driven by the event loop that first uses it: answers are handed to
+    their callers as they arrive, and every caller fails with ModelCrashed
+    when the runner goes.
     """
 
     def __init__(self, process: RunnerProcess) -> None:
         self._process = process
         self._ids = itertools.count()
         self._pending: dict[int, asyncio.Future[tuple[ipc.Header, bytes]]] = {}
-        self._writer: asyncio.StreamWriter | None = None
+        self._parser = ipc.FrameParser()
+        self._transport: asyncio.Transport | None = None
         self._opening: asyncio.Task[None] | None = None
-        self._reading: asyncio.Task[None] | None = None
-        self._failure: ModelCrashed | None = None
+        self._lost: asyncio.Event | None = None
+        self._failure: BaseException | None = None
         self.closing = False
 
     async def call(self, header: ipc.Header, payload: bytes = b"") -> tuple[ipc.Header, bytes]:
         """Send one request and wait for its answer."""
-        if self._writer is None:
+        if self._transport is None:
             if self._opening is None:
                 self._opening = asyncio.get_running_loop().create_task(self._open())
             await asyncio.shield(self._opening)
         if self._failure is not None:
             raise self._failure
-        assert self._writer is not None
+        assert self._transport is not None
         request_id = next(self._ids)
         future = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            self._writer.writelines(ipc.encode({**header, "id": request_id}, payload))
-            await self._writer.drain()
-            reply, data = await future
+            self._transport.write(b"".join(ipc.encode({**header, "id": request_id}, payload)))
+            reply, data = await asyncio.wait_for(future, _ANSWER_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            # Tokenizing never takes this long: the runner is stuck. End it.
+            await asyncio.get_running_loop().run_in_executor(None, self._process.kill)
+            raise ModelCrashed("it stopped answering and was ended") from None
         finally:
             self._pending.pop(request_id, None)
         if "error" in reply:
@@ -430,34 +438,50 @@ class _TokenizeChannel:
         return reply, data
 
     async def finished(self) -> None:
-        """Wait for the reader to end (it ends when the runner's channel closes)."""
+        """Wait until the channel has closed (it closes when the runner's end does)."""
         if self._opening is not None:
             await asyncio.shield(self._opening)
-        if self._reading is not None:
-            await asyncio.wait([self._reading], timeout=_EXIT_WAIT_S)
+        if self._lost is not None:
+            await asyncio.wait_for(self._lost.wait(), _EXIT_WAIT_S)
 
     async def _open(self) -> None:
-        # The stream owns a copy of the socket: the process's own copy may be
-        # closed from another thread while the stream still uses this one.
-        sock = self._process.tokenize.dup()
-        reader, self._writer = await asyncio.open_connection(sock=sock)
-        self._reading = asyncio.get_running_loop().create_task(self._read(reader))
-
-    async def _read(self, reader: asyncio.StreamReader) -> None:
-        try:
-            while True:
-                header, data = await ipc.read_frame(reader)
-                future = self._pending.get(header.get("id", -1))
-                if future is not None and not future.done():
-                    future.set_result((header, data))
-        except ipc.ChannelClosed:
-            pass
-        if self._writer is not None:
-            self._writer.close()
-        reason = (
-            "it was stopped" if self.closing else await asyncio.to_thread(self._process.exit_reason)
+        # The transport owns a copy of the socket: the process's own copy may be
+        # closed from another thread while the transport still uses this one.
+        loop = asyncio.get_running_loop()
+        self._lost = asyncio.Event()
+        transport, _ = await loop.connect_accepted_socket(
+            lambda: self, self._process.tokenize.dup()
         )
-        self._failure = ModelCrashed(reason)
+        # uvloop may call connection_made only after this returns.
+        self._transport = cast(asyncio.Transport, transport)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self._parser.feed(data)
+        except ipc.ChannelClosed:
+            assert self._transport is not None
+            self._transport.close()  # connection_lost fails the callers
+            return
+        for header, payload in frames:
+            future = self._pending.get(header.get("id", -1))
+            if future is not None and not future.done():
+                future.set_result((header, payload))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._lost is not None:
+            self._lost.set()
+        if self.closing:
+            self._fail(ModelCrashed("it was stopped"))
+            return
+        # How the process ended takes a moment to learn: off the loop.
+        waiting = asyncio.get_running_loop().run_in_executor(None, self._process.exit_reason)
+        waiting.add_done_callback(lambda done: self._fail(ModelCrashed(done.result())))
+
+    def _fail(self, failure: ModelCrashed) -> None:
+        self._failure = failure
         for future in self._pending.values():
             if not future.done():
-                future.set_exception(self._failure)
+                future.set_exception(failure)

@@ -355,10 +355,16 @@ class Runtime:
         """Loaded models, latest expiry first.
 
         An idle model whose file was replaced or removed is unloaded first:
-        it is no longer the model its name means.
+        it is no longer the model its name means; one whose process has
+        ended is forgotten (and counted as a crash).
         """
         for runner in list(self._runners.values()):
-            if runner.ready and runner.refs == 0 and runner.file_changed():
+            if not runner.ready or runner.refs:
+                continue
+            assert runner.model is not None
+            if not runner.model.alive():  # its process ended while idle
+                self._crashed(runner)
+            elif runner.file_changed():
                 log.info("unloading %s: its file changed", runner.record.name.display)
                 self._retire(runner)
         views = [_view(runner) for runner in self._runners.values() if runner.ready]
