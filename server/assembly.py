@@ -7,6 +7,7 @@ every bound and default it needs is handed to it from here.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from emberd.backends.base import Backend
@@ -18,6 +19,8 @@ from emberd.server.core.limits import RequestLimits
 from emberd.server.core.options import ServerDefaults
 from emberd.server.core.runtime import Runtime, RuntimeLimits
 from emberd.server.core.vetting import file_vetter
+
+log = logging.getLogger("emberd.server")
 
 
 def request_limits(settings: Settings) -> RequestLimits:
@@ -39,11 +42,17 @@ def runtime_limits(settings: Settings) -> RuntimeLimits:
 
 
 def llama_cpp_backend() -> tuple[Backend, int]:
-    """The llama.cpp backend, its threads following the machine's load, and its GPU count."""
-    from emberd.backends.cpu_load import CpuLoad
-    from emberd.backends.llama_cpp import LlamaCppBackend, gpu_device_limit
+    """The llama.cpp backend, its threads following the machine's load, and its GPU count.
 
-    return LlamaCppBackend(CpuLoad()), gpu_device_limit()
+    Logs what computes ("compute: CUDA0 NVIDIA H200, 141 GB").
+    """
+    from emberd.backends.cpu_load import CpuLoad
+    from emberd.backends.devices import describe_compute
+    from emberd.backends.llama_cpp import LlamaCppBackend, compute_devices
+
+    compute = compute_devices()
+    log.info("%s", describe_compute(compute))
+    return LlamaCppBackend(CpuLoad()), len(compute.gpus)
 
 
 def build_engine(
