@@ -58,7 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     tokenize = socket.socket(fileno=args.tokenize_fd)
     from emberd.backends import llama_cpp
 
-    ipc.send(decode, {"op": "hello", "devices": llama_cpp.gpu_device_limit()})
+    # What computes, as plain data: the server never maps llama.cpp itself.
+    compute = llama_cpp.compute_devices()
+    ipc.send(decode, {"op": "hello", "devices": len(compute.gpus), "compute": compute.as_dict()})
     try:
         return _serve(decode, tokenize)
     except ipc.ChannelClosed:
@@ -134,6 +136,7 @@ def _facts(model: Any) -> dict[str, Any]:
         "n_cls_out": facts.n_cls_out,
         "pair_separator": list(facts.pair_separator),
         "rerank_template": facts.rerank_template,
+        "decode_budget": facts.decode_budget,
     }
 
 
