@@ -70,6 +70,11 @@ install_gpu_llama_cpp() {
             return 1
             ;;
     esac
+    # Already built with GPU offload at the pinned version: a changed pyproject.toml
+    # reinstalls emberd, not an hour of CUDA kernels.
+    if "$VENV/bin/python" -c 'import llama_cpp, sys; sys.exit(not (llama_cpp.__version__ == sys.argv[1] and llama_cpp.llama_supports_gpu_offload()))' "${LLAMA_CPP_PIN#*==}" 2>/dev/null; then
+        return 0
+    fi
     nvcc="$(command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null || true)"
     if [ -z "$nvcc" ]; then
         echo "EMBERD_GPU=cuda needs the CUDA toolkit (nvcc): install it from" \
