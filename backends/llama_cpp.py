@@ -528,9 +528,11 @@ class LlamaCppModel:
             # NaN that only a GPU computes is the GPU's fault: say so, typed, so
             # that the runtime can move the model to the CPU and retry.
             if not self.plan.on_cpu and not np.isfinite(out).all():
-                return NonFiniteOnGpu(
+                fault = NonFiniteOnGpu(
                     f"{self.path.name} computed NaN or Inf on {self.plan.describe()}"
                 )
+                log.warning("%s", fault)
+                return fault
             return out
         except BackendError as exc:
             return exc

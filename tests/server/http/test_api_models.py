@@ -183,6 +183,14 @@ def test_names_that_point_outside_the_stores_are_refused(
     assert live.ps() == []
 
 
+def test_names_windows_cannot_store_are_a_400(serve: ServerFactory) -> None:
+    live = serve()
+    for name in ("con", "NUL:latest", "aux.v2", "com1", "lpt9:tag", "m.", "m:latest."):
+        response = live.embed({"model": name, "input": "sky"})
+        assert response.status_code == 400, (name, response.text)
+        assert response.json() == {"error": "invalid model name"}
+
+
 # -- /api/ps -----------------------------------------------------------------------
 
 
