@@ -11,15 +11,25 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import os
 import re
+import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import llama_cpp as lc
 import numpy as np
 import numpy.typing as npt
+
+# On macOS 15+ llama.cpp's Metal device starts a thread that wakes every 5 ms
+# for the life of the process, to keep its memory wired between decodes: an
+# idle laptop would never sleep. Without it macOS may page a model's memory
+# out while the server is idle, which the next decode pays for once.
+if sys.platform == "darwin":
+    os.environ.setdefault("GGML_METAL_NO_RESIDENCY", "1")
+
+import llama_cpp as lc  # after the environment it reads when it loads
 from llama_cpp._ggml import libggml
 
 from emberd.backends.base import (

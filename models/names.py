@@ -35,11 +35,7 @@ _RESERVED = frozenset(
 
 def is_valid_part(text: str) -> bool:
     """True when `text` may be a namespace, model or tag."""
-    return (
-        len(text) <= _MAX_PART
-        and _PART.fullmatch(text) is not None
-        and _windows_file_name(text)
-    )
+    return len(text) <= _MAX_PART and _PART.fullmatch(text) is not None and _windows_file_name(text)
 
 
 def is_valid_host(text: str) -> bool:

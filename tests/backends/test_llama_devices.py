@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +96,11 @@ def test_the_server_logs_what_computes_at_start(caplog: pytest.LogCaptureFixture
     assert gpus == len(compute_devices().gpus)
     if not gpu_offload_supported():
         assert line == "compute: CPU (this build has no GPU backend)"
+
+
+def test_metal_keeps_no_thread_awake_for_its_memory() -> None:
+    # llama.cpp reads the variable when its Metal device starts: set on macOS alone.
+    if sys.platform == "darwin":
+        assert "GGML_METAL_NO_RESIDENCY" in os.environ
+    else:
+        assert os.environ.get("GGML_METAL_NO_RESIDENCY") is None

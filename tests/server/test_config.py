@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import FrozenInstanceError
 from pathlib import Path
 
