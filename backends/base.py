@@ -67,6 +67,9 @@ class ModelFacts:
     pair_separator: tuple[int, ...] = ()
     # Rank pooling: the GGUF's rerank prompt ({query} and {document} in it), if any.
     rerank_template: str | None = None
+    # Tokens one decode should carry on this model's device; None: the
+    # server's budget, which is tuned for CPUs (a GPU wants larger decodes).
+    decode_budget: int | None = None
 
     @property
     def width(self) -> int:
@@ -89,6 +92,14 @@ class BackendError(Exception):
 
 class ModelLoadError(BackendError):
     """The model file could not be loaded."""
+
+
+class NonFiniteOnGpu(BackendError):
+    """A model on a GPU computed NaN or Inf values.
+
+    llama.cpp has such faults on Metal and CUDA alone (long inputs, some
+    model sizes): the runtime may restart the model on the CPU and retry once.
+    """
 
 
 class TokenOutOfRange(BackendError):

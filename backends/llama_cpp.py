@@ -11,14 +11,26 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import os
+import re
+import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import llama_cpp as lc
 import numpy as np
 import numpy.typing as npt
+
+# On macOS 15+ llama.cpp's Metal device starts a thread that wakes every 5 ms
+# for the life of the process, to keep its memory wired between decodes: an
+# idle laptop would never sleep. Without it macOS may page a model's memory
+# out while the server is idle, which the next decode pays for once.
+if sys.platform == "darwin":
+    os.environ.setdefault("GGML_METAL_NO_RESIDENCY", "1")
+
+import llama_cpp as lc  # after the environment it reads when it loads
+from llama_cpp._ggml import libggml
 
 from emberd.backends.base import (
     BackendError,
@@ -27,18 +39,29 @@ from emberd.backends.base import (
     LoadOptions,
     ModelFacts,
     ModelLoadError,
+    NonFiniteOnGpu,
     Pooling,
 )
 from emberd.backends.cpu_load import CpuLoad
+from emberd.backends.devices import (
+    MAX_SEQUENCES,
+    Compute,
+    Device,
+    LoadPlan,
+    ModelSize,
+    fewer_layers,
+    plan_load,
+)
 from emberd.models.errors import ModelError
-from emberd.models.gguf_meta import read_gguf_info
+from emberd.models.gguf_meta import GGUFInfo, read_gguf_info
 
 log = logging.getLogger("emberd.llama")
 
-# llama.cpp keeps at most this many sequences in one context.
-MAX_SEQUENCES = 256
-# Offloading more layers than a model has means "all of them".
+# Offloading more layers than a model has means "all of them", its output
+# (classifier) layer included.
 ALL_LAYERS = 999
+
+
 # Contexts a CPU model decodes on side by side. Two decodes of one thread each
 # beat one decode of two threads: ggml's threads meet at a barrier after
 # every operation, and the small ones (norms, adds, GELU) barely split.
@@ -46,14 +69,30 @@ CPU_LANES = 2
 
 # ggml numbers its levels 1 debug, 2 info, 3 warn, 4 error, 5 continuation.
 _GGML_LEVELS = {3: logging.WARNING, 4: logging.ERROR}
+_GGML_INFO, _GGML_CONT = 2, 5
+# llama.cpp's info lines that say what computes and where the layers went
+# ("using device CUDA0 (NVIDIA H200) ...", "offloaded 12/13 layers to GPU",
+# "ggml_cuda_init: found 1 CUDA devices"): the rest of its info is noise.
+_DEVICE_LINE = re.compile(
+    r"using device|offload|found \d+ \w+ devices|Device \d+:|GPU name|"
+    r"recommendedMaxWorkingSetSize|has unified memory|failed to allocate|out of memory",
+    re.IGNORECASE,
+)
+_last_level = [0]
 
 
 @lc.llama_log_callback
 def _log_callback(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
-    # llama.cpp is chatty at info level; only warnings and errors reach our log.
+    # A continuation line carries on the level of the line before it.
+    if level == _GGML_CONT:
+        level = _last_level[0]
+    _last_level[0] = level
+    line = text.decode("utf-8", "replace").rstrip()
     py_level = _GGML_LEVELS.get(level)
-    if py_level is not None and log.isEnabledFor(py_level):
-        log.log(py_level, "%s", text.decode("utf-8", "replace").rstrip())
+    if py_level is None and level == _GGML_INFO and _DEVICE_LINE.search(line):
+        py_level = logging.INFO
+    if py_level is not None and line and log.isEnabledFor(py_level):
+        log.log(py_level, "%s", line)
 
 
 @functools.cache
@@ -62,15 +101,83 @@ def _init_llama() -> None:
     lc.llama_backend_init()
 
 
-def safe_batch_size(tokens: int) -> int:
-    """A micro-batch size that llama.cpp accepts for any sequence count.
+# ggml's backend device API (ggml-backend.h), which llama_cpp does not bind.
+_dev_t = ctypes.c_void_p
+_GGML_FUNCTIONS: dict[str, tuple[list[type], type | None]] = {
+    "ggml_backend_dev_count": ([], ctypes.c_size_t),
+    "ggml_backend_dev_get": ([ctypes.c_size_t], _dev_t),
+    "ggml_backend_dev_name": ([_dev_t], ctypes.c_char_p),
+    "ggml_backend_dev_description": ([_dev_t], ctypes.c_char_p),
+    "ggml_backend_dev_type": ([_dev_t], ctypes.c_int),
+    "ggml_backend_dev_memory": (
+        [_dev_t, ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_size_t)],
+        None,
+    ),
+    "ggml_backend_dev_backend_reg": ([_dev_t], ctypes.c_void_p),
+    "ggml_backend_reg_name": ([ctypes.c_void_p], ctypes.c_char_p),
+    "ggml_backend_reg_count": ([], ctypes.c_size_t),
+    "ggml_backend_reg_get": ([ctypes.c_size_t], ctypes.c_void_p),
+}
+# enum ggml_backend_dev_type
+_DEV_CPU, _DEV_GPU, _DEV_IGPU = 0, 1, 2
+# Backends that are not GPUs: the CPU itself and its helpers (BLAS, AMX), and
+# remote devices, which emberd does not place models on.
+_NOT_GPU_BACKENDS = {"CPU", "BLAS", "AMX", "RPC"}
 
-    Context creation aborts when n_ubatch is not a multiple of n_seq_max
-    (which is min(n_ubatch, 256)): sizes up to 256, or multiples of 256, work.
-    """
-    if tokens <= MAX_SEQUENCES:
-        return max(tokens, 1)
-    return -(-tokens // MAX_SEQUENCES) * MAX_SEQUENCES
+
+@functools.cache
+def _ggml() -> ctypes.CDLL:
+    _init_llama()
+    for name, (argtypes, restype) in _GGML_FUNCTIONS.items():
+        function = getattr(libggml, name)
+        function.argtypes = argtypes
+        function.restype = restype
+    return libggml
+
+
+def _gpu_handles() -> list[tuple[int, Device]]:
+    """llama.cpp's GPUs, as its default selection orders them: discrete ones,
+    else integrated ones; each with its device handle."""
+    ggml = _ggml()
+    discrete: list[tuple[int, Device]] = []
+    integrated: list[tuple[int, Device]] = []
+    for i in range(ggml.ggml_backend_dev_count()):
+        dev = ggml.ggml_backend_dev_get(i)
+        kind = ggml.ggml_backend_dev_type(dev)
+        backend = ggml.ggml_backend_reg_name(ggml.ggml_backend_dev_backend_reg(dev)).decode()
+        if kind not in (_DEV_GPU, _DEV_IGPU) or backend in _NOT_GPU_BACKENDS:
+            continue
+        free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+        ggml.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+        device = Device(
+            name=ggml.ggml_backend_dev_name(dev).decode("utf-8", "replace"),
+            backend=backend,
+            description=ggml.ggml_backend_dev_description(dev).decode("utf-8", "replace"),
+            free=int(free.value),
+            total=int(total.value),
+            unified=kind == _DEV_IGPU or backend == "Metal",
+        )
+        (discrete if kind == _DEV_GPU else integrated).append((dev, device))
+    return discrete or integrated
+
+
+def compute_devices() -> Compute:
+    """This machine's GPUs as this build sees them, with their free memory now."""
+    ggml = _ggml()
+    backends = []
+    for i in range(ggml.ggml_backend_reg_count()):
+        name = ggml.ggml_backend_reg_name(ggml.ggml_backend_reg_get(i)).decode()
+        if name not in _NOT_GPU_BACKENDS:
+            backends.append(name)
+    return Compute(gpus=tuple(device for _, device in _gpu_handles()), gpu_backends=tuple(backends))
+
+
+def _handle(handles: dict[int, Device], gpu: Device) -> int:
+    """The device handle of `gpu`, found again by its name."""
+    for dev, device in handles.items():
+        if device.name == gpu.name:
+            return dev
+    raise ModelLoadError(f"GPU {gpu.name} is gone")
 
 
 def gpu_offload_supported() -> bool:
@@ -80,8 +187,8 @@ def gpu_offload_supported() -> bool:
 
 
 def gpu_device_limit() -> int:
-    """How many GPUs a `main_gpu` may choose among; 0 without GPU offload."""
-    return int(lc.llama_max_devices()) if gpu_offload_supported() else 0
+    """How many GPUs a `main_gpu` may choose among: the GPUs found; 0 without any."""
+    return len(compute_devices().gpus)
 
 
 class LlamaCppBackend:
@@ -157,9 +264,17 @@ class LlamaCppModel:
     threads shared out; a single decode gets every thread.
     """
 
-    def __init__(self, path: Path, options: LoadOptions, cpu_load: CpuLoad | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        options: LoadOptions,
+        cpu_load: CpuLoad | None = None,
+        label: str | None = None,
+    ) -> None:
+        """`label` names the model in messages (default: the file's name)."""
         _init_llama()
         self.path = path
+        self.label = label or path.name
         self.options = options
         self._cpu_load = cpu_load
         self.stats = DecodeStats()
@@ -167,22 +282,14 @@ class LlamaCppModel:
         self._lock = threading.Lock()
         self._lanes: list[_Lane] = []
         self._pool: ThreadPoolExecutor | None = None
-        self._model = self._load_model(path, options)
+        self._model: lc.llama_model_p | None = None
         try:
-            self._vocab = lc.llama_model_get_vocab(self._model)
             pooling = self._pooling()
-            n_ctx_train = lc.llama_model_n_ctx_train(self._model)
-            # One decode must take the longest sequence the engine may send.
-            seq_cap = max(1, min(options.num_ctx, n_ctx_train))
-            self._ubatch = safe_batch_size(seq_cap)
-            self._n_seq_max = min(self._ubatch, MAX_SEQUENCES)
-            gpu_layers = self._offloaded_layers(options)
-            lanes = CPU_LANES if gpu_layers == 0 and options.num_thread >= CPU_LANES else 1
-            if gpu_layers:  # the GPU does the work; the CPU threads barely matter
+            self.plan = self._place(pooling)
+            if not self.plan.on_cpu:  # the GPU does the work; the CPU threads barely matter
                 self._cpu_load = None
-            for _ in range(lanes):
-                ctx = self._new_context(pooling)
-                self._lanes.append(_Lane(ctx, self._ubatch, options.num_thread))
+            n_ctx_train = lc.llama_model_n_ctx_train(self._model)
+            lanes = len(self._lanes)
             if lanes > 1:
                 self._pool = ThreadPoolExecutor(lanes - 1, thread_name_prefix="emberd-lane")
             prefix, suffix = self._special_affixes()
@@ -193,8 +300,9 @@ class LlamaCppModel:
                 pooling=pooling,
                 prefix=prefix,
                 suffix=suffix,
-                gpu_layers=gpu_layers,
+                gpu_layers=self.plan.gpu_layers,
                 n_layers=lc.llama_model_n_layer(self._model),
+                decode_budget=self.plan.decode_budget,
                 n_cls_out=lc.llama_model_n_cls_out(self._model) if pooling == Pooling.RANK else 0,
                 pair_separator=self._pair_separator(),
                 rerank_template=self._rerank_template() if pooling == Pooling.RANK else None,
@@ -209,11 +317,67 @@ class LlamaCppModel:
 
     # -- loading -----------------------------------------------------------
 
-    @staticmethod
-    def _load_model(path: Path, options: LoadOptions) -> lc.llama_model_p:
+    def _place(self, pooling: Pooling) -> LoadPlan:
+        """Load the weights and contexts where the plan says; fewer GPU layers on failure.
+
+        A GPU that cannot hold what its free memory promised (other programs
+        allocate meanwhile, compute buffers are larger than estimated) makes
+        llama.cpp fail the load or the context: the next try halves the
+        layers, down to the CPU alone, as Ollama's scheduler does.
+        """
+        options = self.options
+        info = self._gguf_info()
+        size = ModelSize(self.path.stat().st_size, info.block_count, info.layer_bytes)
+        wants_gpu = options.num_gpu != 0 and gpu_offload_supported()
+        compute = compute_devices() if wants_gpu else Compute()
+        plan = plan_load(compute, size, options, info.context_length)
+        while True:
+            handles = dict(_gpu_handles()) if plan.gpus else {}
+            try:
+                self._model = self._load_model(plan, [_handle(handles, gpu) for gpu in plan.gpus])
+                self._vocab = lc.llama_model_get_vocab(self._model)
+                self._ubatch = plan.context_tokens
+                self._n_seq_max = min(self._ubatch, MAX_SEQUENCES)
+                cpu = plan.on_cpu and options.num_thread >= CPU_LANES
+                for _ in range(CPU_LANES if cpu else 1):
+                    ctx = self._new_context(pooling, plan.op_offload)
+                    self._lanes.append(_Lane(ctx, self._ubatch, options.num_thread))
+            except ModelLoadError as exc:
+                retry = fewer_layers(plan, compute, size, options, info.context_length)
+                if retry is None:
+                    raise
+                log.warning(
+                    "%s on %s: %s; trying %s",
+                    self.label,
+                    plan.describe(),
+                    exc,
+                    retry.describe(),
+                )
+                self._free()
+                plan = retry
+                continue
+            log.info("%s runs on %s", self.label, plan.describe())
+            return plan
+
+    def _gguf_info(self) -> GGUFInfo:
+        try:
+            return read_gguf_info(self.path)
+        except ModelError as exc:
+            raise ModelLoadError(str(exc)) from exc
+
+    def _load_model(self, plan: LoadPlan, devices: list[int]) -> lc.llama_model_p:
+        options = self.options
         params = lc.llama_model_default_params()
-        params.n_gpu_layers = ALL_LAYERS if options.num_gpu < 0 else options.num_gpu
-        params.main_gpu = options.main_gpu
+        # The model's devices, NULL-terminated; empty is the CPU alone. llama.cpp
+        # copies the list while loading, so it need only outlive this call.
+        chosen = (ctypes.c_void_p * (len(devices) + 1))(*devices, None)
+        params.devices = ctypes.cast(chosen, ctypes.c_void_p)
+        params.split_mode = int(plan.split_mode)
+        # -1 with split mode NONE is llama.cpp's "no GPU at all".
+        params.main_gpu = -1 if plan.on_cpu else plan.main_gpu
+        # Every block on the GPU counts the output (classifier) layer in too.
+        n_layers = self._gguf_info().block_count
+        params.n_gpu_layers = ALL_LAYERS if plan.gpu_layers >= n_layers > 0 else plan.gpu_layers
         mode = {
             (True, True): lc.LLAMA_LOAD_MODE_MMAP_MLOCK,
             (False, True): lc.LLAMA_LOAD_MODE_MLOCK,
@@ -221,31 +385,22 @@ class LlamaCppModel:
             (False, False): lc.LLAMA_LOAD_MODE_NONE,
         }[(options.use_mmap, options.use_mlock)]
         params.load_mode = mode
-        model = lc.llama_model_load_from_file(str(path).encode(), params)
+        model = lc.llama_model_load_from_file(str(self.path).encode(), params)
         if not model:
-            raise ModelLoadError(f"llama.cpp could not load {path.name}")
+            raise ModelLoadError(f"llama.cpp could not load {self.label}")
         return model
 
-    def _meta(self, key: str) -> str | None:
-        buf = ctypes.create_string_buffer(256)
-        n = lc.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
-        return None if n < 0 else buf.value.decode("utf-8", "replace")
-
     def _pooling(self) -> Pooling:
-        try:
-            reranker = read_gguf_info(self.path).is_reranker
-        except ModelError as exc:
-            raise ModelLoadError(str(exc)) from exc
+        info = self._gguf_info()
         # Rerankers often declare no pooling: their classifier head says what they are.
-        if reranker:
+        if info.is_reranker:
             return Pooling.RANK
-        arch = self._meta("general.architecture") or ""
-        raw = self._meta(f"{arch}.pooling_type")
-        declared = Pooling(int(raw)) if raw and raw.lstrip("-").isdigit() else Pooling.NONE
+        raw = info.pooling_type
+        declared = Pooling(raw) if raw in set(Pooling) else Pooling.NONE
         # A model that declares no pooling is pooled by mean, as Ollama does.
         return Pooling.MEAN if declared == Pooling.NONE else declared
 
-    def _new_context(self, pooling: Pooling) -> lc.llama_context_p:
+    def _new_context(self, pooling: Pooling, op_offload: bool) -> lc.llama_context_p:
         params = lc.llama_context_default_params()
         params.n_ctx = self._ubatch
         params.n_batch = self._ubatch
@@ -260,16 +415,12 @@ class LlamaCppModel:
         # sequences must fit, not n_ctx / n_seq_max cells each.
         params.kv_unified = True
         params.no_perf = True
+        # Off on the CPU alone: it would still send large matrix products to a GPU.
+        params.op_offload = op_offload
         ctx = lc.llama_init_from_model(self._model, params)
         if not ctx:
-            raise ModelLoadError(f"llama.cpp could not create a context for {self.path.name}")
+            raise ModelLoadError(f"llama.cpp could not create a context for {self.label}")
         return ctx
-
-    def _offloaded_layers(self, options: LoadOptions) -> int:
-        if not lc.llama_supports_gpu_offload() or options.num_gpu == 0:
-            return 0
-        n_layers = lc.llama_model_n_layer(self._model)
-        return n_layers if options.num_gpu < 0 else min(options.num_gpu, n_layers)
 
     def _special_affixes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """The special tokens the model puts before and after every text."""
@@ -391,7 +542,16 @@ class LlamaCppModel:
             rc = run(lane.ctx, lane.batch.struct)
             if rc != 0:
                 return BackendError(f"llama.cpp decode failed with code {rc}")
-            return self._read_pooled(lane.ctx, len(sequences))
+            out = self._read_pooled(lane.ctx, len(sequences))
+            # NaN that only a GPU computes is the GPU's fault: say so, typed, so
+            # that the runtime can move the model to the CPU and retry.
+            if not self.plan.on_cpu and not np.isfinite(out).all():
+                fault = NonFiniteOnGpu(
+                    f"{self.label} computed NaN or Inf on {self.plan.describe()}"
+                )
+                log.warning("%s", fault)
+                return fault
+            return out
         except BackendError as exc:
             return exc
         finally:
@@ -442,8 +602,12 @@ class LlamaCppModel:
             self._closed = True
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
-            for lane in self._lanes:
-                lc.llama_free(lane.ctx)
-            self._lanes = []
-            if self._model:
-                lc.llama_model_free(self._model)
+            self._free()
+
+    def _free(self) -> None:
+        for lane in self._lanes:
+            lc.llama_free(lane.ctx)
+        self._lanes = []
+        if self._model:
+            lc.llama_model_free(self._model)
+        self._model = None

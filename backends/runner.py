@@ -17,6 +17,7 @@ request is tokenized while a decode is under way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -40,6 +41,7 @@ from emberd.backends.base import (
     ModelLoadError,
     Pooling,
 )
+from emberd.backends.devices import Compute, describe_compute
 from emberd.models.store import FileVersion
 
 log = logging.getLogger("emberd.runner")
@@ -161,14 +163,23 @@ class RunnerBackend:
         self._lock = threading.Lock()
         self._closed = False
         self._spare: RunnerProcess | None = None  # started by gpu_devices() or the first load
+        self._described = False
 
     def gpu_devices(self) -> int:
-        """How many GPUs a `main_gpu` may choose among, as the runners' llama.cpp reports."""
+        """How many GPUs a `main_gpu` may choose among, as the runners' llama.cpp reports.
+
+        The first answer also logs what computes ("compute: CUDA0 NVIDIA H200, 141 GB").
+        """
         process = self._take()
         try:
-            return int(process.hello().get("devices", 0))
+            hello = process.hello()
         finally:
             self._give_back(process)
+        if not self._described:
+            self._described = True
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                log.info("%s", describe_compute(Compute.from_dict(hello["compute"])))
+        return int(hello.get("devices", 0))
 
     def load(self, path: Path, options: LoadOptions, version: FileVersion | None) -> RemoteModel:
         """Load `path` in a runner; ModelLoadError if it refuses, ModelCrashed if it dies."""
@@ -272,6 +283,7 @@ def _facts(raw: dict[str, Any]) -> ModelFacts:
         n_cls_out=int(raw["n_cls_out"]),
         pair_separator=tuple(int(t) for t in raw["pair_separator"]),
         rerank_template=None if template is None else str(template),
+        decode_budget=None if raw.get("decode_budget") is None else int(raw["decode_budget"]),
     )
 
 

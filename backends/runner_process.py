@@ -58,7 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     tokenize = socket.socket(fileno=args.tokenize_fd)
     from emberd.backends import llama_cpp
 
-    ipc.send(decode, {"op": "hello", "devices": llama_cpp.gpu_device_limit()})
+    # What computes, as plain data: the server never maps llama.cpp itself.
+    compute = llama_cpp.compute_devices()
+    ipc.send(decode, {"op": "hello", "devices": len(compute.gpus), "compute": compute.as_dict()})
     try:
         return _serve(decode, tokenize)
     except ipc.ChannelClosed:
@@ -73,9 +75,10 @@ def _serve(decode: socket.socket, tokenize: socket.socket) -> int:
     if header.get("op") != "load":
         return 0  # told to stop before loading: the spare runner at shutdown
     try:
-        path = _open_vetted(Path(str(header["path"])), _version(header.get("version")))
+        named = Path(str(header["path"]))
+        path = _open_vetted(named, _version(header.get("version")))
         cpu_load = CpuLoad(counters=_counters_with_server())
-        model = LlamaCppModel(path, LoadOptions(**header["options"]), cpu_load)
+        model = LlamaCppModel(path, LoadOptions(**header["options"]), cpu_load, named.name)
     except (BackendError, ModelError, OSError, KeyError, TypeError, ValueError) as exc:
         ipc.send(decode, {"error": _reason(exc)})
         return 0
@@ -161,6 +164,7 @@ def _facts(model: Any) -> dict[str, Any]:
         "n_cls_out": facts.n_cls_out,
         "pair_separator": list(facts.pair_separator),
         "rerank_template": facts.rerank_template,
+        "decode_budget": facts.decode_budget,
     }
 
 

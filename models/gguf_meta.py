@@ -57,6 +57,9 @@ class GGUFInfo:
     tensor_names: frozenset[str] = field(default=frozenset(), compare=False, hash=False)
     # `<arch>.classifier.output_labels`, decoded: what each classifier output means.
     classifier_labels: tuple[str, ...] | None = None
+    # Bytes of the repeating blocks' tensors (`blk.N.*`), all blocks together:
+    # what offloading layers to a GPU moves there.
+    layer_bytes: int = 0
 
     @property
     def parameter_size(self) -> str:
@@ -138,6 +141,7 @@ class _Header:
         self.parameter_count = 0
         self.tensor_types: Counter[int] = Counter()
         self.tensor_names: set[str] = set()
+        self.layer_bytes = 0
         self.labels: tuple[str, ...] | None = None
 
     def fail(self, why: str) -> InvalidModelFile:
@@ -255,7 +259,8 @@ class _Header:
 
     def _tensor(self) -> tuple[int, int, int]:
         """Read one tensor description; return (type, offset, byte size or -1)."""
-        self.tensor_names.add(self._string())
+        name = self._string()
+        self.tensor_names.add(name)
         n_dims = self._u32()
         if n_dims > 8:
             raise self.fail(f"tensor with {n_dims} dimensions")
@@ -267,7 +272,10 @@ class _Header:
             block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ttype)]
         except (ValueError, KeyError):
             return ttype, offset, -1  # a type newer than this gguf package
-        return ttype, offset, elements // block * type_size
+        nbytes = elements // block * type_size
+        if name.startswith("blk."):
+            self.layer_bytes += nbytes
+        return ttype, offset, nbytes
 
     def _check_data(self, tensors: list[tuple[int, int, int]]) -> None:
         alignment = self.kv.get("general.alignment", _DEFAULT_ALIGNMENT)
@@ -301,6 +309,7 @@ class _Header:
             non_finite=frozenset(self.non_finite),
             tensor_names=frozenset(self.tensor_names),
             classifier_labels=self.labels,
+            layer_bytes=self.layer_bytes,
         )
 
     def _int(self, key: str) -> int:

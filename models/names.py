@@ -3,12 +3,17 @@
 A name is checked part by part before any of it is used to build a path:
 host may carry a port, the other parts are letters, digits, `_`, `-` and `.`
 starting with a letter or a digit. That alone rules out `..`, absolute
-paths, backslashes and empty parts.
+paths, backslashes and empty parts. Each part becomes a folder or file name,
+so names Windows cannot create are refused on every system (a store may be
+shared, and a name must mean the same everywhere): the reserved device
+names (`con`, `nul`, `com1`..., with any extension) and a trailing dot. A
+host's `:port` cannot be a folder name on Windows, which refuses it there.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 
 from emberd.models.errors import InvalidModelName
@@ -21,16 +26,28 @@ _PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(:[0-9]{1,5})?")
 _MAX_HOST = 350
 _MAX_PART = 128  # namespace, model and tag
+# Windows' reserved device names: "con" or "con.txt" opens the console, not a file.
+_RESERVED = frozenset(
+    ["con", "prn", "aux", "nul", "conin$", "conout$"]
+    + [f"{device}{n}" for device in ("com", "lpt") for n in range(10)]
+)
 
 
 def is_valid_part(text: str) -> bool:
     """True when `text` may be a namespace, model or tag."""
-    return len(text) <= _MAX_PART and _PART.fullmatch(text) is not None
+    return len(text) <= _MAX_PART and _PART.fullmatch(text) is not None and _windows_file_name(text)
 
 
 def is_valid_host(text: str) -> bool:
-    """True when `text` may be a host, with an optional `:port`."""
-    return len(text) <= _MAX_HOST and _HOST.fullmatch(text) is not None
+    """True when `text` may be a host, with an optional `:port` (not on Windows)."""
+    if len(text) > _MAX_HOST or _HOST.fullmatch(text) is None:
+        return False
+    return _windows_file_name(text) and not (sys.platform == "win32" and ":" in text)
+
+
+def _windows_file_name(text: str) -> bool:
+    """Whether Windows can create a file of this name (checked parts only hold [A-Za-z0-9_.-])."""
+    return not text.endswith(".") and text.split(".")[0].lower() not in _RESERVED
 
 
 @dataclass(frozen=True)

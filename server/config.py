@@ -38,6 +38,7 @@ from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from emberd.backends.cpu_cores import performance_cores
 from emberd.server.address import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -373,9 +374,9 @@ class Settings:
         metavar="N",
     )  # fmt: skip
     num_thread: int = setting(
-        os.cpu_count() or 1, "EMBERD_NUM_THREAD", "--num-thread", integer(1),
-        "CPU threads per model", shown="all cores", literal=False, metavar="N",
-        default_from=lambda env: os.cpu_count() or 1,
+        performance_cores(), "EMBERD_NUM_THREAD", "--num-thread", integer(1),
+        "CPU threads per model", shown="performance cores", literal=False, metavar="N",
+        default_from=lambda env: performance_cores(),
     )  # fmt: skip
     origins: tuple[str, ...] = setting(
         (), "OLLAMA_ORIGINS", "--origin", word_list, "extra allowed origin", repeatable=True

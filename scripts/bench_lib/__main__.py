@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from scripts.bench_lib import llama_server, procs, report, runner
+from scripts.bench_lib import gpu, llama_server, procs, report, runner
 from scripts.bench_lib.busy import BusySizes
 from scripts.bench_lib.busy import table as busy_table
 from scripts.bench_lib.model import DEFAULT_MODEL, prepare_model
@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the Python of another emberd install (a venv of an older checkout): measured "
         "as emberd-before, right after emberd, quiet and busy",
     )
+    add(
+        "--gpu",
+        action="store_true",
+        help="only emberd and llama-server on the GPU (says so and exits 0 without one)",
+    )
+    add("--rerank-model", type=Path, help="a reranker GGUF for --gpu's rerank figures")
     add(
         "--hogs",
         type=int,
@@ -119,6 +125,8 @@ def _machine() -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the bench as `args` say; the exit status."""
+    if args.gpu:
+        return _run_gpu(args)
     contenders = _contenders(args.only)
     sizes = Sizes().quick() if args.quick else Sizes()
     leak = args.leak_requests
@@ -174,6 +182,28 @@ def run(args: argparse.Namespace) -> int:
     _say(f"JSON written to {', '.join(str(p) for p in paths)}")
     if args.busy:
         _run_busy(args, opts, contenders, version)
+    return 0
+
+
+def _run_gpu(args: argparse.Namespace) -> int:
+    """The GPU comparison, or a line saying there is no GPU to compare on."""
+    found = gpu.check()
+    if not found.found:
+        print(f"bench --gpu: no GPU here ({found.line}); nothing measured")
+        return 0
+    cache: Path = args.cache.resolve()
+    cache.mkdir(parents=True, exist_ok=True)
+    model = prepare_model(args.model, cache, args.st_model, _say)
+    sizes = Sizes().quick() if args.quick else Sizes()
+    opts = runner.Options(
+        model=model,
+        threads=args.threads,
+        sizes=dataclasses.replace(sizes, leak_requests=0),
+        sweep=False,
+        cache=cache,
+        repo=REPO,
+    )
+    print(gpu.run(opts, found, args.rerank_model, _say))
     return 0
 
 

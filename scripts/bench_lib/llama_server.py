@@ -59,14 +59,26 @@ def pinned_version() -> str:
     return importlib.metadata.version(PACKAGE)
 
 
-def binary_path(cache: Path, version: str) -> Path:
-    """Where the build of `version` leaves llama-server."""
-    return cache / f"llama-server-{version}" / "build" / "bin" / "llama-server"
+def binary_path(cache: Path, version: str, flavour: str = "") -> Path:
+    """Where the build of `version` (a GPU `flavour` such as "cuda", or "") leaves llama-server."""
+    build = "build" + (f"-{flavour}" if flavour else "")
+    return cache / f"llama-server-{version}" / build / "bin" / "llama-server"
 
 
-def ensure_binary(cache: Path, version: str, jobs: int, say: Callable[[str], None]) -> Path:
-    """The llama-server binary of `version`, built first if the cache has none."""
-    binary = binary_path(cache, version)
+def ensure_binary(
+    cache: Path,
+    version: str,
+    jobs: int,
+    say: Callable[[str], None],
+    flavour: str = "",
+    extra: Sequence[str] = (),
+) -> Path:
+    """The llama-server binary of `version`, built first if the cache has none.
+
+    `flavour` names a build with the CMake options `extra` (a GPU backend),
+    kept beside the CPU one.
+    """
+    binary = binary_path(cache, version, flavour)
     if binary.is_file():
         return binary
     if shutil.which("cmake") is None:
@@ -74,11 +86,13 @@ def ensure_binary(cache: Path, version: str, jobs: int, say: Callable[[str], Non
     work = cache / f"llama-server-{version}"
     work.mkdir(parents=True, exist_ok=True)
     source = _unpacked_sdist(work, version, say)
-    build = work / "build"
-    log = work / "build.log"
+    build = binary.parent.parent
+    log = work / f"{build.name}.log"
     say(f"building llama-server {version} with {jobs} jobs (several minutes; log {log})")
     generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-    configure = ["cmake", *generator, "-B", str(build), "-S", str(source), *_CMAKE_OPTIONS]
+    configure = [
+        "cmake", *generator, "-B", str(build), "-S", str(source), *_CMAKE_OPTIONS, *extra,
+    ]  # fmt: skip
     compile_ = ["cmake", "--build", str(build), "--target", "llama-server", "-j", str(jobs)]
     with open(log, "ab") as out:
         for command in (configure, compile_):

@@ -18,7 +18,7 @@ import shutil
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -80,14 +80,19 @@ def start_emberd(model: Path, cache: Path, threads: int) -> procs.Server:
 
 
 def start_llama_server(
-    binary: Path, model: Path, cache: Path, threads: int, config: llama_server.ServerConfig
+    binary: Path,
+    model: Path,
+    cache: Path,
+    threads: int,
+    config: llama_server.ServerConfig,
+    extra: Sequence[str] = (),
 ) -> procs.Server:
     """llama-server `--reranking` on `model` with `config`'s slots and micro-batch."""
     port = procs.free_port()
     argv = llama_server.server_argv(
         binary, model, context=512, threads=threads, pooling=4, config=config, port=port,
     )  # fmt: skip
-    argv += ["--reranking", "--alias", NAME]
+    argv += ["--reranking", "--alias", NAME, *extra]
     log = cache / "logs" / "llama-server-rerank.log"
     server = procs.spawn("llama-server", argv, port, log, procs.base_env(), REPO)
     procs.wait_ready(server, "/health", timeout_s=300)

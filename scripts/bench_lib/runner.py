@@ -184,8 +184,10 @@ def run_emberd(
 # -- llama-server
 
 
-def start_llama_server(opts: Options, binary: Path, config: ServerConfig) -> procs.Server:
-    """llama-server with `config` on a free port, model loaded."""
+def start_llama_server(
+    opts: Options, binary: Path, config: ServerConfig, extra: Sequence[str] = ()
+) -> procs.Server:
+    """llama-server with `config` (and `extra` arguments) on a free port, model loaded."""
     port = procs.free_port()
     argv = llama_server.server_argv(
         binary,
@@ -197,6 +199,7 @@ def start_llama_server(opts: Options, binary: Path, config: ServerConfig) -> pro
         port=port,
         clients=opts.sizes.conc_clients,
     )
+    argv += extra
     log = opts.cache / "logs" / f"llama-server-{port}.log"
     server = procs.spawn(LLAMA_SERVER, argv, port, log, procs.base_env(), opts.repo)
     procs.wait_ready(server, "/health")

@@ -284,7 +284,11 @@ class Runtime:
             raise
         runner.model = model
         runner.queue = BatchQueue(
-            model, token_budget=self._limits.token_budget, name=name, observe=self._observe
+            model,
+            # A GPU model says how large its decodes should be; the default suits CPUs.
+            token_budget=model.facts.decode_budget or self._limits.token_budget,
+            name=name,
+            observe=self._observe,
         )
         if runner.refs == 0:  # every request that wanted it has gone
             self._idle(runner)

@@ -20,12 +20,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from emberd.backends.base import BackendError, ModelLoadError, TokenOutOfRange
+from emberd.backends.base import BackendError, ModelLoadError, NonFiniteOnGpu, TokenOutOfRange
 from emberd.models.capabilities import UnsupportedReranker
 from emberd.models.errors import InvalidModelFile, InvalidModelName, ModelNotFound
 from emberd.models.registry import ManifestNotFound, RegistryError
 from emberd.server.core.durations import DurationError
-from emberd.server.core.errors import CoreError, InvalidRequest, QueueFull, go_quote, reason_of
+from emberd.server.core.errors import (
+    CoreError,
+    InvalidRequest,
+    InvalidVectors,
+    QueueFull,
+    go_quote,
+    reason_of,
+)
 from emberd.server.http.api_types import ErrorBody, OpenAIErrorBody, OpenAIErrorDetail
 
 log = logging.getLogger("emberd.errors")
@@ -115,6 +122,8 @@ _TABLE: dict[type[Exception], Callable[[Exception], ErrorInfo]] = {
     InvalidModelFile: _load_failure,
     ModelLoadError: _load_failure,
     BackendError: _message(500),
+    # The device is in the log (the backend logs it); the client gets the contract's words.
+    NonFiniteOnGpu: lambda e: ErrorInfo(500, InvalidVectors().message),
     OSError: _os_error,
     UnsupportedReranker: _message(400),
 }

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from emberd.server.config import Settings
 
@@ -61,6 +63,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if isinstance(self.server_state, WakingState):
+            self.server_state.wake()  # the main loop refreshes the Date header and ticks
         self._expect_headers()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -108,13 +112,68 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
+class WakingState(ServerState):
+    """uvicorn's state shared with the connections, plus a way to wake the main loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wake: Callable[[], None] = lambda: None
+
+
 class GracefulServer(uvicorn.Server):
-    """uvicorn's server, with a watchdog that ends the process once the grace is spent."""
+    """uvicorn's server, with a watchdog that ends the process once the grace is spent,
+    and a main loop that sleeps while no connection is open.
+
+    uvicorn's own main loop wakes ten times a second for ever, to refresh
+    the Date header and look for a request to exit; on a laptop an idle
+    server then keeps the CPU from its deep sleep states. Here the loop ticks
+    only while connections are open, and otherwise waits for a new
+    connection (BoundedHttpProtocol wakes it) or an exit request.
+    """
 
     def __init__(self, config: uvicorn.Config, grace_s: float) -> None:
+        self._exit = False
+        self._waker: Callable[[], None] = lambda: None
         super().__init__(config)
+        self.server_state = WakingState()
         self.grace_s = grace_s
         self._watchdog: threading.Timer | None = None
+
+    @property
+    def should_exit(self) -> bool:
+        """Whether the server should stop; setting it wakes a sleeping main loop."""
+        return self._exit
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        self._exit = value
+        if value:
+            self._waker()
+
+    async def main_loop(self) -> None:
+        """uvicorn's ticks while connections are open; asleep until one comes otherwise."""
+        loop = asyncio.get_running_loop()
+        wakened = asyncio.Event()
+
+        def wake() -> None:
+            # From a signal handler, another thread or the loop itself alike.
+            loop.call_soon_threadsafe(wakened.set)
+
+        self._waker = wake
+        assert isinstance(self.server_state, WakingState)
+        self.server_state.wake = wake
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            if self.server_state.connections or self.server_state.tasks:
+                counter = (counter + 1) % 864000
+                await asyncio.sleep(0.1)
+            else:
+                wakened.clear()
+                if not self.should_exit:
+                    await wakened.wait()
+                counter = 0  # a tick that refreshes the Date header at once
+            should_exit = await self.on_tick(counter)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
@@ -171,6 +230,7 @@ __all__ = [
     "BoundedHttpProtocol",
     "GracefulServer",
     "Listener",
+    "WakingState",
     "serve",
     "uvicorn_config",
 ]

@@ -10,7 +10,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from emberd.backends.cpu_load import SAMPLE_INTERVAL_S, STALE_S, CpuLoad
+from emberd.backends.cpu_load import (
+    FRESH_WINDOW_S,
+    SAMPLE_INTERVAL_S,
+    STALE_S,
+    CpuLoad,
+    runnable_others,
+)
 
 
 class Counters:
@@ -51,17 +57,68 @@ def test_cores_others_keep_busy_are_left_to_them(others: float, threads: int) ->
     assert load.threads(4) == threads
 
 
-def test_answers_are_reused_briefly_and_stale_windows_are_not_trusted() -> None:
+def test_answers_are_reused_briefly() -> None:
     counters = Counters()
-    load = CpuLoad(cores=2, counters=counters, clock=counters.clock)
+    load = CpuLoad(cores=2, counters=counters, clock=counters.clock, runnable=lambda: None)
     counters.advance(0.3, others_cores=2.0)
     assert load.threads(2) == 1
     counters.advance(SAMPLE_INTERVAL_S / 2, others_cores=0.0)
     assert load.threads(2) == 1  # too soon to look again
-    counters.advance(STALE_S * 2, others_cores=0.0)
-    assert load.threads(2) == 1  # a long window says little about now: a fresh one starts
     counters.advance(0.3, others_cores=0.0)
     assert load.threads(2) == 2
+
+
+def idle_then_busy(counters: Counters, load: CpuLoad) -> None:
+    """A quiet start, then an idle spell during which two hogs start."""
+    counters.advance(0.3, others_cores=0.0)
+    assert load.threads(2) == 2
+    counters.advance(STALE_S * 5, others_cores=2.0)
+
+
+def test_a_machine_that_got_busy_while_idle_gets_a_fresh_window() -> None:
+    counters = Counters()
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the hogs keep running meanwhile
+        slept.append(seconds)
+        counters.advance(seconds, others_cores=2.0)
+
+    load = CpuLoad(
+        cores=2, counters=counters, clock=counters.clock, runnable=lambda: None, sleep=sleep
+    )
+    idle_then_busy(counters, load)
+    assert load.threads(2) == 1  # the first decode after idle, not the stale 2
+    assert slept == [FRESH_WINDOW_S]
+    counters.advance(SAMPLE_INTERVAL_S / 2, others_cores=2.0)
+    assert load.threads(2) == 1
+    assert slept == [FRESH_WINDOW_S]  # only the stale look waits
+
+
+def test_a_machine_that_got_busy_while_idle_is_counted_at_once_where_it_can_be() -> None:
+    counters = Counters()
+    running = [0]
+
+    def no_sleep(seconds: float) -> None:
+        raise AssertionError("an instant count needs no window")
+
+    load = CpuLoad(
+        cores=2, counters=counters, clock=counters.clock, runnable=lambda: running[0],
+        sleep=no_sleep,
+    )  # fmt: skip
+    idle_then_busy(counters, load)
+    running[0] = 2
+    assert load.threads(2) == 1
+    counters.advance(STALE_S * 5, others_cores=0.0)
+    running[0] = 0
+    assert load.threads(2) == 2  # and quiet again after the next idle spell
+
+
+def test_runnable_threads_are_read_from_proc_stat() -> None:
+    sample = "cpu  10 0 5 100 0 0 0 0 0 0\nctxt 12345\nprocs_running 3\nprocs_blocked 0\n"
+    assert runnable_others(sample) == 2  # less the thread that asks
+    assert runnable_others("cpu 1 2 3\n") is None
+    if sys.platform.startswith("linux"):
+        assert runnable_others() is not None
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from emberd.backends.base import BackendError, LoadOptions, ModelLoadError, Pooling
-from emberd.backends.llama_cpp import MAX_SEQUENCES, LlamaCppBackend, LlamaCppModel, safe_batch_size
+from emberd.backends.devices import MAX_SEQUENCES, safe_batch_size
+from emberd.backends.llama_cpp import LlamaCppBackend, LlamaCppModel
 from tests.support.tiny_model import tiny_token_id, write_tiny_bert
 
 OPTIONS = LoadOptions(

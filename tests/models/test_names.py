@@ -87,6 +87,19 @@ def test_tag_length_limit() -> None:
         "m@sha256:abc",
         "m:tag/x",
         "ümlaut",
+        # Names Windows cannot create as files or folders.
+        "con",
+        "NUL",
+        "aux:latest",
+        "com1",
+        "LPT9",
+        "nul.gguf",
+        "m:con",
+        "ns./m",
+        "m.",
+        "m:latest.",
+        "con/m",
+        "m:1:2",
     ],
 )
 def test_invalid_names(text: str) -> None:

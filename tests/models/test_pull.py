@@ -7,8 +7,10 @@ loads and embeds.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,12 +20,19 @@ from typing import Any
 
 import httpx
 import pytest
+from filelock import FileLock, Timeout
 from starlette.testclient import TestClient
 
 from emberd.models.cancel import CancelSwitch
 from emberd.models.errors import InvalidModelName, ModelNotFound
 from emberd.models.names import ModelName
-from emberd.models.pull import DigestMismatch, PullProgress, partial_path, pull_model
+from emberd.models.pull import (
+    DigestMismatch,
+    PullProgress,
+    lock_path,
+    partial_path,
+    pull_model,
+)
 from emberd.models.registry import (
     ManifestNotFound,
     PullCancelled,
@@ -36,6 +45,7 @@ from emberd.models.registry import (
 from emberd.models.store import ModelStores
 from emberd.server.cli.store_verbs import pull_cli
 from emberd.server.config import Settings
+from tests.support.raw_http import raw_post
 from tests.support.registry_server import (
     MANIFEST_MEDIA_TYPE,
     Published,
@@ -45,12 +55,6 @@ from tests.support.registry_server import (
     registry_server,
     serving,
 )
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-from tests.support.raw_http import raw_post
 from tests.support.tiny_model import write_tiny_bert
 
 PARAMS = {"num_ctx": 64}
@@ -455,6 +459,7 @@ class StalledPull:
     settings: Settings
     stores: ModelStores
     partial: Path  # where the download is kept while unfinished
+    lock: Path  # what the pull holds while it downloads
     release: threading.Event
 
 
@@ -470,11 +475,14 @@ def stalled(tmp_path: Path, registry: RegistryServer, published: Published) -> S
     }
     stores = ModelStores(tmp_path / "emberd", None)
     return StalledPull(
-        Settings.from_env(env), stores, partial_path(stores, published.model), release
+        Settings.from_env(env),
+        stores,
+        partial_path(stores, published.model),
+        lock_path(stores, published.model),
+        release,
     )
 
 
-@pytest.mark.skipif(fcntl is None, reason="waits on the pull's file lock")
 def test_client_leaving_the_stream_stops_the_pull(
     stalled: StalledPull, registry: RegistryServer, published: Published, gguf: bytes
 ) -> None:
@@ -487,7 +495,7 @@ def test_client_leaving_the_stream_stops_the_pull(
                         break
             # The registry holds back the rest of the blob until `release`: only
             # the client's leaving can stop the pull, and at once.
-            wait_for(lambda: _pull_stopped(partial), seconds=PROMPT_S)
+            wait_for(lambda: _pull_stopped(stalled.lock), seconds=PROMPT_S)
             release.set()
             assert partial.exists()  # cancelled, not finished: kept for a resume
     finally:
@@ -498,7 +506,6 @@ def test_client_leaving_the_stream_stops_the_pull(
     assert pull_model("tiny", stores, registry.url).path.read_bytes() == gguf
 
 
-@pytest.mark.skipif(fcntl is None, reason="waits on the pull's file lock")
 def test_client_leaving_a_single_answer_pull_stops_it(
     stalled: StalledPull, registry: RegistryServer, published: Published
 ) -> None:
@@ -508,7 +515,7 @@ def test_client_leaving_a_single_answer_pull_stops_it(
             body = b'{"model": "tiny", "stream": false}'
             with raw_post(url, "/api/pull", body):  # the client goes once the download began
                 wait_for(lambda: published.model not in registry.state.stall)  # it is stalling
-            wait_for(lambda: _pull_stopped(partial), seconds=PROMPT_S)
+            wait_for(lambda: _pull_stopped(stalled.lock), seconds=PROMPT_S)
             release.set()
             assert partial.exists()  # cancelled, not finished
     finally:
@@ -516,15 +523,13 @@ def test_client_leaving_a_single_answer_pull_stops_it(
     assert stores.blob_path(published.model).exists() is False
 
 
-def _pull_stopped(partial: Path) -> bool:
-    """Whether no pull holds the lock on the partial download any more."""
-    assert fcntl is not None
-    with open(partial, "rb") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True  # closing the file lets the lock go
+def _pull_stopped(lock: Path) -> bool:
+    """Whether no pull holds the download's lock any more."""
+    try:
+        with FileLock(lock, timeout=0):
+            return True
+    except Timeout:
+        return False
 
 
 def wait_for(check: Callable[[], bool], seconds: float = 10) -> None:
@@ -532,3 +537,48 @@ def wait_for(check: Callable[[], bool], seconds: float = 10) -> None:
     while not check():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.01)
+
+
+def _open_by_this_process(path: Path) -> bool:
+    """Whether a descriptor of this process has `path` open (Linux's /proc/self/fd)."""
+    fds = Path("/proc/self/fd")
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):
+            if os.readlink(fd) == str(path):
+                return True
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc/self/fd")
+def test_the_partial_is_closed_before_it_is_adopted(
+    registry: RegistryServer, published: Published, tmp_path: Path, gguf: bytes
+) -> None:
+    """Windows renames no open file: the download must be closed when it is adopted."""
+    seen: list[bool] = []
+
+    class Watching(ModelStores):
+        def adopt_blob(self, path: Path, digest: str) -> None:
+            seen.append(_open_by_this_process(path))
+            super().adopt_blob(path, digest)
+
+    stores = Watching(tmp_path / "emberd", None)
+    assert pull_model("tiny", stores, registry.url).path.read_bytes() == gguf
+    assert seen == [False, False, False]  # the model, params and config blobs
+
+
+def test_a_second_pull_waits_for_the_lock_of_the_first(
+    registry: RegistryServer, published: Published, stores: ModelStores, gguf: bytes
+) -> None:
+    lock = FileLock(lock_path(stores, published.model))
+    lock.acquire()
+    done: list[Path] = []
+    puller = threading.Thread(
+        target=lambda: done.append(pull_model("tiny", stores, registry.url).path)
+    )
+    puller.start()
+    time.sleep(0.5)
+    assert done == []  # held by "another pull"
+    assert not partial_path(stores, published.model).exists()
+    lock.release()
+    puller.join(10)
+    assert done and done[0].read_bytes() == gguf

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from scripts.bench_lib import llama_server, procs, report, runner, texts, workloads
+from scripts.bench_lib import busy, gpu, llama_server, procs, report, runner, texts, workloads
 from scripts.bench_lib.model import LINKED_NAME, prepare_model
 from scripts.bench_lib.results import (
     BATCH_LONG,
@@ -151,3 +152,50 @@ def test_emberd_and_llama_embed_on_tiny_model(tmp_path: Path, model_files: Model
     doc = report.document(outcome.measurements, targets, model=model.name)
     assert json.loads(json.dumps(doc))["targets"][0]["status"] == report.UNKNOWN
     assert LLAMA_CPP in report.table(outcome.measurements, runner.CONTENDERS)
+
+
+# -- the GPU run and the busy table ---------------------------------------------------
+
+
+def test_gpu_run_without_a_gpu_says_so_and_exits_0(tmp_path: Path) -> None:
+    if gpu.check().found:
+        pytest.skip("this machine has a GPU: --gpu would measure it for minutes")
+    done = subprocess.run(
+        [sys.executable, "-m", "scripts.bench_lib", "--gpu", "--cache", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("bench --gpu: no GPU here (compute: CPU")
+    assert list(tmp_path.iterdir()) == []  # nothing built, nothing prepared
+
+
+def test_gpu_builds_and_goals() -> None:
+    assert "-DGGML_CUDA=ON" in gpu.cmake_options(("CUDA",))
+    assert gpu.cmake_options(("Metal",)) == ()
+    assert llama_server.binary_path(REPO, "1", "cuda").parent.parent.name == "build-cuda"
+    lines = gpu.goal_lines(
+        [
+            Measurement(runner.EMBERD, BATCH_SHORT, 1300.0),
+            Measurement(runner.LLAMA_SERVER, BATCH_SHORT, 1000.0),
+            Measurement(runner.EMBERD, CONC, 1100.0),
+            Measurement(runner.LLAMA_SERVER, CONC, 1000.0),
+        ]
+    )
+    assert lines == [
+        "batch-short: 1.30x llama-server (goal 1.25x): met",
+        "conc-32: 1.10x llama-server (goal 1.25x): MISSED",
+    ]
+
+
+def test_the_busy_table_judges_the_first_requests_after_idle() -> None:
+    def row(server: str, threads: int, first: float) -> busy.BusyRow:
+        return busy.BusyRow(server, threads, 9.0, 17.0, 20.0, 200.0, 16.0, first_p99_ms=first)
+
+    good = busy.table([row("emberd", 2, 25.0), row("llama-server", 2, 500.0)], 2, 2)
+    assert "| emberd | 2 | 25.0 | 9.0 | 17.0 |" in good
+    assert "emberd p99 25.0 ms, goal <= 60 ms: met" in good
+    bad = busy.table([row("emberd", 2, 600.0), row("llama-server", 2, 500.0)], 2, 2)
+    assert "emberd p99 600.0 ms, goal <= 60 ms: MISSED" in bad

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import FrozenInstanceError
 from pathlib import Path
 
 import pytest
 
+from emberd.backends.cpu_cores import performance_cores
 from emberd.server.address import parse_ollama_address, parse_ollama_host
 from emberd.server.config import ClientConfig, ConfigError, Settings, environment_rows
 
@@ -78,7 +78,7 @@ def test_defaults() -> None:
     assert settings.max_loaded_models == 3
     assert settings.max_queue == 512
     assert settings.context_length == 4096
-    assert settings.num_thread == (os.cpu_count() or 1)
+    assert settings.num_thread == performance_cores()
     assert settings.origins == ()
     assert settings.api_keys == ()
     assert settings.default_model == "all-minilm"

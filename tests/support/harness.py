@@ -23,7 +23,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 
 from emberd.backends.base import (
@@ -37,7 +36,7 @@ from emberd.backends.runner import RemoteModel, RunnerBackend
 from emberd.models.store import FileVersion
 from emberd.server.config import Settings
 from emberd.server.http.app import create_app
-from emberd.server.http.serving import Listener, uvicorn_config
+from emberd.server.http.serving import GracefulServer, Listener, uvicorn_config
 from tests.support.tiny_model import write_ollama_layout
 
 # Names the stores below serve.
@@ -246,6 +245,7 @@ class LiveServer:
     app: Starlette
     client: httpx.Client
     backend: RecordingBackend | None
+    server: GracefulServer | None = None
 
     def embed(self, body: Mapping[str, Any]) -> httpx.Response:
         """POST /api/embed."""
@@ -327,7 +327,7 @@ def running_server(
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     # The serve command's own limits and timeouts, so the tests see what users get.
     config = uvicorn_config(app, Listener("127.0.0.1", 0, "warning", grace_s=5.0))
-    server = uvicorn.Server(config)
+    server = GracefulServer(config, grace_s=5.0)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="emberd-test-server", daemon=True
     )
@@ -336,7 +336,7 @@ def running_server(
     assert server.started, "the server did not start"
     client = httpx.Client(base_url=url, timeout=DEADLINE_S)
     try:
-        yield LiveServer(url=url, app=app, client=client, backend=backend)
+        yield LiveServer(url=url, app=app, client=client, backend=backend, server=server)
     finally:
         client.close()
         if backend is not None:

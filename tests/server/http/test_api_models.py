@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from emberd.backends.llama_cpp import compute_devices
 from tests.support.harness import (
     OLLAMA_NUM_CTX,
     OLLAMA_PARAMS,
@@ -182,6 +183,14 @@ def test_names_that_point_outside_the_stores_are_refused(
     assert live.ps() == []
 
 
+def test_names_windows_cannot_store_are_a_400(serve: ServerFactory) -> None:
+    live = serve()
+    for name in ("con", "NUL:latest", "aux.v2", "com1", "lpt9:tag", "m.", "m:latest."):
+        response = live.embed({"model": name, "input": "sky"})
+        assert response.status_code == 400, (name, response.text)
+        assert response.json() == {"error": "invalid model name"}
+
+
 # -- /api/ps -----------------------------------------------------------------------
 
 
@@ -199,7 +208,8 @@ def test_ps_describes_a_loaded_model(serve: ServerFactory, stores: Stores) -> No
     assert entry["name"] == entry["model"] == "tiny:latest"
     dropped = (stores.emberd / "tiny.gguf").read_bytes()
     assert entry["size"] == len(dropped)
-    assert entry["size_vram"] == 0  # the test backend runs on the CPU
+    # The whole tiny model on a GPU where this build has one, none on the CPU.
+    assert entry["size_vram"] == (entry["size"] if compute_devices().gpus else 0)
     assert entry["digest"] == hashlib.sha256(dropped).hexdigest()
     assert {k: entry["details"][k] for k in TINY_DETAILS} == TINY_DETAILS
     assert entry["context_length"] == TINY_CONTEXT  # 4096 by default, clamped to the model

@@ -127,6 +127,11 @@ def test_models_in_ollamas_store_are_never_deleted(client: TestClient, store: St
         ({}, 400, "model is required"),
         ({"model": ""}, 400, "model is required"),
         ({"model": "../../etc"}, 400, "invalid model name"),
+        # Names Windows cannot create as files.
+        ({"model": "con"}, 400, "invalid model name"),
+        ({"model": "nul:latest"}, 400, "invalid model name"),
+        ({"model": "m."}, 400, "invalid model name"),
+        ({"model": "m:x:y"}, 400, "invalid model name"),
     ],
 )
 def test_delete_bad_requests(

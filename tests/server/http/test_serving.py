@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import socket
 import time
+from email.utils import parsedate_to_datetime
 
+import httpx
 import pytest
 
 from emberd.server.cli.main import build_parser, build_settings
@@ -13,6 +15,7 @@ from emberd.server.http.serving import (
     KEEP_ALIVE_S,
     MAX_CONCURRENCY,
     BoundedHttpProtocol,
+    GracefulServer,
     Listener,
     uvicorn_config,
 )
@@ -118,3 +121,34 @@ def test_the_shutdown_grace_flag(flag: str, seconds: float) -> None:
 def test_a_bad_shutdown_grace_names_its_variable(value: str) -> None:
     with pytest.raises(ConfigError, match="EMBERD_SHUTDOWN_GRACE"):
         Settings.from_env({"HOME": "/h", "EMBERD_SHUTDOWN_GRACE": value})
+
+
+# -- an idle server sleeps -----------------------------------------------------------
+
+
+def test_an_idle_server_does_not_tick_and_wakes_for_a_request(serve: ServerFactory) -> None:
+    """uvicorn's loop ticks ten times a second; this one sleeps while no connection is open."""
+    server = serve()
+    uvicorn_server = server.server
+    assert isinstance(uvicorn_server, GracefulServer)
+    server.client.close()  # no keep-alive connection left open
+    ticks: list[float] = []
+    original = uvicorn_server.on_tick
+
+    async def counting(counter: int) -> bool:
+        ticks.append(time.monotonic())
+        return await original(counter)
+
+    uvicorn_server.on_tick = counting  # type: ignore[method-assign]
+    time.sleep(0.3)  # the last connection's ticks end
+    ticks.clear()
+    time.sleep(1.0)
+    assert ticks == []  # not ten a second
+    with httpx.Client(base_url=server.url) as client:
+        before = time.time()
+        response = client.get("/api/version")
+    assert response.status_code == 200
+    assert ticks  # the connection woke the loop
+    # The Date header is fresh, not the one from before the idle spell.
+    date = parsedate_to_datetime(response.headers["date"]).timestamp()
+    assert date >= int(before) - 1
