@@ -28,7 +28,10 @@ KEY_A = "sk-emberd-alpha-7f3c2a"
 KEY_B = "sk-emberd-beta-91d2e4"
 WRONG = "sk-emberd-wrong-5e8a0b"
 EMBED = {"model": TINY, "input": "why is the sky blue"}
-OLLAMA_401 = {"error": "unauthorized: a valid API key is required"}
+OLLAMA_401 = {
+    "error": "unauthorized: a valid API key is required "
+    "(send Authorization: Bearer KEY with a key from the server's EMBERD_API_KEY)"
+}
 
 
 @pytest.fixture(scope="module")
