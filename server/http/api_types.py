@@ -299,6 +299,10 @@ class ModelDetails(Body):
     families: list[str] | None = None
     parameter_size: Text = ""  # "22.57M"
     quantization_level: Text = ""  # "F16", "Q8_0"
+    # emberd's own key (clients ignore keys they do not know): where the model
+    # comes from, "emberd" (its store), "file" (a GGUF dropped there) or
+    # "ollama" (Ollama's store, read-only).
+    store: Text = ""
 
 
 class ListedModel(Body):

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from emberd.backends.base import BackendError, ModelLoadError, TokenOutOfRange
 from emberd.models.capabilities import UnsupportedReranker
-from emberd.models.errors import InvalidModelFile, InvalidModelName, ModelNotFound
+from emberd.models.errors import InvalidModelFile, InvalidModelName, ModelNotFound, ReadOnlyModel
 from emberd.models.registry import ManifestNotFound, RegistryError
 from emberd.server.core.durations import DurationError
 from emberd.server.core.errors import CoreError, InvalidRequest, QueueFull, go_quote, reason_of
@@ -107,6 +107,7 @@ _TABLE: dict[type[Exception], Callable[[Exception], ErrorInfo]] = {
     QueueFull: _message(503),
     CoreError: _message(500),
     ModelNotFound: _model_not_found,
+    ReadOnlyModel: _message(403),  # in Ollama's store: the message says how to remove it
     InvalidModelName: lambda e: ErrorInfo(400, "invalid model name"),
     TokenOutOfRange: _message(400),
     DurationError: _message(400),

@@ -112,9 +112,7 @@ CLIENT_CLOSED = 499
 class RequestMetrics:
     """Counts every HTTP request by route, method and status (499: the client went away)."""
 
-    def __init__(
-        self, app: ASGIApp, metrics: Metrics, routes: Sequence[BaseRoute] = ()
-    ) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: Sequence[BaseRoute] = ()) -> None:
         self.app = app
         self.metrics = metrics
         self.routes = routes  # the app's, for requests refused before routing

@@ -113,6 +113,7 @@ def _details(record: ModelRecord) -> dict[str, Any]:
         families=list((config and config.families) or [family]),
         parameter_size=(config and config.parameter_size) or info.parameter_size,
         quantization_level=(config and config.quantization_level) or info.file_type,
+        store=record.source,
     )
 
 

@@ -32,7 +32,8 @@ def every_request(live: LiveServer) -> list[tuple[str, str]]:
 
 def refused(origin: str) -> str:
     """The 403's message: it names the origin and the variable that would allow it."""
-    return f"forbidden: origin {origin!r} not allowed (add it to OLLAMA_ORIGINS where the server starts)"
+    fix = "add it to OLLAMA_ORIGINS where the server starts"
+    return f"forbidden: origin {origin!r} not allowed ({fix})"
 
 
 def assert_forbidden(response: httpx.Response, path: str) -> None:
