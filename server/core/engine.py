@@ -236,8 +236,9 @@ class Engine:
             limit = pair_limit(lease.model, options)
             chars = len(job.query) + sum(len(d) for d in job.documents)
             pairs = await off_the_loop_if_long(
-                chars, build_pairs, lease.model, job.query, job.documents, limit, job.truncate
-            )
+                chars, build_pairs, lease.model, job.query, job.documents, limit, job.truncate,
+                job.max_document_tokens,
+            )  # fmt: skip
             self.limits.check_tokens(pairs)
             values = await lease.queue.embed(pairs)
         if values.shape[1] != head.outputs:

@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import orjson
 from starlette.requests import Request
@@ -26,11 +26,16 @@ from emberd.models.errors import InvalidModelFile, InvalidModelName, ModelNotFou
 from emberd.models.registry import ManifestNotFound, RegistryError
 from emberd.server.core.durations import DurationError
 from emberd.server.core.errors import CoreError, InvalidRequest, QueueFull, go_quote, reason_of
-from emberd.server.http.api_types import ErrorBody, OpenAIErrorBody, OpenAIErrorDetail
+from emberd.server.http.api_types import (
+    CohereErrorBody,
+    ErrorBody,
+    OpenAIErrorBody,
+    OpenAIErrorDetail,
+)
 
 log = logging.getLogger("emberd.errors")
 
-Dialect = Literal["ollama", "openai"]
+Dialect = Literal["ollama", "openai", "cohere"]
 
 
 class ApiError(Exception):
@@ -153,6 +158,8 @@ def render(info: ErrorInfo, dialect: Dialect) -> Response:
         )
         detail = OpenAIErrorDetail.render(message=info.message, type=kind, param=None, code=None)
         body = OpenAIErrorBody.render(error=detail)
+    elif dialect == "cohere":
+        body = CohereErrorBody.render(message=info.message)
     else:
         body = ErrorBody.render(error=info.message)
     return Response(orjson.dumps(body), status_code=info.status, media_type="application/json")
@@ -161,9 +168,12 @@ def render(info: ErrorInfo, dialect: Dialect) -> Response:
 def dialect_of(request: Request) -> Dialect:
     """The error dialect of a request: set by its route, else by its path."""
     chosen = getattr(request.state, "dialect", None)
-    if chosen == "openai" or chosen == "ollama":
-        return chosen
-    return "openai" if request.url.path.startswith("/v1/") else "ollama"
+    if chosen in ("openai", "ollama", "cohere"):
+        return cast(Dialect, chosen)
+    path = request.url.path
+    if path.startswith("/v2/"):
+        return "cohere"
+    return "openai" if path.startswith("/v1/") else "ollama"
 
 
 class _Throttle:
