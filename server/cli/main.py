@@ -14,12 +14,13 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 from emberd.models.terminal import human_bytes
 from emberd.server import __version__
-from emberd.server.cli import embed_file, store_verbs
-from emberd.server.config import ClientConfig, ConfigError, Settings, Source, setting_sources
+from emberd.server.cli import embed_file, service, store_verbs
+from emberd.server.cli.flags import add_setting_flag, build_settings
+from emberd.server.config import ClientConfig, ConfigError, Settings, setting_sources
 from emberd.server.core.durations import format_duration
 from emberd.server.http.api_types import RunningModel, ShowResponse
 from emberd.server.http.client import ClientError, EmberdClient
@@ -120,12 +121,6 @@ def _short_id(digest: str) -> str:
 # serve
 
 
-def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
-    """Settings from the environment with the `serve` flags on top."""
-    flags = {name: getattr(args, name) for name, _ in setting_sources()}
-    return Settings.from_env(env, **flags)
-
-
 def configure_logging(level: str) -> None:
     """Log to stderr at `level` (one of LOG_LEVELS)."""
     logging.addLevelName(TRACE, "TRACE")
@@ -173,29 +168,10 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return run_server(settings)
 
 
-def _add_setting_flag(
-    parser: argparse.ArgumentParser, name: str, source: Source, env: Mapping[str, str]
-) -> None:
-    if source.flag_type is bool:  # a switch: present means true, absent leaves the variable
-        parser.add_argument(
-            source.flag, dest=name, help=source.help_text(env), action="store_true", default=None
-        )
-        return
-    metavar = source.metavar or source.flag.lstrip("-").replace("-", "_").upper()
-    options: dict[str, Any] = {"dest": name, "help": source.help_text(env), "metavar": metavar}
-    if source.repeatable:
-        options["action"] = "append"
-    else:
-        options["type"] = source.flag_type
-    if source.choices is not None:
-        options["choices"] = source.choices
-    parser.add_argument(source.flag, **options)
-
-
 def _add_serve(subparsers: Subparsers, env: Mapping[str, str]) -> None:
     parser = subparsers.add_parser("serve", help="start the server")
     for name, source in setting_sources():  # one flag per setting, from the settings table
-        _add_setting_flag(parser, name, source, env)
+        add_setting_flag(parser, name, source, env)
     parser.set_defaults(handler=_serve)
 
 
@@ -323,6 +299,7 @@ COMMANDS: list[Callable[[Subparsers, Mapping[str, str]], None]] = [
     _add_client_verbs,
     store_verbs.register,
     embed_file.register,
+    service.register,
 ]
 
 
