@@ -46,7 +46,7 @@ llama_cpp_outlook() {
     if [ "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))' 2>/dev/null)" = "$pin" ]; then
         echo "llama-cpp-python $pin is installed already"
     elif "$VENV/bin/python" -m pip cache list "llama_cpp_python-$pin-*" 2>/dev/null | grep -q whl; then
-        echo "llama-cpp-python $pin comes from pip's cache (a minute or two; pip's output follows)"
+        echo "llama-cpp-python $pin comes from pip's cache (a few minutes; pip's output follows)"
     else
         echo "llama-cpp-python $pin compiles from source (5-10 minutes; pip's output follows)"
     fi

@@ -182,11 +182,20 @@ def _install(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0
 
 
+def _installed(name: str, env: Mapping[str, str]) -> Path | None:
+    """The service file of `name` on this platform; None, saying so, if there is none."""
+    darwin = sys.platform == "darwin"
+    path = launchd_plist_path(name, env) if darwin else systemd_unit_path(name, env)
+    if path.exists():
+        return path
+    print(f"{name} is not installed as a service (no {path})")
+    return None
+
+
 def _status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     darwin = sys.platform == "darwin"
-    path = launchd_plist_path(args.name, env) if darwin else systemd_unit_path(args.name, env)
-    if not path.exists():
-        print(f"{args.name} is not installed as a service (no {path})")
+    path = _installed(args.name, env)
+    if path is None:
         return 1
     try:
         if darwin:
@@ -205,9 +214,8 @@ def _status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def _uninstall(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     darwin = sys.platform == "darwin"
-    path = launchd_plist_path(args.name, env) if darwin else systemd_unit_path(args.name, env)
-    if not path.exists():
-        print(f"{args.name} is not installed as a service (no {path})")
+    path = _installed(args.name, env)
+    if path is None:
         return 0
     stops = (
         [["launchctl", "bootout", _launchd_target(args.name)]]

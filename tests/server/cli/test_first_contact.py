@@ -45,16 +45,6 @@ def emberd(
     )
 
 
-@pytest.fixture
-def home(tmp_path: Path) -> dict[str, str]:
-    """An environment whose stores are empty folders under tmp_path."""
-    return {
-        "HOME": str(tmp_path),
-        "EMBERD_MODELS": str(tmp_path / "emberd"),
-        "OLLAMA_MODELS": str(tmp_path / "ollama"),
-    }
-
-
 # -- the command on PATH ----------------------------------------------------------
 
 
@@ -79,10 +69,10 @@ def test_scripts_emberd_runs_from_anywhere_and_through_a_link(tmp_path: Path) ->
     assert (linked.returncode, linked.stdout.strip()) == (0, f"emberd {__version__}")
 
 
-def test_relative_paths_mean_the_callers_directory(tmp_path: Path, home: dict[str, str]) -> None:
+def test_relative_paths_mean_the_callers_directory(tmp_path: Path, env: dict[str, str]) -> None:
     write_tiny_bert(tmp_path / "mine.gguf")
     script = REPO / "scripts" / "emberd"
-    ran = emberd("import", "./mine.gguf", "--name", "mine", env=home, cwd=tmp_path,
+    ran = emberd("import", "./mine.gguf", "--name", "mine", env=env, cwd=tmp_path,
                  command=[str(script)])  # fmt: skip
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.startswith("imported mine:latest (bert,")
@@ -91,8 +81,8 @@ def test_relative_paths_mean_the_callers_directory(tmp_path: Path, home: dict[st
 # -- serve: help and a taken port --------------------------------------------------
 
 
-def test_serve_help_shows_the_defaults_the_environment_makes(home: dict[str, str]) -> None:
-    env = {**home, "OLLAMA_HOST": "127.0.0.1:11435", "EMBERD_API_KEY": "sk-hidden-key"}
+def test_serve_help_shows_the_defaults_the_environment_makes(env: dict[str, str]) -> None:
+    env = {**env, "OLLAMA_HOST": "127.0.0.1:11435", "EMBERD_API_KEY": "sk-hidden-key"}
     ran = emberd("serve", "--help", env=env)
     text = " ".join(ran.stdout.split())
     assert ran.returncode == 0
@@ -138,9 +128,9 @@ def fake_ollama() -> Iterator[int]:
 
 
 def test_a_port_ollama_holds_is_one_line_naming_it_and_the_fix(
-    fake_ollama: int, home: dict[str, str]
+    fake_ollama: int, env: dict[str, str]
 ) -> None:
-    env = {**home, "OLLAMA_HOST": f"127.0.0.1:{fake_ollama}", "EMBERD_DEFAULT_MODEL": "none"}
+    env = {**env, "OLLAMA_HOST": f"127.0.0.1:{fake_ollama}", "EMBERD_DEFAULT_MODEL": "none"}
     ran = emberd("serve", env=env)
     assert ran.returncode == 1
     lines = ran.stderr.strip().splitlines()
@@ -154,18 +144,18 @@ def test_a_port_ollama_holds_is_one_line_naming_it_and_the_fix(
     assert "listening" not in ran.stderr
 
 
-def test_a_port_another_emberd_holds_says_so(stores: Stores, home: dict[str, str]) -> None:
+def test_a_port_another_emberd_holds_says_so(stores: Stores, env: dict[str, str]) -> None:
     with running_server(settings_for(stores)) as live:
         port = live.url.rsplit(":", 1)[1]
-        ran = emberd("serve", "--port", port, env={**home, "EMBERD_DEFAULT_MODEL": "none"})
+        ran = emberd("serve", "--port", port, env={**env, "EMBERD_DEFAULT_MODEL": "none"})
     assert ran.returncode == 1
     assert f"127.0.0.1:{port} is already in use by another emberd" in ran.stderr
     assert "listening" not in ran.stderr
 
 
-def test_serve_says_it_listens_only_once_it_does(tmp_path: Path, home: dict[str, str]) -> None:
+def test_serve_says_it_listens_only_once_it_does(tmp_path: Path, env: dict[str, str]) -> None:
     port = free_port()
-    env = {**home, "OLLAMA_HOST": f"127.0.0.1:{port}", "EMBERD_DEFAULT_MODEL": "none"}
+    env = {**env, "OLLAMA_HOST": f"127.0.0.1:{port}", "EMBERD_DEFAULT_MODEL": "none"}
     with subprocess.Popen(
         [*EMBERD, "serve"],
         env={"PATH": os.environ["PATH"], **env},
@@ -189,15 +179,15 @@ def test_serve_says_it_listens_only_once_it_does(tmp_path: Path, home: dict[str,
 
 
 @pytest.fixture
-def two_stores(tmp_path: Path, home: dict[str, str]) -> dict[str, str]:
+def two_stores(tmp_path: Path, env: dict[str, str]) -> dict[str, str]:
     """emberd's store with an imported model and a dropped NAME/TAG.gguf; Ollama's with one."""
     gguf = write_tiny_bert(tmp_path / "src.gguf")
-    assert emberd("import", str(gguf), "--name", "imported", env=home).returncode == 0
+    assert emberd("import", str(gguf), "--name", "imported", env=env).returncode == 0
     dropped = tmp_path / "emberd" / "dropped" / "v1.gguf"
     dropped.parent.mkdir(parents=True)
     dropped.write_bytes(gguf.read_bytes())
     write_ollama_layout(tmp_path / "ollama", gguf, name="theirs")
-    return home
+    return env
 
 
 def test_list_says_where_each_model_comes_from(two_stores: dict[str, str]) -> None:
@@ -258,24 +248,24 @@ def test_import_over_a_name_needs_force_and_says_it_replaced(
 
 
 def test_import_of_a_gguf_is_vetted_and_leaves_nothing_when_refused(
-    tmp_path: Path, home: dict[str, str]
+    tmp_path: Path, env: dict[str, str]
 ) -> None:
     bad = write_gguf(tmp_path / "bad.gguf", block_count=0)  # llama.cpp would abort on it
     write_tiny_bert(tmp_path / "good.gguf")
-    ran = emberd("import", str(bad), "--name", "bad", env=home)
+    ran = emberd("import", str(bad), "--name", "bad", env=env)
     assert ran.returncode == 1
     assert "bert.block_count is 0, not between 1 and 512" in ran.stderr
-    store = Path(home["EMBERD_MODELS"])
+    store = Path(env["EMBERD_MODELS"])
     assert not (store / "manifests").exists()
-    typed = emberd("import", str(tmp_path / "good.gguf"), "--name", "x", "--type", "q8_0", env=home)
+    typed = emberd("import", str(tmp_path / "good.gguf"), "--name", "x", "--type", "q8_0", env=env)
     assert typed.returncode == 1
     assert "--type is for checkpoints" in typed.stderr
 
 
-def test_an_imported_gguf_embeds(tmp_path: Path, home: dict[str, str]) -> None:
+def test_an_imported_gguf_embeds(tmp_path: Path, env: dict[str, str]) -> None:
     gguf = write_tiny_bert(tmp_path / "mine.gguf")
-    assert emberd("import", str(gguf), "--name", "mine:v2", env=home).returncode == 0
-    settings = Settings.from_env({**home, "EMBERD_NUM_THREAD": "1"})
+    assert emberd("import", str(gguf), "--name", "mine:v2", env=env).returncode == 0
+    settings = Settings.from_env({**env, "EMBERD_NUM_THREAD": "1"})
     with running_server(settings) as live:
         answer = live.client.post("/api/embed", json={"model": "mine:v2", "input": "sky"})
     assert answer.status_code == 200, answer.text
@@ -285,11 +275,9 @@ def test_an_imported_gguf_embeds(tmp_path: Path, home: dict[str, str]) -> None:
 # -- messages that tell the fix ----------------------------------------------------
 
 
-def test_pull_from_an_unreachable_registry_says_so_once(home: dict[str, str]) -> None:
+def test_pull_from_an_unreachable_registry_says_so_once(env: dict[str, str]) -> None:
     registry = f"http://127.0.0.1:{free_port()}"
-    ran = emberd(
-        "pull", "nomic-embed-text", "--insecure", env={**home, "EMBERD_REGISTRY": registry}
-    )
+    ran = emberd("pull", "nomic-embed-text", "--insecure", env={**env, "EMBERD_REGISTRY": registry})
     assert ran.returncode == 1
     lines = [line for line in ran.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, ran.stderr
@@ -298,25 +286,25 @@ def test_pull_from_an_unreachable_registry_says_so_once(home: dict[str, str]) ->
 
 
 def test_embed_file_server_takes_what_ollama_host_takes(
-    tmp_path: Path, server: LiveServer, home: dict[str, str]
+    tmp_path: Path, server: LiveServer, env: dict[str, str]
 ) -> None:
     corpus = tmp_path / "chunks.txt"
     corpus.write_text("why is the sky blue\ngrass\n")
     address = server.url.removeprefix("http://")  # 127.0.0.1:PORT, no scheme
     out = tmp_path / "v.npy"
     ran = emberd("embed-file", str(corpus), "--model", TINY, "--out", str(out),
-                 "--server", address, env=home)  # fmt: skip
+                 "--server", address, env=env)  # fmt: skip
     assert ran.returncode == 0, ran.stderr
     assert out.stat().st_size > 0
 
 
 def test_embed_file_refuses_an_output_name_it_would_not_write(
-    tmp_path: Path, home: dict[str, str]
+    tmp_path: Path, env: dict[str, str]
 ) -> None:
     corpus = tmp_path / "chunks.txt"
     corpus.write_text("sky\n")
     ran = emberd("embed-file", str(corpus), "--model", TINY, "--out", str(tmp_path / "v.csv"),
-                 env=home)  # fmt: skip
+                 env=env)  # fmt: skip
     assert ran.returncode == 1
     assert ran.stderr.strip() == (
         "Error: --out v.csv: embed-file writes Parquet (.parquet) or a .npy matrix; "
