@@ -45,6 +45,8 @@ def assert_forbidden(response: httpx.Response, path: str) -> None:
     if path.startswith("/v1/"):
         assert response.json()["error"]["message"] == message
         assert response.json()["error"]["type"] == "permission_error"
+    elif path.startswith("/v2/"):  # Cohere's route, Cohere's shape
+        assert response.json() == {"message": message}
     else:
         assert response.json() == {"error": message}
 

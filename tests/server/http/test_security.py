@@ -67,6 +67,8 @@ def assert_401(response: httpx.Response, path: str) -> None:
         assert set(error) == {"message", "type", "param", "code"}
         assert error["type"] == "authentication_error"
         assert error["message"] == OLLAMA_401["error"]
+    elif path.startswith("/v2/"):  # Cohere's route, Cohere's shape
+        assert response.json() == {"message": OLLAMA_401["error"]}
     else:
         assert response.json() == OLLAMA_401
 
