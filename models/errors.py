@@ -28,6 +28,25 @@ class ModelNotFound(ModelError):
         self.name = name
 
 
+class ModelExists(ModelError):
+    """An import under a name emberd's store already holds, without leave to replace it."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"model {name!r} is already in emberd's store; --force replaces it")
+        self.name = name
+
+
+class ReadOnlyModel(ModelError):
+    """A model that only Ollama's store holds: emberd reads it but never changes it."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"model {name!r} is in Ollama's store, which emberd never changes; "
+            f"`ollama rm {name}` removes it"
+        )
+        self.name = name
+
+
 class InvalidModelFile(ModelError):
     """A GGUF file, manifest or blob that cannot be read or makes no sense.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import mmap
+import os
 import struct
 from collections import Counter
 from collections.abc import Mapping
@@ -107,15 +108,36 @@ def read_gguf_info(path: Path) -> GGUFInfo:
     return _read_cached(str(path), st.st_size, st.st_mtime_ns)
 
 
+def read_gguf_lists(path: Path) -> dict[str, object]:
+    """The GGUF's key/values as `read_gguf_info` has them, with every array's values.
+
+    What `/api/show` gives with `"verbose": true`, as Ollama does
+    (`tokenizer.ggml.tokens`, `classifier.output_labels`, ...). Not cached:
+    vocabularies are large and verbose requests rare.
+    """
+    info = read_gguf_info(path)
+    return {**info.model_info, **_read(str(path), keep_arrays=True)[1]}
+
+
 @lru_cache(maxsize=128)
 def _read_cached(path: str, size: int, mtime_ns: int) -> GGUFInfo:
     # size and mtime_ns are only part of the cache key.
+    return _read(path)[0]
+
+
+def _read(path: str, *, keep_arrays: bool = False) -> tuple[GGUFInfo, dict[str, object]]:
+    """The header of the file at `path`, and its arrays' values with `keep_arrays`.
+
+    InvalidModelFile if it is not a GGUF file.
+    """
     try:
         with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
             if size < 24:
                 raise InvalidModelFile(f"too short to be a GGUF file ({size} bytes)", path=path)
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                return _Header(buf, path).info()
+                header = _Header(buf, path, keep_arrays=keep_arrays)
+                return header.info(), header.arrays
     except (OSError, ValueError) as exc:  # ValueError: mmap of a file emptied meanwhile
         raise InvalidModelFile(f"cannot read: {_reason(exc)}", path=path) from exc
 
@@ -131,8 +153,10 @@ class _Truncated(Exception):
 class _Header:
     """A one-pass parser of a GGUF header held in a buffer."""
 
-    def __init__(self, buf: mmap.mmap, path: str) -> None:
+    def __init__(self, buf: mmap.mmap, path: str, *, keep_arrays: bool = False) -> None:
         self.buf = buf
+        self.keep_arrays = keep_arrays
+        self.arrays: dict[str, object] = {}  # with keep_arrays: each array key's values
         self.path = path
         self.pos = 0
         self.order = "<"
@@ -207,6 +231,12 @@ class _Header:
             if key.endswith(_LABELS_KEY) and vtype == _ARRAY:
                 self.labels = self._string_array()
                 self.kv[key] = [] if not self.labels else None
+                if self.keep_arrays:
+                    self.arrays[key] = list(self.labels)
+                continue
+            if vtype == _ARRAY and self.keep_arrays:
+                self.arrays[key] = self._array()
+                self.kv[key] = None
                 continue
             value = self._value(vtype)
             if value is None and vtype in (_FLOAT32, _FLOAT64):
@@ -249,6 +279,27 @@ class _Header:
         else:
             raise self.fail(f"unknown array element type {vtype}")
         return None
+
+    def _array(self, depth: int = 1) -> list[object]:
+        """An array's values: strings decoded, numbers as numbers (NaN and Inf as None)."""
+        if depth > _MAX_ARRAY_DEPTH:
+            raise self.fail(f"arrays nested more than {_MAX_ARRAY_DEPTH} deep")
+        vtype, count = self._u32(), self._u64()
+        if vtype == _STRING:
+            return [self._take(self._u64()).decode("utf-8", errors="replace") for _ in range(count)]
+        if vtype == _ARRAY:
+            return [self._array(depth + 1) for _ in range(count)]
+        fmt = _SCALAR_FORMATS.get(vtype)
+        if fmt is None:
+            raise self.fail(f"unknown array element type {vtype}")
+        item = _struct(self.order + fmt)
+        if count * item.size > len(self.buf) - self.pos:
+            raise _Truncated
+        values = [item.unpack_from(self.buf, self.pos + i * item.size)[0] for i in range(count)]
+        self.pos += count * item.size
+        if vtype in (_FLOAT32, _FLOAT64):
+            return [float(v) if math.isfinite(v) else None for v in values]
+        return values
 
     def _string_array(self) -> tuple[str, ...]:
         """An array that must hold strings (classifier labels), decoded."""

@@ -20,8 +20,10 @@ and what a pull reports, is `models.pull`'s.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -69,6 +71,34 @@ class PullCancelled(RegistryError):
 
     def __init__(self) -> None:
         super().__init__("pull cancelled")
+
+
+class RegistryUnreachable(RegistryError):
+    """No connection to the registry at all (its name does not resolve, nothing listens).
+
+    Not worth another attempt: the message names the registry tried and the
+    setting that chooses another, once.
+    """
+
+    def __init__(self, base: str, reason: str) -> None:
+        super().__init__(
+            f"cannot reach the registry {base} ({reason}): pulling needs it; "
+            "EMBERD_REGISTRY (or --registry) chooses another"
+        )
+
+
+# Connection failures that another attempt seconds later would meet again.
+_UNREACHABLE_ERRNOS = frozenset(
+    {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL}
+)
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says the registry cannot be reached at all, rather than a broken transfer."""
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, socket.gaierror):
+        return True
+    return isinstance(reason, OSError) and reason.errno in _UNREACHABLE_ERRNOS
 
 
 class _Interrupted(RegistryError):
@@ -184,6 +214,8 @@ class RegistryClient:
                 raise ManifestNotFound() from None
             raise RegistryError(f"pull model manifest: registry answered {exc.code}") from None
         except (OSError, HTTPException) as exc:
+            if is_unreachable(exc):
+                raise RegistryUnreachable(self.base, _reason(exc)) from None
             raise _Interrupted(f"pull model manifest: {_reason(exc)}") from None
         if len(data) > _MAX_MANIFEST_BYTES:
             raise RegistryError("pull model manifest: larger than 1 MiB")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from emberd.models.errors import InvalidModelFile, ModelNotFound
+from emberd.models.errors import InvalidModelFile, ModelNotFound, ReadOnlyModel
 from emberd.models.gguf_meta import GGUFInfo, read_gguf_info
 from emberd.models.names import (
     DEFAULT_HOST,
@@ -39,7 +39,10 @@ from emberd.models.ollama_layout import (
 
 log = logging.getLogger(__name__)
 
+# Where a model comes from (ModelRecord.source): a manifest in emberd's store,
+# a GGUF file dropped there by hand, or Ollama's store (read-only).
 EMBERD = "emberd"
+FILE = "file"
 OLLAMA = "ollama"
 GGUF_SUFFIX = ".gguf"
 # Top-level directories of the emberd store that are not dropped models.
@@ -61,7 +64,7 @@ class ModelRecord:
     size: int  # bytes of the GGUF, plus the other layers of a manifest model
     modified_at: datetime  # timezone-aware UTC
     params: Mapping[str, object] = field(compare=False, hash=False)  # manifest default options
-    source: str  # EMBERD or OLLAMA
+    source: str  # EMBERD, FILE or OLLAMA
     # The manifest's config blob, where Ollama's listing takes its details from;
     # None for dropped GGUFs (use info() instead).
     config: ConfigDetails | None = None
@@ -81,6 +84,22 @@ def file_version(path: Path) -> FileVersion | None:
     except OSError:
         return None
     return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """What `ModelStores.delete` removed."""
+
+    name: str
+    file: Path | None = None  # the dropped GGUF file; None for a manifest model
+    folder: Path | None = None  # the dropped file's folder, removed once empty
+
+    def describe(self) -> str:
+        """`deleted 'NAME'`, naming the user's own file and folder where those went."""
+        if self.file is None:
+            return f"deleted {self.name!r}"
+        folder = f" and its folder {self.folder}" if self.folder is not None else ""
+        return f"deleted {self.name!r}: the file {self.file}{folder}"
 
 
 class ModelStores:
@@ -181,27 +200,47 @@ class ModelStores:
         finally:
             self._resolved.clear()
 
-    def delete(self, name: str) -> None:
-        """Delete `name` from the emberd store; ModelNotFound(name) if it has none.
+    def delete(self, name: str) -> Deleted:
+        """Delete `name` from the emberd store and say what went.
 
         A manifest model loses its manifest and the blobs no other manifest
-        uses; a dropped GGUF file is removed.
+        uses; a dropped GGUF file is removed, and its folder once empty.
+        ReadOnlyModel if only Ollama's store has it, ModelNotFound if no
+        store does.
         """
         try:
-            self._delete(name, ModelName.parse(name))
+            return self._delete(name, ModelName.parse(name))
         finally:
             self._resolved.clear()
 
-    def _delete(self, name: str, wanted: ModelName) -> None:
+    def delete_file(self, name: str) -> Deleted | None:
+        """Remove the GGUF file dropped in as `name` (never a manifest model); None if none."""
+        try:
+            return self._delete_file(name, ModelName.parse(name))
+        finally:
+            self._resolved.clear()
+
+    def _delete(self, name: str, wanted: ModelName) -> Deleted:
         if self._emberd.delete(wanted):
-            return
+            return Deleted(name)
+        deleted = self._delete_file(name, wanted)
+        if deleted is not None:
+            return deleted
+        if self._ollama is not None and self._ollama.find(wanted) is not None:
+            raise ReadOnlyModel(name)
+        raise ModelNotFound(name)
+
+    def _delete_file(self, name: str, wanted: ModelName) -> Deleted | None:
         path = self._dropped_path(wanted)
         if path is None:
-            raise ModelNotFound(name)
+            return None
         path.unlink()
+        folder = None
         if path.parent != self._emberd.root:
             with contextlib.suppress(OSError):  # other tags remain
                 path.parent.rmdir()
+                folder = path.parent
+        return Deleted(name, file=path, folder=folder)
 
     # -- the sources
 
@@ -309,7 +348,7 @@ class ModelStores:
             size=st.st_size,
             modified_at=datetime.fromtimestamp(st.st_mtime, timezone.utc),
             params={},
-            source=EMBERD,
+            source=FILE,
         )
 
     def _file_digest(self, path: Path, size: int, mtime_ns: int) -> str:

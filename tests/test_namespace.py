@@ -119,8 +119,9 @@ def test_the_readmes_ray_data_snippet_works_from_a_users_folder(
         .replace("s3://bucket/vectors/", str(vectors))
         .replace('"all-minilm"', repr(str(model_files.mean)))
     )
+    # Ray 2.51+ documents map_batches' `concurrency` as deprecated: `compute` sizes the pool.
+    assert "concurrency" not in snippet and "compute=ray.data.ActorPoolStrategy(" in snippet
     snippet = re.sub(r"ActorPoolStrategy\(size=\d+\)", "ActorPoolStrategy(size=1)", snippet)
-    snippet = re.sub(r"concurrency=\d+", "concurrency=1", snippet)
     snippet = re.sub(r"num_cpus=\d+", "num_cpus=1", snippet)
     snippet = re.sub(r"batch_size=\d+", "batch_size=4", snippet)
     script = "import ray\nray.init(num_cpus=2, include_dashboard=False)\n" + snippet

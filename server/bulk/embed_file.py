@@ -100,6 +100,13 @@ def check(request: EmbedFileRequest) -> None:
         raise UsageError("--no-normalize cannot be used with --server: /api/embed normalises")
     if request.out.resolve() == request.input.resolve():
         raise UsageError("the output would overwrite the input")
+    suffix = request.out.suffix.lower()
+    if request.output_format is None and suffix not in writer.OUTPUT_SUFFIXES:
+        # A .csv or .jsonl name would hold Parquet: refuse rather than mislabel.
+        raise UsageError(
+            f"--out {request.out.name}: embed-file writes Parquet (.parquet) or a .npy matrix; "
+            "name the output so, or give --out-format"
+        )
 
 
 def _fingerprint(request: EmbedFileRequest, reader_format: str, identity: str) -> dict[str, object]:

@@ -21,6 +21,7 @@ import orjson
 from emberd.backends.base import Backend, FloatMatrix
 from emberd.models.names import ModelName
 from emberd.models.store import EMBERD, ModelRecord, ModelStores
+from emberd.server.address import client_url
 from emberd.server.assembly import build_engine, runtime_limits
 from emberd.server.config import Settings
 from emberd.server.core.engine import EmbedJob
@@ -154,8 +155,9 @@ class ServerEmbedder:
     def __init__(
         self, url: str, model: str, *, api_key: str | None = None, dimensions: int | None = None
     ) -> None:
-        self._client = EmberdClient(url, api_key=api_key)
-        self._url = url
+        # Written as OLLAMA_HOST is: `127.0.0.1:11434` needs no scheme.
+        self._url = client_url(url)
+        self._client = EmberdClient(self._url, api_key=api_key)
         self._model = model
         self._dimensions = dimensions
 

@@ -24,6 +24,11 @@ EMBEDDING = "embedding"
 TOKENS = "tokens"
 
 
+# Output names whose extension says what is written (embed-file refuses others
+# unless the format is given).
+OUTPUT_SUFFIXES = (".parquet", ".pq", ".npy")
+
+
 def output_format(path: Path, given: str | None) -> str:
     """`npy` for a .npy path (or when asked), else Parquet."""
     if given:

@@ -86,7 +86,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0
 
 
-def register(subparsers: Subparsers) -> None:
+def register(subparsers: Subparsers, env: Mapping[str, str]) -> None:
     """Add `embed-file` to the `emberd` parser."""
     parser = subparsers.add_parser(
         "embed-file",
@@ -97,7 +97,7 @@ def register(subparsers: Subparsers) -> None:
     add = parser.add_argument
     add("input", metavar="INPUT", help="the corpus file")
     add("--model", required=True, help="model name, or a path to a GGUF file")
-    add("--out", required=True, metavar="OUTPUT", help="output file (.parquet or .npy)")
+    add("--out", required=True, metavar="OUTPUT", help="output file: .parquet or .npy")
     add("--field", default="text", help="field holding the text (default text)")
     add("--id-field", metavar="NAME", help="field copied to the output's id column")
     add(
@@ -117,7 +117,11 @@ def register(subparsers: Subparsers) -> None:
         default="fail",
         help="a bad row stops the run, writing nothing (fail, default), or is left out (skip)",
     )
-    add("--server", metavar="URL", help="embed with a running emberd or Ollama at URL")
+    add(
+        "--server",
+        metavar="ADDRESS",
+        help="embed with a running emberd or Ollama at ADDRESS, written as OLLAMA_HOST takes it",
+    )
     add(
         "--ray",
         nargs="?",

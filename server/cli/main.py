@@ -14,12 +14,13 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 from emberd.models.terminal import human_bytes
 from emberd.server import __version__
-from emberd.server.cli import embed_file, store_verbs
-from emberd.server.config import ClientConfig, ConfigError, Settings, Source, setting_sources
+from emberd.server.cli import embed_file, service, store_verbs
+from emberd.server.cli.flags import add_setting_flag, build_settings
+from emberd.server.config import ClientConfig, ConfigError, Settings, setting_sources
 from emberd.server.core.durations import format_duration
 from emberd.server.http.api_types import RunningModel, ShowResponse
 from emberd.server.http.client import ClientError, EmberdClient
@@ -120,12 +121,6 @@ def _short_id(digest: str) -> str:
 # serve
 
 
-def build_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
-    """Settings from the environment with the `serve` flags on top."""
-    flags = {name: getattr(args, name) for name, _ in setting_sources()}
-    return Settings.from_env(env, **flags)
-
-
 def configure_logging(level: str) -> None:
     """Log to stderr at `level` (one of LOG_LEVELS)."""
     logging.addLevelName(TRACE, "TRACE")
@@ -140,9 +135,18 @@ def configure_logging(level: str) -> None:
 def run_server(settings: Settings) -> int:
     """Serve the HTTP API until interrupted (SIGTERM: in-flight requests get the grace)."""
     from emberd.server.http.app import create_app
+    from emberd.server.http.listen import PortInUse, bind_listener
     from emberd.server.http.serving import serve
 
     configure_logging(settings.log_level)
+    try:
+        sock = bind_listener(settings.host, settings.port)
+    except PortInUse as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"Error: cannot listen on {settings.address}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     log.info(
         "emberd %s listening on %s (models: %s; ollama models: %s; keep_alive %s)",
         __version__,
@@ -151,7 +155,7 @@ def run_server(settings: Settings) -> int:
         settings.ollama_models_dir,
         format_duration(settings.keep_alive),
     )
-    serve(create_app(settings, prepare_default_model=True), settings)
+    serve(create_app(settings, prepare_default_model=True), settings, sock)
     return 0
 
 
@@ -164,27 +168,10 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return run_server(settings)
 
 
-def _add_setting_flag(parser: argparse.ArgumentParser, name: str, source: Source) -> None:
-    if source.flag_type is bool:  # a switch: present means true, absent leaves the variable
-        parser.add_argument(
-            source.flag, dest=name, help=source.help_text(), action="store_true", default=None
-        )
-        return
-    metavar = source.metavar or source.flag.lstrip("-").replace("-", "_").upper()
-    options: dict[str, Any] = {"dest": name, "help": source.help_text(), "metavar": metavar}
-    if source.repeatable:
-        options["action"] = "append"
-    else:
-        options["type"] = source.flag_type
-    if source.choices is not None:
-        options["choices"] = source.choices
-    parser.add_argument(source.flag, **options)
-
-
-def _add_serve(subparsers: Subparsers) -> None:
+def _add_serve(subparsers: Subparsers, env: Mapping[str, str]) -> None:
     parser = subparsers.add_parser("serve", help="start the server")
     for name, source in setting_sources():  # one flag per setting, from the settings table
-        _add_setting_flag(parser, name, source)
+        add_setting_flag(parser, name, source, env)
     parser.set_defaults(handler=_serve)
 
 
@@ -197,13 +184,23 @@ def _client(env: Mapping[str, str]) -> EmberdClient:
     return EmberdClient(config.base_url, api_key=config.api_key)
 
 
+# `emberd list`'s STORE column, from details.store; `emberd rm` changes only the first two.
+STORE_WORDS = {"emberd": "emberd", "file": "emberd (GGUF file)", "ollama": "ollama (read-only)"}
+
+
 def _list(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     models = _client(env).list_models()
     rows = [
-        (m.name, _short_id(m.digest), human_bytes(m.size), human_time(m.modified_at))
+        (
+            m.name,
+            _short_id(m.digest),
+            human_bytes(m.size),
+            human_time(m.modified_at),
+            STORE_WORDS.get(m.details.store, m.details.store),
+        )
         for m in models
     ]
-    print(format_table(("NAME", "ID", "SIZE", "MODIFIED"), rows))
+    print(format_table(("NAME", "ID", "SIZE", "MODIFIED", "STORE"), rows))
     return 0
 
 
@@ -280,7 +277,7 @@ def _embed(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0
 
 
-def _add_client_verbs(subparsers: Subparsers) -> None:
+def _add_client_verbs(subparsers: Subparsers, env: Mapping[str, str]) -> None:
     subparsers.add_parser("list", aliases=["ls"], help="list models").set_defaults(handler=_list)
     subparsers.add_parser("ps", help="list loaded models").set_defaults(handler=_ps)
     show = subparsers.add_parser("show", help="show a model's details")
@@ -295,28 +292,34 @@ def _add_client_verbs(subparsers: Subparsers) -> None:
 # ---------------------------------------------------------------------------
 # Entry point
 
-# Each entry adds one or more subcommands; new verbs are added here.
-COMMANDS: list[Callable[[Subparsers], None]] = [
+# Each entry adds one or more subcommands, its help showing the defaults `env`
+# makes; new verbs are added here.
+COMMANDS: list[Callable[[Subparsers, Mapping[str, str]], None]] = [
     _add_serve,
     _add_client_verbs,
     store_verbs.register,
     embed_file.register,
+    service.register,
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The `emberd` argument parser with every registered subcommand."""
+def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The `emberd` argument parser with every registered subcommand.
+
+    Help shows the defaults in effect under `env` (default: none set).
+    """
     parser = argparse.ArgumentParser(prog="emberd", description="A local embedding server.")
     parser.add_argument("--version", action="version", version=f"emberd {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     for register in COMMANDS:
-        register(subparsers)
+        register(subparsers, {} if env is None else env)
     return parser
 
 
 def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     """Run the `emberd` command; returns the exit status."""
-    parser = build_parser()
+    env = os.environ if env is None else env
+    parser = build_parser(env)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors
@@ -326,7 +329,7 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         parser.print_help()
         return 2
     try:
-        return handler(args, os.environ if env is None else env)
+        return handler(args, env)
     except ClientError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1

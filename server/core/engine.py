@@ -226,7 +226,10 @@ class Engine:
             raise InvalidRequest("top_n must be a positive integer")
         async with self.lease(job.model, record, job.options, job.keep_alive) as (lease, options):
             limit = pair_limit(lease.model, options)
-            pairs = await build_pairs(lease.model, job.query, job.documents, limit, job.truncate)
+            pairs = await build_pairs(
+                lease.model, job.query, job.documents, limit, job.truncate,
+                job.max_document_tokens,
+            )  # fmt: skip
             self.limits.check_tokens(pairs)
             values = await lease.queue.embed(pairs)
         if values.shape[1] != head.outputs:

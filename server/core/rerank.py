@@ -32,6 +32,7 @@ class RerankJob:
     documents: Sequence[str]
     top_n: int | None = None  # keep the best n; None keeps all
     truncate: bool = True  # cut documents (never the query) to the context
+    max_document_tokens: int | None = None  # cut each document to this many first (Cohere v2)
     keep_alive: float | None = None
     options: Mapping[str, object] = field(default_factory=dict)
 
@@ -73,9 +74,20 @@ def pair_limit(model: LoadedModel, options: LoadOptions) -> int:
 
 
 async def build_pairs(
-    model: LoadedModel, query: str, documents: Sequence[str], limit: int, truncate: bool
+    model: LoadedModel,
+    query: str,
+    documents: Sequence[str],
+    limit: int,
+    truncate: bool,
+    max_document_tokens: int | None = None,
 ) -> list[list[int]]:
-    """One token sequence per document: the query and that document, joined and fitted."""
+    """One token sequence per document: the query and that document, joined and fitted.
+
+    With `max_document_tokens`, a longer document is first cut to that many
+    of its own tokens (whatever `truncate` says: the caller asked for it).
+    """
+    if max_document_tokens is not None:
+        documents = await _cut(model, documents, max_document_tokens)
     template = model.facts.rerank_template
     if template is not None:
         return [await _prompt_pair(model, template, query, d, limit, truncate) for d in documents]
@@ -94,6 +106,14 @@ async def build_pairs(
             tokens = tokens[:room]
         pairs.append(head + tokens + tail)
     return pairs
+
+
+async def _cut(model: LoadedModel, documents: Sequence[str], most: int) -> list[str]:
+    """Each document, or the text of its first `most` tokens when it has more."""
+    cut = []
+    for document, tokens in zip(documents, await model.tokenize(documents), strict=True):
+        cut.append(document if len(tokens) <= most else await model.detokenize(tokens[:most]))
+    return cut
 
 
 def fill_template(template: str, query: str, document: str) -> str:

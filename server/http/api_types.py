@@ -134,6 +134,12 @@ class RerankRequest(_Request):
         return texts
 
 
+class CohereRerankRequest(RerankRequest):
+    """POST /v2/rerank: Cohere's v2 request (documents are strings there; objects pass too)."""
+
+    max_tokens_per_doc: int | None = None  # cut each document to this many tokens first
+
+
 class OllamaRerankRequest(RerankRequest, _KeepAlive):
     """POST /api/rerank: the same request, with Ollama's keep_alive, options and truncate."""
 
@@ -194,6 +200,12 @@ class ErrorBody(Body):
     """An error on the Ollama routes."""
 
     error: str
+
+
+class CohereErrorBody(Body):
+    """An error on Cohere's route (/v2/rerank), as Cohere's API writes one."""
+
+    message: str
 
 
 class OpenAIErrorDetail(Body):
@@ -280,6 +292,41 @@ class RerankResponse(Body):
     usage: OpenAIUsage
 
 
+class CohereApiVersion(Body):
+    """`meta.api_version` of a Cohere answer."""
+
+    version: str
+
+
+class CohereTokens(Body):
+    """`meta.tokens`: what the request cost, in tokens."""
+
+    input_tokens: int
+    output_tokens: int
+
+
+class CohereBilledUnits(Body):
+    """`meta.billed_units`: Cohere bills a rerank as search units (one per request here)."""
+
+    search_units: int
+
+
+class CohereMeta(Body):
+    """`meta` of a Cohere answer."""
+
+    api_version: CohereApiVersion
+    billed_units: CohereBilledUnits
+    tokens: CohereTokens
+
+
+class CohereRerankResponse(Body):
+    """POST /v2/rerank: Cohere's v2 answer."""
+
+    id: str
+    results: list[RerankResult]
+    meta: CohereMeta
+
+
 class OllamaRerankResponse(Body):
     """POST /api/rerank."""
 
@@ -299,6 +346,10 @@ class ModelDetails(Body):
     families: list[str] | None = None
     parameter_size: Text = ""  # "22.57M"
     quantization_level: Text = ""  # "F16", "Q8_0"
+    # emberd's own key (clients ignore keys they do not know): where the model
+    # comes from, "emberd" (its store), "file" (a GGUF dropped there) or
+    # "ollama" (Ollama's store, read-only).
+    store: Text = ""
 
 
 class ListedModel(Body):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import BaseRoute
 
 from emberd.backends.base import Backend
 from emberd.models.errors import ModelError
@@ -66,16 +67,17 @@ def create_app(
         yield
         await runtime.close()
 
+    routes = [
+        *ollama.routes,
+        *openai.routes,
+        *rerank.routes,
+        *manage.routes,
+        *metrics_routes,
+        *openapi.routes,
+    ]
     app = Starlette(
-        routes=[
-            *ollama.routes,
-            *openai.routes,
-            *rerank.routes,
-            *manage.routes,
-            *metrics_routes,
-            *openapi.routes,
-        ],
-        middleware=_middleware(settings, metrics),
+        routes=routes,
+        middleware=_middleware(settings, metrics, routes),
         exception_handlers=dict.fromkeys(HANDLED, error_response),
         lifespan=lifespan,
     )
@@ -94,7 +96,9 @@ async def _prepare(engine: Engine, name: str) -> None:
     log.info("default model %s: %s", record.name.display, record.path)
 
 
-def _middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
+def _middleware(
+    settings: Settings, metrics: Metrics, routes: Sequence[BaseRoute]
+) -> list[Middleware]:
     """Outermost first: metrics, disconnects, Host check, Origin check, CORS, body
     size, errors, then API keys.
 
@@ -103,7 +107,10 @@ def _middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
     need none. Refusals of where a request comes from go before all work.
     """
     origins = (*BUILTIN_ORIGINS, *settings.origins)
-    stack = [Middleware(RequestMetrics, metrics=metrics), Middleware(DisconnectWatch)]
+    stack = [
+        Middleware(RequestMetrics, metrics=metrics, routes=routes),
+        Middleware(DisconnectWatch),
+    ]
     if settings.is_loopback():
         stack.append(Middleware(HostCheck))
     stack.append(Middleware(OriginCheck, origins=origins))

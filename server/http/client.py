@@ -34,6 +34,9 @@ __all__ = [
 
 Answer = TypeVar("Answer", bound=Body)
 
+# Where the command line takes the key it sends (ClientConfig.from_env).
+CLIENT_KEY_HINT = "this command sends the first key of EMBERD_API_KEY, else OLLAMA_API_KEY"
+
 
 class ClientError(Exception):
     """The server answered with an error, or with something that is not its API."""
@@ -115,7 +118,10 @@ class EmberdClient:
             with self._opener.open(request, timeout=self._timeout) as response:
                 return bytes(response.read())
         except urllib.error.HTTPError as exc:
-            raise ClientError(_error_message(exc)) from None
+            message = _error_message(exc)
+            if exc.code == 401:
+                message += f"; {CLIENT_KEY_HINT}"
+            raise ClientError(message) from None
         except urllib.error.URLError as exc:
             raise self._connect_error(exc.reason) from None
         except (ConnectionError, TimeoutError) as exc:

@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import orjson
 from starlette.requests import Request
@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from emberd.backends.base import BackendError, ModelLoadError, NonFiniteOnGpu, TokenOutOfRange
 from emberd.models.capabilities import UnsupportedReranker
-from emberd.models.errors import InvalidModelFile, InvalidModelName, ModelNotFound
+from emberd.models.errors import InvalidModelFile, InvalidModelName, ModelNotFound, ReadOnlyModel
 from emberd.models.registry import ManifestNotFound, RegistryError
 from emberd.server.core.durations import DurationError
 from emberd.server.core.errors import (
@@ -33,11 +33,16 @@ from emberd.server.core.errors import (
     go_quote,
     reason_of,
 )
-from emberd.server.http.api_types import ErrorBody, OpenAIErrorBody, OpenAIErrorDetail
+from emberd.server.http.api_types import (
+    CohereErrorBody,
+    ErrorBody,
+    OpenAIErrorBody,
+    OpenAIErrorDetail,
+)
 
 log = logging.getLogger("emberd.errors")
 
-Dialect = Literal["ollama", "openai"]
+Dialect = Literal["ollama", "openai", "cohere"]
 
 
 class ApiError(Exception):
@@ -114,6 +119,7 @@ _TABLE: dict[type[Exception], Callable[[Exception], ErrorInfo]] = {
     QueueFull: _message(503),
     CoreError: _message(500),
     ModelNotFound: _model_not_found,
+    ReadOnlyModel: _message(403),  # in Ollama's store: the message says how to remove it
     InvalidModelName: lambda e: ErrorInfo(400, "invalid model name"),
     TokenOutOfRange: _message(400),
     DurationError: _message(400),
@@ -161,6 +167,8 @@ def render(info: ErrorInfo, dialect: Dialect) -> Response:
         )
         detail = OpenAIErrorDetail.render(message=info.message, type=kind, param=None, code=None)
         body = OpenAIErrorBody.render(error=detail)
+    elif dialect == "cohere":
+        body = CohereErrorBody.render(message=info.message)
     else:
         body = ErrorBody.render(error=info.message)
     return Response(orjson.dumps(body), status_code=info.status, media_type="application/json")
@@ -169,9 +177,12 @@ def render(info: ErrorInfo, dialect: Dialect) -> Response:
 def dialect_of(request: Request) -> Dialect:
     """The error dialect of a request: set by its route, else by its path."""
     chosen = getattr(request.state, "dialect", None)
-    if chosen == "openai" or chosen == "ollama":
-        return chosen
-    return "openai" if request.url.path.startswith("/v1/") else "ollama"
+    if chosen in ("openai", "ollama", "cohere"):
+        return cast(Dialect, chosen)
+    path = request.url.path
+    if path.startswith("/v2/"):
+        return "cohere"
+    return "openai" if path.startswith("/v1/") else "ollama"
 
 
 class _Throttle:

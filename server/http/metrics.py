@@ -5,13 +5,13 @@ One registry per app (no process globals), rendered at `GET /metrics`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from emberd.server.core.batching import BatchRecord
@@ -80,11 +80,29 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def route_label(scope: Scope) -> str:
-    """The route template a request matched (as OpenAPI writes it), so labels stay few."""
+def route_label(scope: Scope, routes: Sequence[BaseRoute] = ()) -> str:
+    """The route template a request matched (as OpenAPI writes it), so labels stay few.
+
+    A request refused before routing (401, 403) has no route in its scope:
+    it is matched against `routes` here, so it counts under its own route.
+    """
     route = scope.get("route")
+    if route is None:
+        route = _match(scope, routes)
     path = getattr(route, "path_format", None)
     return path if isinstance(path, str) else "unmatched"
+
+
+def _match(scope: Scope, routes: Sequence[BaseRoute]) -> BaseRoute | None:
+    """The route the router would pick: a full match, else one matching all but the method."""
+    partial = None
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return route
+        if match is Match.PARTIAL and partial is None:
+            partial = route
+    return partial
 
 
 # The status counted for a request whose client left before its answer (nginx's 499).
@@ -94,9 +112,10 @@ CLIENT_CLOSED = 499
 class RequestMetrics:
     """Counts every HTTP request by route, method and status (499: the client went away)."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: Sequence[BaseRoute] = ()) -> None:
         self.app = app
         self.metrics = metrics
+        self.routes = routes  # the app's, for requests refused before routing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -117,7 +136,8 @@ class RequestMetrics:
             raise
         finally:
             label = str(status or CLIENT_CLOSED)
-            self.metrics.requests.labels(route_label(scope), scope["method"], label).inc()
+            route = route_label(scope, self.routes)
+            self.metrics.requests.labels(route, scope["method"], label).inc()
 
 
 async def metrics_endpoint(request: Request) -> Response:

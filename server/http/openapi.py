@@ -12,6 +12,8 @@ from starlette.routing import Route
 
 from emberd.server import __version__
 from emberd.server.http.api_types import (
+    CohereRerankRequest,
+    CohereRerankResponse,
     DeleteRequest,
     EmbedRequest,
     EmbedResponse,
@@ -121,6 +123,13 @@ OPERATIONS: tuple[Operation, ...] = (
             (RerankResponse,),
         )
         for path in ("/v1/rerank", "/v1/reranking", "/rerank")
+    ),
+    Operation(
+        "post",
+        "/v2/rerank",
+        "Order documents by relevance (Cohere's v2 shape).",
+        (CohereRerankRequest,),
+        (CohereRerankResponse,),
     ),
     Operation("get", "/v1/models", "OpenAI model list.", answers=(OpenAIModelList,)),
     Operation("get", "/v1/models/{model}", "One model, OpenAI shape.", answers=(OpenAIModel,)),

@@ -41,6 +41,16 @@ BUILTIN_ORIGINS: tuple[str, ...] = (
 
 _LOCAL_SUFFIXES = (".localhost", ".local", ".internal")
 
+# Refusals say how to fix them: the client sends a key the server was started
+# with; an origin is allowed by the variable that lists extra ones.
+UNAUTHORIZED = (
+    "unauthorized: a valid API key is required "
+    "(send Authorization: Bearer KEY with a key from the server's EMBERD_API_KEY)"
+)
+ORIGIN_REFUSED = (
+    "forbidden: origin {!r} not allowed (add it to OLLAMA_ORIGINS where the server starts)"
+)
+
 
 def origin_regex(patterns: Iterable[str]) -> str:
     """One regular expression matching any of the glob patterns (`*` = anything)."""
@@ -110,7 +120,7 @@ class OriginCheck:
             origin = headers["origin"]
             if not self._allowed(origin, headers.get("host", "")):
                 log.debug("refused a request from origin %r", origin)
-                await refuse(scope, receive, send, Forbidden("forbidden: origin not allowed"))
+                await refuse(scope, receive, send, Forbidden(ORIGIN_REFUSED.format(origin[:200])))
                 return
         await self.app(scope, receive, send)
 
@@ -143,7 +153,7 @@ class ApiKeyAuth:
             return
         header = Headers(scope=scope).get("authorization", "")
         if not self._allowed(header):
-            error = Unauthorized("unauthorized: a valid API key is required")
+            error = Unauthorized(UNAUTHORIZED)
             # WWW-Authenticate is required on a 401 (RFC 9110).
             await refuse(scope, receive, send, error, {"WWW-Authenticate": "Bearer"})
             return

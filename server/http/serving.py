@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -220,10 +221,15 @@ def uvicorn_config(app: ASGIApp, listener: Listener, **overrides: Any) -> uvicor
     return uvicorn.Config(app, **options)
 
 
-def serve(app: ASGIApp, settings: Settings) -> None:
-    """Serve `app` as `settings` say until SIGINT or SIGTERM, then shut down within the grace."""
+def serve(app: ASGIApp, settings: Settings, sock: socket.socket | None = None) -> None:
+    """Serve `app` as `settings` say until SIGINT or SIGTERM, then shut down within the grace.
+
+    `sock`, already bound and listening (`listen.bind_listener`), is used
+    instead of binding here.
+    """
     listener = Listener.from_settings(settings)
-    GracefulServer(uvicorn_config(app, listener), listener.grace_s).run()
+    server = GracefulServer(uvicorn_config(app, listener), listener.grace_s)
+    server.run(sockets=[sock] if sock is not None else None)
 
 
 __all__ = [

@@ -16,7 +16,7 @@ from safetensors.numpy import load_file, save_file
 
 from emberd.models.bert_gguf import FileType, write_bert_gguf
 from emberd.models.checkpoint import CheckpointError, read_checkpoint
-from emberd.models.errors import InvalidModelName
+from emberd.models.errors import InvalidModelName, ModelExists
 from emberd.models.importer import import_checkpoint, parse_file_type
 from emberd.models.store import EMBERD, ModelStores
 from tests.support.bundled_model import minilm_checkpoint
@@ -228,8 +228,12 @@ def test_reimport_replaces_the_model_and_its_blob(tmp_path: Path) -> None:
     stores = _stores(tmp_path)
     first = import_checkpoint(write_checkpoint(tmp_path / "a"), "same", stores).record
     second_source = write_checkpoint(tmp_path / "b", CheckpointSpec(seed=7))
-    second = import_checkpoint(second_source, "same", stores).record
-    assert stores.resolve("same").path == second.path != first.path
+    with pytest.raises(ModelExists, match="'same' is already in emberd's store; --force"):
+        import_checkpoint(second_source, "same", stores)
+    assert stores.resolve("same").path == first.path
+    second = import_checkpoint(second_source, "same", stores, replace=True)
+    assert second.replaced
+    assert stores.resolve("same").path == second.record.path != first.path
     assert not first.path.exists()
     assert [r.name.display for r in stores.list()] == ["same:latest"]
 
@@ -239,7 +243,8 @@ def test_reimport_keeps_a_blob_another_model_uses(tmp_path: Path) -> None:
     source = write_checkpoint(tmp_path / "a")
     shared = import_checkpoint(source, "one", stores).record
     import_checkpoint(source, "one:copy", stores)  # the same GGUF, so the same blob
-    import_checkpoint(write_checkpoint(tmp_path / "b", CheckpointSpec(seed=7)), "one", stores)
+    other = write_checkpoint(tmp_path / "b", CheckpointSpec(seed=7))
+    import_checkpoint(other, "one", stores, replace=True)
     assert stores.resolve("one:copy").path == shared.path
     assert shared.path.is_file()
 
@@ -434,6 +439,6 @@ def test_a_failed_reimport_keeps_the_previous_model(tmp_path: Path) -> None:
     files = _leftovers(stores)
     source = write_checkpoint(tmp_path / "b", CheckpointSpec(seed=9))
     with pytest.raises(_Interrupted):
-        import_checkpoint(source, "kept", stores, progress=_fail_midway)
+        import_checkpoint(source, "kept", stores, progress=_fail_midway, replace=True)
     assert stores.resolve("kept") == before
     assert _leftovers(stores) == files

@@ -8,11 +8,14 @@ loads and embeds.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
+import socket
 import threading
 import time
+import urllib.error
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +40,9 @@ from emberd.models.registry import (
     ManifestNotFound,
     PullCancelled,
     RegistryError,
+    RegistryUnreachable,
     blob_url,
+    is_unreachable,
     manifest_url,
     parse_manifest,
     registry_base_url,
@@ -196,11 +201,26 @@ def test_bad_name_is_refused_before_any_request(
     assert registry.state.requests == []
 
 
-def test_unreachable_registry_is_a_registry_error(stores: ModelStores) -> None:
+def test_unreachable_registry_fails_once_naming_it_and_the_setting(
+    stores: ModelStores, caplog: pytest.LogCaptureFixture
+) -> None:
     with registry_server() as gone:
         url = gone.url
-    with pytest.raises(RegistryError, match="pull model manifest"):
-        pull_model("tiny", stores, url, retries=0)
+    with pytest.raises(RegistryUnreachable) as info:
+        pull_model("tiny", stores, url)  # the default retries: none is spent on this
+    assert str(info.value).startswith(f"cannot reach the registry {url} (")
+    assert str(info.value).endswith(
+        "pulling needs it; EMBERD_REGISTRY (or --registry) chooses another"
+    )
+    assert "trying again" not in caplog.text
+
+
+def test_a_name_that_does_not_resolve_is_unreachable() -> None:
+    lookup = urllib.error.URLError(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
+    assert is_unreachable(lookup)
+    reset = urllib.error.URLError(ConnectionResetError(errno.ECONNRESET, "reset"))
+    assert not is_unreachable(reset)
+    assert not is_unreachable(TimeoutError("timed out"))
 
 
 # -- integrity, resume, skipping ------------------------------------------------------

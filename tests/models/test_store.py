@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from emberd.models import store as store_module
-from emberd.models.errors import InvalidModelFile, InvalidModelName, ModelNotFound
+from emberd.models.errors import InvalidModelFile, InvalidModelName, ModelNotFound, ReadOnlyModel
 from emberd.models.names import ModelName
 from emberd.models.ollama_layout import (
     CONFIG_MEDIA_TYPE,
@@ -24,7 +24,7 @@ from emberd.models.ollama_layout import (
     Layer,
     ManifestStore,
 )
-from emberd.models.store import EMBERD, OLLAMA, ModelStores
+from emberd.models.store import EMBERD, FILE, OLLAMA, ModelStores
 from tests.support.gguf_files import write_gguf
 
 
@@ -110,7 +110,7 @@ def test_dropped_file_is_name_latest(stores: ModelStores, emberd_dir: Path) -> N
         assert record.path == path
         assert record.name.display == "tiny:latest"
     record = stores.resolve("tiny")
-    assert record.source == EMBERD
+    assert record.source == FILE
     assert record.digest == _sha(path.read_bytes())
     assert record.size == path.stat().st_size
     assert record.params == {}
@@ -287,10 +287,10 @@ def test_emberd_wins_a_shared_name(
     mine = write_gguf(emberd_dir / "TINY.gguf", block_count=3)
     _touch(mine, 1_000)  # older than Ollama's, still preferred
     record = stores.resolve("tiny")
-    assert (record.source, record.path) == (EMBERD, mine)
+    assert (record.source, record.path) == (FILE, mine)
     listed = stores.list()
     assert [(r.name.key, r.source) for r in listed] == [
-        ("registry.ollama.ai/library/tiny:latest", EMBERD)
+        ("registry.ollama.ai/library/tiny:latest", FILE)
     ]
 
 
@@ -320,7 +320,7 @@ def test_list_is_newest_first(
         "middle:latest",
         "old:latest",
     ]
-    assert [r.source for r in listed] == [OLLAMA, EMBERD, OLLAMA, EMBERD]
+    assert [r.source for r in listed] == [OLLAMA, FILE, OLLAMA, FILE]
 
 
 # -- broken entries
@@ -559,7 +559,7 @@ def test_delete_never_touches_ollama_store(
 ) -> None:
     ollama_model(ollama_dir, _lib("theirs"), write_gguf(tmp_path / "s.gguf"))
     before = _all_files(ollama_dir)
-    with pytest.raises(ModelNotFound):
+    with pytest.raises(ReadOnlyModel, match="Ollama's store, which emberd never changes; `ollama"):
         stores.delete("theirs")
     assert _all_files(ollama_dir) == before
     assert stores.resolve("theirs").source == OLLAMA
@@ -592,14 +592,14 @@ def test_resolve_answers_are_reused_briefly_then_looked_up_again(
     write_gguf(emberd_dir / "shared.gguf")
     assert stores.resolve("shared").source == OLLAMA  # the cached answer, for now
     time.sleep(0.55)
-    assert stores.resolve("shared").source == EMBERD
+    assert stores.resolve("shared").source == FILE
 
 
 def test_a_write_through_the_stores_is_seen_at_once(
     stores: ModelStores, emberd_dir: Path, tmp_path: Path
 ) -> None:
-    write_gguf(emberd_dir / "gone.gguf")
-    assert stores.resolve("gone").source == EMBERD
-    stores.delete("gone")
+    dropped = write_gguf(emberd_dir / "gone.gguf")
+    assert stores.resolve("gone").source == FILE
+    assert stores.delete("gone").describe() == f"deleted 'gone': the file {dropped}"
     with pytest.raises(ModelNotFound):
         stores.resolve("gone")

@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from emberd.models.capabilities import UnsupportedReranker, capabilities, rerank_head
 from emberd.models.errors import ModelError
-from emberd.models.gguf_meta import GGUFInfo
+from emberd.models.gguf_meta import GGUFInfo, read_gguf_lists
 from emberd.models.store import ModelRecord, ModelStores
 from emberd.server import __version__
 from emberd.server.core.engine import EmbedJob, Engine
@@ -113,6 +113,7 @@ def _details(record: ModelRecord) -> dict[str, Any]:
         families=list((config and config.families) or [family]),
         parameter_size=(config and config.parameter_size) or info.parameter_size,
         quantization_level=(config and config.quantization_level) or info.file_type,
+        store=record.source,
     )
 
 
@@ -168,6 +169,12 @@ async def show(request: Request) -> Response:
     body = parse_body(ShowRequest, json_object(await request.body()))
     record = await _engine(request).find(body.target())
     info = record.info()
+    # Verbose, list values come in full, as Ollama gives them (vocabularies: a thread's work).
+    model_info = (
+        await asyncio.to_thread(read_gguf_lists, record.path)
+        if body.verbose
+        else dict(info.model_info)
+    )
     return json_response(
         ShowResponse.render(
             license="",
@@ -175,7 +182,7 @@ async def show(request: Request) -> Response:
             parameters=_parameters(dict(record.params)),
             template="",
             details=_details(record),
-            model_info=dict(info.model_info),
+            model_info=model_info,
             capabilities=[c.value for c in capabilities(info)],
             modified_at=record.modified_at,
             **_rerank_facts(info),

@@ -1,7 +1,13 @@
-"""Rerank routes: the Jina/Cohere dialect and Ollama's, thin over the one rerank core."""
+"""Rerank routes: the Jina/Cohere v1 dialect, Cohere's v2 and Ollama's, thin over one core.
+
+Cohere's current SDK (`ClientV2.rerank`) and litellm's `cohere/` route post
+to `/v2/rerank`: Cohere's v2 request, its answer (`id`, `results`, `meta`)
+and its error shape (`{"message": ...}`).
+"""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from starlette.requests import Request
@@ -9,8 +15,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from emberd.server.core.engine import Engine
+from emberd.server.core.errors import InvalidRequest
 from emberd.server.core.rerank import RerankJob, RerankResult
 from emberd.server.http.api_types import (
+    CohereApiVersion,
+    CohereBilledUnits,
+    CohereMeta,
+    CohereRerankRequest,
+    CohereRerankResponse,
+    CohereTokens,
     OllamaRerankRequest,
     OllamaRerankResponse,
     OpenAIUsage,
@@ -60,6 +73,36 @@ async def rerank_openai(request: Request) -> Response:
     )
 
 
+async def rerank_cohere(request: Request) -> Response:
+    """POST /v2/rerank: Cohere's v2 request and answer."""
+    request.state.dialect = "cohere"
+    body = parse_body(CohereRerankRequest, json_object(await request.body()))
+    texts = body.document_texts()
+    most = body.max_tokens_per_doc
+    if most is not None and most < 1:
+        raise InvalidRequest("max_tokens_per_doc must be a positive integer")
+    job = RerankJob(
+        model=body.model,
+        query=body.query_text(),
+        documents=texts,
+        top_n=body.top_n,
+        max_document_tokens=most,
+    )
+    result = await _engine(request).rerank(job)
+    meta = CohereMeta.render(
+        api_version=CohereApiVersion.render(version="2"),
+        billed_units=CohereBilledUnits.render(search_units=1),
+        tokens=CohereTokens.render(input_tokens=result.prompt_tokens, output_tokens=0),
+    )
+    return json_response(
+        CohereRerankResponse.render(
+            id=str(uuid.uuid4()),
+            results=_results(result, texts, body.return_documents),
+            meta=meta,
+        )
+    )
+
+
 def _ns(seconds: float) -> int:
     return int(seconds * 1e9)
 
@@ -94,4 +137,5 @@ routes = [
     Route("/v1/rerank", rerank_openai, methods=["POST"]),
     Route("/v1/reranking", rerank_openai, methods=["POST"]),
     Route("/rerank", rerank_openai, methods=["POST"]),
+    Route("/v2/rerank", rerank_cohere, methods=["POST"]),
 ]

@@ -246,7 +246,7 @@ def test_list(stand_in: StandIn, capsys: pytest.CaptureFixture[str]) -> None:
                     "modified_at": _stamp(NOW - timedelta(days=2, hours=1)),
                     "size": 45_960_996,
                     "digest": "1b226e2802dbd2c1a5b0a3a2c5e5f0b3d4a1e6c7b8f9a0d1e2f3a4b5c6d7e8f9",
-                    "details": {"format": "gguf", "family": "bert"},
+                    "details": {"format": "gguf", "family": "bert", "store": "file"},
                 },
                 {
                     "name": "nomic-embed-text:latest",
@@ -254,16 +254,16 @@ def test_list(stand_in: StandIn, capsys: pytest.CaptureFixture[str]) -> None:
                     "modified_at": _stamp(NOW - timedelta(hours=3, minutes=5)),
                     "size": 274_302_450,
                     "digest": "0a109f422b47e3a30ba2b10eca18548e944e8a23073ee3f3e947efcf3c45e59f",
-                    "details": {"format": "gguf", "family": "nomic-bert"},
+                    "details": {"format": "gguf", "family": "nomic-bert", "store": "ollama"},
                 },
             ]
         },
     )
     assert main(["list"], env=stand_in.env) == 0
     assert capsys.readouterr().out == (
-        "NAME                       ID              SIZE      MODIFIED\n"
-        "all-minilm:latest          1b226e2802db    45 MB     2 days ago\n"
-        "nomic-embed-text:latest    0a109f422b47    274 MB    3 hours ago\n"
+        "NAME                       ID              SIZE      MODIFIED       STORE\n"
+        "all-minilm:latest          1b226e2802db    45 MB     2 days ago     emberd (GGUF file)\n"
+        "nomic-embed-text:latest    0a109f422b47    274 MB    3 hours ago    ollama (read-only)\n"
     )
     assert [(r.method, r.path) for r in stand_in.requests] == [("GET", "/api/tags")]
 
@@ -273,7 +273,7 @@ def test_list_of_nothing_prints_the_header(
 ) -> None:
     stand_in.answers[("GET", "/api/tags")] = (200, {"models": []})
     assert main(["ls"], env=stand_in.env) == 0
-    assert capsys.readouterr().out == "NAME    ID    SIZE    MODIFIED\n"
+    assert capsys.readouterr().out == "NAME    ID    SIZE    MODIFIED    STORE\n"
 
 
 def test_ps(stand_in: StandIn, capsys: pytest.CaptureFixture[str]) -> None:
@@ -380,6 +380,16 @@ def test_api_key_is_sent(stand_in: StandIn, capsys: pytest.CaptureFixture[str]) 
     assert stand_in.requests[0].authorization == "Bearer secret"
 
 
+def test_ollama_api_key_is_sent_when_emberd_api_key_is_unset(
+    stand_in: StandIn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stand_in.answers[("GET", "/api/tags")] = (200, {"models": []})
+    assert main(["list"], env={**stand_in.env, "OLLAMA_API_KEY": "from-ollama"}) == 0
+    both = {**stand_in.env, "OLLAMA_API_KEY": "from-ollama", "EMBERD_API_KEY": "mine,other"}
+    assert main(["list"], env=both) == 0
+    assert [r.authorization for r in stand_in.requests] == ["Bearer from-ollama", "Bearer mine"]
+
+
 def test_error_response_prints_the_server_message(
     stand_in: StandIn, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -401,7 +411,10 @@ def test_openai_shaped_error_is_read_too(
         {"error": {"message": "invalid api key", "type": "invalid_request_error"}},
     )
     assert main(["embed", "m", "x"], env=stand_in.env) == 1
-    assert capsys.readouterr().err.strip() == "Error: invalid api key"
+    assert capsys.readouterr().err.strip() == (
+        "Error: invalid api key; this command sends the first key of EMBERD_API_KEY, "
+        "else OLLAMA_API_KEY"
+    )
 
 
 def test_error_without_json_body(stand_in: StandIn, capsys: pytest.CaptureFixture[str]) -> None:

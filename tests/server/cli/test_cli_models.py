@@ -17,15 +17,6 @@ from tests.support.tiny_model import write_tiny_bert
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    return {
-        "HOME": str(tmp_path),
-        "EMBERD_MODELS": str(tmp_path / "store"),
-        "OLLAMA_MODELS": str(tmp_path / "ollama"),
-    }
-
-
-@pytest.fixture
 def registry() -> Iterator[RegistryServer]:
     with registry_server() as server:
         yield server

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from gguf import GGUFReader
 
 from emberd.backends.llama_cpp import compute_devices
 from tests.support.harness import (
@@ -95,6 +96,22 @@ def test_show_describes_the_model(server: LiveServer, field: str) -> None:
     lines = [line.split() for line in data["parameters"].splitlines()]
     assert lines == [["num_ctx", str(OLLAMA_NUM_CTX)]]
     parse_time(data["modified_at"])
+
+
+def test_show_verbose_gives_list_values_as_ollama_does(server: LiveServer, stores: Stores) -> None:
+    plain = server.post_ok("/api/show", {"model": TINY})["model_info"]
+    assert plain["tokenizer.ggml.tokens"] is None
+    verbose = server.post_ok("/api/show", {"model": TINY, "verbose": True})["model_info"]
+    # What an independent reader (the gguf package) finds in the same file.
+    reader = GGUFReader(stores.emberd / f"{TINY}.gguf")
+    tokens = reader.fields["tokenizer.ggml.tokens"]
+    expected = [bytes(tokens.parts[i]).decode() for i in tokens.data]
+    types = reader.fields["tokenizer.ggml.token_type"]
+    assert verbose["tokenizer.ggml.tokens"] == expected and len(expected) > 10
+    assert verbose["tokenizer.ggml.token_type"] == [int(types.parts[i][0]) for i in types.data]
+    assert {k: v for k, v in verbose.items() if plain.get(k) is not None} == {
+        k: v for k, v in plain.items() if v is not None
+    }
 
 
 def test_show_prints_parameters_as_ollama_does(server: LiveServer) -> None:

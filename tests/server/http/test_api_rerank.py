@@ -310,6 +310,10 @@ def test_show_lists_the_rerank_capability_and_the_score(server: LiveServer) -> N
     assert shown["rerank"] == {"score": "raw logit of the classifier's single output"}
     pair = server.post_ok("/api/show", {"model": PAIR_RERANKER})
     assert pair["rerank"]["score"] == "softmax probability of label 'relevant' (output 1)"
+    labels = "bert.classifier.output_labels"  # llama.cpp runs XLM-R as bert
+    assert pair["model_info"][labels] is None
+    verbose = server.post_ok("/api/show", {"model": PAIR_RERANKER, "verbose": True})
+    assert verbose["model_info"][labels] == ["irrelevant", "relevant"]
     refused = server.post_ok("/api/show", {"model": BERT_CE})
     assert "BERT cross-encoders" in refused["rerank"]["unsupported"]
     assert server.post_ok("/api/show", {"model": TINY})["capabilities"] == ["embedding"]

@@ -116,7 +116,11 @@ def test_delete_of_unknown_model_is_404(client: TestClient) -> None:
 def test_models_in_ollamas_store_are_never_deleted(client: TestClient, store: Store) -> None:
     before = sorted(p.relative_to(store.ollama) for p in store.ollama.rglob("*"))
     status, body = delete(client, {"model": "theirs"})
-    assert (status, json.loads(body)) == (404, {"error": "model 'theirs' not found"})
+    assert status == 403
+    assert json.loads(body) == {
+        "error": "model 'theirs' is in Ollama's store, which emberd never changes; "
+        "`ollama rm theirs` removes it"
+    }
     assert sorted(p.relative_to(store.ollama) for p in store.ollama.rglob("*")) == before
     assert "theirs:latest" in tags(client)
 

@@ -21,9 +21,9 @@ from tests.support.harness import (
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def scrape(live: LiveServer) -> Samples:
+def scrape(live: LiveServer, headers: dict[str, str] | None = None) -> Samples:
     """Every sample of /metrics by (name, labels)."""
-    response = live.client.get("/metrics")
+    response = live.client.get("/metrics", headers=headers)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     samples: Samples = {}
@@ -128,6 +128,21 @@ def test_paths_are_labelled_by_route_template(live: LiveServer) -> None:
     assert routes == {"unmatched", "/v1/models/{model}"}
     assert requests_total(samples, "unmatched", "GET", "404") == 5
     assert requests_total(samples, "/v1/models/{model}", "GET", "200") == 3
+
+
+def test_refused_requests_count_under_their_route(serve: ServerFactory) -> None:
+    live = serve(api_keys=("sk-metrics-key",))
+    key = {"Authorization": "Bearer sk-metrics-key"}
+    assert live.client.post("/api/embed", json={"model": TINY}).status_code == 401
+    assert live.client.get("/api/tags").status_code == 401
+    refused = live.client.post("/api/embed", json={}, headers={"Origin": "http://evil.example"})
+    assert refused.status_code == 403
+    assert live.client.get("/nope", headers=key).status_code == 404
+    samples = scrape(live, key)
+    assert requests_total(samples, "/api/embed", "POST", "401") == 1
+    assert requests_total(samples, "/api/tags", "GET", "401") == 1
+    assert requests_total(samples, "/api/embed", "POST", "403") == 1
+    assert requests_total(samples, "unmatched", "GET", "404") == 1
 
 
 def test_queue_depth_counts_requests_in_flight(serve: ServerFactory) -> None:

@@ -30,16 +30,25 @@ def every_request(live: LiveServer) -> list[tuple[str, str]]:
     return found
 
 
+def refused(origin: str) -> str:
+    """The 403's message: it names the origin and the variable that would allow it."""
+    fix = "add it to OLLAMA_ORIGINS where the server starts"
+    return f"forbidden: origin {origin!r} not allowed ({fix})"
+
+
 def assert_forbidden(response: httpx.Response, path: str) -> None:
     assert response.status_code == 403, (response.request.method, path, response.text)
     assert "access-control-allow-origin" not in response.headers
     if response.request.method == "HEAD":
         return
+    message = refused(response.request.headers["origin"])
     if path.startswith("/v1/"):
-        assert response.json()["error"]["message"] == "forbidden: origin not allowed"
+        assert response.json()["error"]["message"] == message
         assert response.json()["error"]["type"] == "permission_error"
+    elif path.startswith("/v2/"):  # Cohere's route, Cohere's shape
+        assert response.json() == {"message": message}
     else:
-        assert response.json() == {"error": "forbidden: origin not allowed"}
+        assert response.json() == {"error": message}
 
 
 @pytest.mark.parametrize(

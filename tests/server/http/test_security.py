@@ -28,7 +28,10 @@ KEY_A = "sk-emberd-alpha-7f3c2a"
 KEY_B = "sk-emberd-beta-91d2e4"
 WRONG = "sk-emberd-wrong-5e8a0b"
 EMBED = {"model": TINY, "input": "why is the sky blue"}
-OLLAMA_401 = {"error": "unauthorized: a valid API key is required"}
+OLLAMA_401 = {
+    "error": "unauthorized: a valid API key is required "
+    "(send Authorization: Bearer KEY with a key from the server's EMBERD_API_KEY)"
+}
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +67,8 @@ def assert_401(response: httpx.Response, path: str) -> None:
         assert set(error) == {"message", "type", "param", "code"}
         assert error["type"] == "authentication_error"
         assert error["message"] == OLLAMA_401["error"]
+    elif path.startswith("/v2/"):  # Cohere's route, Cohere's shape
+        assert response.json() == {"message": OLLAMA_401["error"]}
     else:
         assert response.json() == OLLAMA_401
 
