@@ -165,9 +165,14 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _add_setting_flag(parser: argparse.ArgumentParser, name: str, source: Source) -> None:
-    if source.flag_type is bool:  # a switch: present means true, absent leaves the variable
+    if source.flag_type is bool:  # a switch: present sets its value, absent leaves the variable
         parser.add_argument(
-            source.flag, dest=name, help=source.help_text(), action="store_true", default=None
+            source.flag,
+            dest=name,
+            help=source.help_text(),
+            action="store_const",
+            const=source.switch,
+            default=None,
         )
         return
     metavar = source.metavar or source.flag.lstrip("-").replace("-", "_").upper()
