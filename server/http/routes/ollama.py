@@ -18,6 +18,7 @@ from emberd.server import __version__
 from emberd.server.core.engine import EmbedJob, Engine
 from emberd.server.core.errors import go_quote
 from emberd.server.core.runtime import LoadedView
+from emberd.server.http.activity import measure
 from emberd.server.http.api_types import (
     EmbedRequest,
     EmbedResponse,
@@ -68,7 +69,9 @@ async def embed(request: Request) -> Response:
         keep_alive=body.keep_alive_seconds(),
         options=body.options or {},
     )
-    result = await _engine(request).embed(job)
+    with measure(request, body.model, len(job.texts)) as used:
+        result = await _engine(request).embed(job)
+        used(result.prompt_tokens)
     if not job.texts:  # a load (or unload) only: Ollama answers with no counts
         return json_response(EmbedResponse.render(model=body.model, embeddings=[]))
     return json_response(
@@ -96,7 +99,9 @@ async def embeddings(request: Request) -> Response:
         keep_alive=body.keep_alive_seconds(),
         options=body.options or {},
     )
-    result = await _engine(request).embed(job)
+    with measure(request, body.model, len(job.texts)) as used:
+        result = await _engine(request).embed(job)
+        used(result.prompt_tokens)
     vector = result.vectors[0] if len(result.vectors) else []
     return json_response(LegacyEmbeddingResponse.render(embedding=vector))
 
@@ -116,23 +121,25 @@ def _details(record: ModelRecord) -> dict[str, Any]:
     )
 
 
+def listed_model(record: ModelRecord) -> dict[str, Any]:
+    """One entry of /api/tags; raises for a model whose file cannot be read."""
+    return ListedModel.render(
+        name=record.name.display,
+        model=record.name.display,
+        modified_at=record.modified_at,
+        size=record.size,
+        digest=record.digest,
+        details=_details(record),
+    )
+
+
 def _tag_entries(stores: ModelStores) -> list[dict[str, Any]]:
     models = []
     for record in stores.list():
         try:
-            details = _details(record)
+            models.append(listed_model(record))
         except Exception:  # a corrupt file is listed by nobody, not a failed listing
             continue
-        models.append(
-            ListedModel.render(
-                name=record.name.display,
-                model=record.name.display,
-                modified_at=record.modified_at,
-                size=record.size,
-                digest=record.digest,
-                details=details,
-            )
-        )
     return models
 
 
@@ -193,7 +200,8 @@ def _rerank_facts(info: GGUFInfo) -> dict[str, Any]:
         return {"rerank": RerankFacts.render(unsupported=str(exc))}
 
 
-def _ps_entry(view: LoadedView) -> dict[str, Any]:
+def ps_entry(view: LoadedView) -> dict[str, Any]:
+    """One entry of /api/ps; raises ModelError when the model's file is gone."""
     record = view.record
     return RunningModel.render(
         name=record.name.display,
@@ -216,7 +224,7 @@ async def ps(request: Request) -> Response:
     entries = []
     for view in _engine(request).runtime.loaded():
         with contextlib.suppress(ModelError):
-            entries.append(_ps_entry(view))
+            entries.append(ps_entry(view))
     return json_response(PsResponse.render(models=entries))
 
 
