@@ -24,6 +24,7 @@ from emberd.models.names import ModelName
 
 SLOT_S = 5
 WINDOW_S = 600
+RECENT_S = 30  # what "now" means in the summaries: the last six slots
 # Latencies kept per slot: enough for stable percentiles, bounded under load.
 _SAMPLES_PER_SLOT = 256
 
@@ -133,20 +134,33 @@ class Activity:
                 self._models.pop(key, None)
 
     def snapshot(self) -> dict[str, Any]:
-        """Per model: the series of the last WINDOW_S seconds, oldest slot first."""
+        """Per model: its steps of the last WINDOW_S seconds that saw requests, oldest first."""
         now = self._clock()
         current = _slot_start(now)
         models = {}
+        everything: list[_Slot] = []
         for name, entry in list(self._models.items()):
             entry.forget_before(current)
             if not entry.slots and not entry.in_flight:
                 del self._models[name]  # quiet for the whole window (or a name nobody serves)
                 continue
-            by_start = {s.start: s for s in entry.slots}
-            starts = range(current - WINDOW_S + SLOT_S, current + SLOT_S, SLOT_S)
-            series = [_slot_json(by_start.get(start), start, now) for start in starts]
-            models[name] = {"in_flight": entry.in_flight, "series": series}
-        return {"slot_seconds": SLOT_S, "window_seconds": WINDOW_S, "models": models}
+            # Only the steps that saw requests: the page fills the quiet ones with zeros.
+            series = [_slot_json(slot, now) for slot in entry.slots]
+            recent = [s for s in entry.slots if s.start > current - RECENT_S]
+            everything += recent
+            models[name] = {
+                "in_flight": entry.in_flight,
+                "recent": _summary(recent, current, now),
+                "series": series,
+            }
+        return {
+            "slot_seconds": SLOT_S,
+            "window_seconds": WINDOW_S,
+            "first_slot": current - WINDOW_S + SLOT_S,
+            "recent_seconds": RECENT_S,
+            "recent": _summary(everything, current, now),
+            "models": models,
+        }
 
 
 def _ignore(tokens: int) -> None:
@@ -161,21 +175,39 @@ def measure(
     return activity.measure(model, texts)
 
 
-def _slot_json(slot: _Slot | None, start: int, now: float) -> dict[str, Any]:
+def _summary(slots: list[_Slot], current: int, now: float) -> dict[str, Any]:
+    """Rates and latency percentiles over `slots` together (the last RECENT_S seconds)."""
+    # The window ends now, inside the current slot; early on it is shorter.
+    span = max(1.0, now - (current - RECENT_S + SLOT_S))
+    requests = sum(s.requests for s in slots)
+    texts = sum(s.texts for s in slots)
+    ordered = sorted(latency for s in slots for latency in s.latencies)
+    return {
+        "requests": requests,
+        "texts": texts,
+        "rps": round(requests / span, 3),
+        "tps": round(texts / span, 3),
+        "errors": sum(s.errors for s in slots),
+        **_percentiles(ordered),
+    }
+
+
+def _percentiles(ordered: list[float]) -> dict[str, float]:
+    """p50, p95 and p99 of sorted seconds, in milliseconds."""
+    return {f"p{q}": round(percentile(ordered, q / 100) * 1000, 2) for q in (50, 95, 99)}
+
+
+def _slot_json(slot: _Slot, now: float) -> dict[str, Any]:
     # The current slot has lasted only since its start: rates over that span.
-    span = max(1.0, min(float(SLOT_S), now - start))
-    if slot is None:  # nothing happened in this step
-        slot = _Slot(start)
+    span = max(1.0, min(float(SLOT_S), now - slot.start))
     ordered = sorted(slot.latencies)
     return {
-        "t": start,
+        "t": slot.start,
         "requests": slot.requests,
         "texts": slot.texts,
         "rps": round(slot.requests / span, 3),
         "tps": round(slot.texts / span, 3),
         "tokens": slot.tokens,
         "errors": slot.errors,
-        "p50": round(percentile(ordered, 0.5) * 1000, 2),
-        "p95": round(percentile(ordered, 0.95) * 1000, 2),
-        "p99": round(percentile(ordered, 0.99) * 1000, 2),
+        **_percentiles(ordered),
     }

@@ -25,13 +25,13 @@ from emberd.models.capabilities import capabilities
 from emberd.models.errors import ModelError
 from emberd.models.store import EMBERD, ModelRecord, ModelStores
 from emberd.server import __version__
-from emberd.server.core.engine import EmbedJob, Engine
-from emberd.server.http.activity import Activity, measure
+from emberd.server.core.engine import Engine
+from emberd.server.http.activity import Activity
 from emberd.server.http.api_types import EmbedRequest
 from emberd.server.http.error_responses import NotFound
 from emberd.server.http.render import json_response
 from emberd.server.http.request_body import json_object, parse_body
-from emberd.server.http.routes.ollama import listed_model, ps_entry
+from emberd.server.http.routes.ollama import embed_body, listed_model, ps_entry
 from emberd.server.http.ui_types import (
     AvailableModels,
     LiveFigures,
@@ -154,18 +154,7 @@ async def live(request: Request) -> Response:
 
 async def embed(request: Request) -> Response:
     """POST /ui/data/embed: /api/embed's body; its vectors plus each input's token count."""
-    body = parse_body(EmbedRequest, json_object(await request.body()))
-    job = EmbedJob(
-        model=body.model,
-        texts=body.texts(),
-        truncate=True if body.truncate is None else body.truncate,
-        dimensions=body.dimensions,
-        keep_alive=body.keep_alive_seconds(),
-        options=body.options or {},
-    )
-    with measure(request, body.model, len(job.texts)) as used:
-        result = await _engine(request).embed(job)
-        used(result.prompt_tokens)
+    body, result = await embed_body(request)
     return json_response(
         PlaygroundEmbeddings.render(
             model=body.model,

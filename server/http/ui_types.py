@@ -46,10 +46,24 @@ class ActivitySlot(Body):
     p99: float = 0.0
 
 
+class RecentActivity(Body):
+    """Activity over the last `recent_seconds`: rates, and percentiles over all its requests."""
+
+    requests: Count = 0
+    texts: Count = 0
+    rps: float = 0.0
+    tps: float = 0.0
+    errors: Count = 0
+    p50: float = 0.0  # milliseconds
+    p95: float = 0.0
+    p99: float = 0.0
+
+
 class ModelActivity(Body):
-    """One model's activity over the window, oldest step first."""
+    """One model's activity over the window: the steps that saw requests, oldest first."""
 
     in_flight: Count = 0  # requests to it admitted and not yet answered
+    recent: RecentActivity
     series: list[ActivitySlot]
 
 
@@ -58,6 +72,9 @@ class ActivitySnapshot(Body):
 
     slot_seconds: int
     window_seconds: int
+    first_slot: int  # the window's first step, seconds since the epoch
+    recent_seconds: int
+    recent: RecentActivity  # every model together
     models: dict[str, ModelActivity]
 
 

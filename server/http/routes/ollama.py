@@ -15,7 +15,7 @@ from emberd.models.errors import ModelError
 from emberd.models.gguf_meta import GGUFInfo
 from emberd.models.store import ModelRecord, ModelStores
 from emberd.server import __version__
-from emberd.server.core.engine import EmbedJob, Engine
+from emberd.server.core.engine import EmbedJob, EmbedResult, Engine
 from emberd.server.core.errors import go_quote
 from emberd.server.core.runtime import LoadedView
 from emberd.server.http.activity import measure
@@ -58,8 +58,8 @@ async def version(request: Request) -> Response:
     return json_response(VersionResponse.render(version=__version__))
 
 
-async def embed(request: Request) -> Response:
-    """POST /api/embed: normalised vectors for one or many inputs."""
+async def embed_body(request: Request) -> tuple[EmbedRequest, EmbedResult]:
+    """An /api/embed body, parsed and embedded (counted in the activity figures)."""
     body = parse_body(EmbedRequest, json_object(await request.body()))
     job = EmbedJob(
         model=body.model,
@@ -72,7 +72,13 @@ async def embed(request: Request) -> Response:
     with measure(request, body.model, len(job.texts)) as used:
         result = await _engine(request).embed(job)
         used(result.prompt_tokens)
-    if not job.texts:  # a load (or unload) only: Ollama answers with no counts
+    return body, result
+
+
+async def embed(request: Request) -> Response:
+    """POST /api/embed: normalised vectors for one or many inputs."""
+    body, result = await embed_body(request)
+    if not len(result.vectors):  # a load (or unload) only: Ollama answers with no counts
         return json_response(EmbedResponse.render(model=body.model, embeddings=[]))
     return json_response(
         EmbedResponse.render(

@@ -4,7 +4,6 @@
 
 const LIVE_EVERY_MS = 2000; // /ui/data/live: loaded models, queue, activity
 const MODELS_EVERY_MS = 10000; // /ui/data/models: the stores' listing
-const RECENT_SLOTS = 6; // the tiles cover the last 6 slots of 5 s
 
 const state = { models: [], running: [], activity: null, queue: 0, playing: false };
 const $ = (id) => document.getElementById(id);
@@ -74,6 +73,7 @@ function setStatus(ok, text) {
 // -- views -------------------------------------------------------------------
 
 function showView() {
+  delete drawn.activity; // a view shown again is drawn afresh
   const view = (location.hash || "#models").slice(1);
   for (const section of document.querySelectorAll(".view")) {
     section.classList.toggle("hidden", section.id !== "view-" + view);
@@ -272,41 +272,45 @@ function showPull(line, fill, status) {
 
 // -- activity ----------------------------------------------------------------
 
-function recent(series, key, reduce) {
-  const values = series.slice(-RECENT_SLOTS).map((s) => s[key]);
-  return reduce(values);
-}
-
 function renderActivity() {
   const activity = state.activity;
   $("t-queue").textContent = state.queue;
   if (!activity) return;
   const models = Object.entries(activity.models);
-  const mean = (xs) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
-  const busy = (xs) => Math.max(0, ...xs);
-  let rps = 0;
-  let tps = 0;
-  let p50 = 0;
-  let p95 = 0;
-  for (const [, m] of models) {
-    rps += recent(m.series, "rps", mean);
-    tps += recent(m.series, "tps", mean);
-    p50 = Math.max(p50, recent(m.series, "p50", busy));
-    p95 = Math.max(p95, recent(m.series, "p95", busy));
-  }
-  $("t-rps").textContent = EmberCharts.format(rps, "");
-  $("t-tps").textContent = EmberCharts.format(tps, "");
-  $("t-p50").textContent = p50 ? EmberCharts.format(p50, "ms") : "–";
-  $("t-p95").textContent = p95 ? EmberCharts.format(p95, "ms") : "–";
+  const now = activity.recent;
+  $("t-rps").textContent = EmberCharts.format(now.rps, "");
+  $("t-tps").textContent = EmberCharts.format(now.tps, "");
+  $("t-p50").textContent = now.requests ? EmberCharts.format(now.p50, "ms") : "–";
+  $("t-p95").textContent = now.requests ? EmberCharts.format(now.p95, "ms") : "–";
   $("activity-empty").classList.toggle("hidden", models.length > 0);
   if ($("view-activity").classList.contains("hidden")) return; // draw only what is seen
+  if (!changed("activity", activity.models)) return;
   const since = Math.round(activity.window_seconds / 60) + " min ago";
+  const steps = activity.window_seconds / activity.slot_seconds;
   const cards = models.map(([name, m]) => {
-    const pick = (key) => m.series.map((s) => s[key]);
+    // The answer lists only the steps that saw requests: the others are zeros.
+    const pick = (key) => {
+      const values = new Array(steps).fill(0);
+      for (const slot of m.series) {
+        const index = (slot.t - activity.first_slot) / activity.slot_seconds;
+        if (index >= 0 && index < steps) values[index] = slot[key];
+      }
+      return values;
+    };
     return make(
       "div",
       { class: "panel model-card", "data-model": name },
-      make("h3", {}, name, make("span", { class: "hint" }, `${m.in_flight} in flight`)),
+      make(
+        "h3",
+        {},
+        name,
+        make(
+          "span",
+          { class: "hint" },
+          `${m.in_flight} in flight · last ${activity.recent_seconds} s: ${m.recent.requests} requests, ` +
+            `p50 ${EmberCharts.format(m.recent.p50, "ms")}, p95 ${EmberCharts.format(m.recent.p95, "ms")}`,
+        ),
+      ),
       make(
         "div",
         { class: "charts" },

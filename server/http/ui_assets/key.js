@@ -21,9 +21,36 @@ const EmberKey = (() => {
     if (button) button.classList.toggle("hidden", !get());
   }
 
+  // The dialog, made on first use: every page that loads this file can ask.
+  function dialogElement() {
+    let dialog = document.getElementById("key-dialog");
+    if (dialog) return dialog;
+    dialog = document.createElement("dialog");
+    dialog.id = "key-dialog";
+    const form = document.createElement("form");
+    form.method = "dialog";
+    const title = document.createElement("h2");
+    title.textContent = "This server needs an API key";
+    const note = document.createElement("p");
+    note.className = "muted";
+    note.textContent = "It is kept for this tab only, and sent only with this page's requests to this server.";
+    const input = document.createElement("input");
+    Object.assign(input, { id: "key-input", type: "password", autocomplete: "off", placeholder: "API key", required: true });
+    const row = document.createElement("div");
+    row.className = "row";
+    const button = document.createElement("button");
+    button.type = "submit";
+    button.textContent = "Use key";
+    row.append(button);
+    form.append(title, note, input, row);
+    dialog.append(form);
+    document.body.append(dialog);
+    return dialog;
+  }
+
   function ask() {
     if (asking) return asking;
-    const dialog = document.getElementById("key-dialog");
+    const dialog = dialogElement();
     const input = document.getElementById("key-input");
     asking = new Promise((resolve) => {
       dialog.addEventListener("close", function done() {

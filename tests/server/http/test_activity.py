@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from emberd.server.http.activity import SLOT_S, WINDOW_S, Activity, model_key, percentile
+from emberd.server.http.activity import (
+    RECENT_S,
+    SLOT_S,
+    WINDOW_S,
+    Activity,
+    model_key,
+    percentile,
+)
 
 
 class Clock:
@@ -26,12 +35,15 @@ def test_requests_land_in_the_slot_of_their_end() -> None:
             used(20)
     clock.now = START + SLOT_S + 2
     with activity.measure("Tiny:latest", 1) as used:  # the same model, spelled otherwise
+        time.sleep(0.002)
         used(5)
     models = activity.snapshot()["models"]
     assert list(models) == ["tiny:latest"]
+    snapshot = activity.snapshot()
+    assert snapshot["first_slot"] == START + SLOT_S - WINDOW_S + SLOT_S
     series = models["tiny:latest"]["series"]
-    assert len(series) == WINDOW_S // SLOT_S
-    previous, current = series[-2], series[-1]
+    assert len(series) == 2  # only the steps that saw requests
+    previous, current = series
     assert (previous["t"], previous["requests"], previous["texts"], previous["tokens"]) == (
         START,
         3,
@@ -42,8 +54,7 @@ def test_requests_land_in_the_slot_of_their_end() -> None:
     assert previous["tps"] == pytest.approx(12 / SLOT_S)
     # The current slot has lasted 2 s: its rate is over those.
     assert (current["requests"], current["rps"], current["tps"]) == (1, 0.5, 0.5)
-    assert all(s["requests"] == 0 for s in series[:-2])
-    assert current["p50"] > 0 and current["p50"] <= current["p95"] <= current["p99"]
+    assert 2 <= current["p50"] <= current["p95"] <= current["p99"]  # milliseconds
 
 
 def test_in_flight_counts_requests_inside_the_block() -> None:
@@ -104,3 +115,22 @@ def test_percentile_is_nearest_rank(q: float, value: float) -> None:
 def test_model_key_keeps_an_unparseable_name_as_sent() -> None:
     assert model_key("tiny") == "tiny:latest"
     assert model_key("a/../b") == "a/../b"
+
+
+def test_recent_summaries_take_percentiles_over_the_last_seconds_together() -> None:
+    clock = Clock(START)
+    activity = Activity(clock)
+    with activity.measure("old", 1):
+        pass
+    clock.now = START + RECENT_S + SLOT_S  # "old" is now out of the recent seconds
+    for model in ("tiny", "tiny", "tiny-cls"):
+        with activity.measure(model, 2):
+            time.sleep(0.002)
+    snapshot = activity.snapshot()
+    assert snapshot["recent_seconds"] == RECENT_S
+    assert (snapshot["recent"]["requests"], snapshot["recent"]["texts"]) == (3, 6)
+    assert snapshot["models"]["tiny:latest"]["recent"]["requests"] == 2
+    assert snapshot["models"]["old:latest"]["recent"]["requests"] == 0
+    # The recent span so far: RECENT_S - SLOT_S of whole slots, none of the current one.
+    assert snapshot["recent"]["rps"] == pytest.approx(3 / (RECENT_S - SLOT_S), abs=1e-3)
+    assert 2 <= snapshot["recent"]["p50"] <= snapshot["recent"]["p99"]  # milliseconds

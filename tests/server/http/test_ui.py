@@ -117,6 +117,8 @@ def test_live_figures_follow_the_embeddings_per_model(serve: ServerFactory) -> N
     assert sum(s["tokens"] for s in tiny) == tokens
     assert max(s["p50"] for s in tiny) > 0
     assert sum(s["requests"] for s in models[f"{TINY_CLS}:latest"]["series"]) == 1
+    assert figures["activity"]["recent"]["requests"] == 4
+    assert figures["activity"]["recent"]["texts"] == 7
     ps = live.client.get("/api/ps").json()["models"]
     assert [m["name"] for m in figures["running"]] == [m["name"] for m in ps]
     for entry, running in zip(figures["running"], ps, strict=True):

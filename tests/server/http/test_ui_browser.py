@@ -194,12 +194,15 @@ def test_the_activity_view_charts_each_model(
     for _ in range(5):
         live.post_ok("/api/embed", {"model": TINY, "input": TEXTS})
     open_view(browser, live, "activity")
-    card = wait_for(
-        lambda: browser.find_elements(By.CSS_SELECTOR, '.model-card[data-model="tiny:latest"]'),
-        "the tiny model's card",
-    )[0]
-    assert len(card.find_elements(By.CSS_SELECTOR, "svg polyline")) >= 3
-    assert float(browser.find_element(By.ID, "t-tps").text) > 0
+    lines = wait_for(
+        lambda: browser.execute_script(
+            "return document.querySelectorAll("
+            "'.model-card[data-model=\"tiny:latest\"] svg polyline').length"
+        ),
+        "the tiny model's charts",
+    )
+    assert lines == 5  # two throughput lines, two latency lines, one of tokens
+    wait_for(lambda: float(browser.find_element(By.ID, "t-tps").text) > 0, "texts per second")
     screenshot(browser, shots, "activity")
 
 
@@ -224,7 +227,8 @@ def test_a_pull_shows_progress_and_lists_the_model(
     )
     fill = browser.find_element(By.ID, "pull-fill")
     track = browser.find_element(By.CSS_SELECTOR, "#pull-progress .bar")
-    assert fill.size["width"] >= track.size["width"] - 2  # a full bar
+    # A full bar, once its short width transition has run.
+    wait_for(lambda: fill.size["width"] >= track.size["width"] - 2, "a full progress bar")
     pulled = f'#available tr[data-model="{PULLED}:latest"]'
     wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, pulled), "the pulled model listed")
     row = browser.find_element(By.CSS_SELECTOR, pulled)
@@ -306,6 +310,9 @@ def test_with_api_keys_the_page_asks_for_one_and_keeps_it_for_the_tab(
         assert browser.execute_script("return sessionStorage.getItem('emberd-api-key')") == "s3cret"
         assert browser.execute_script("return localStorage.length") == 0
         assert browser.get_cookies() == []
+        # The reference in the same tab fetches /openapi.json with the tab's key.
+        browser.get(page_url(keyed, "/docs"))
+        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, ".opblock"), "Swagger UI")
         # A new tab starts without the key.
         browser.switch_to.new_window("tab")
         try:
