@@ -232,7 +232,7 @@ _FALSE = ("0", "f", "false", "n", "no", "off")
 
 
 def read_bool(name: str, value: object, env: Mapping[str, str]) -> bool:
-    """true/false, 1/0, yes/no, on/off, any case; a switch flag gives True."""
+    """true/false, 1/0, yes/no, on/off, any case; a switch flag gives its own value."""
     if isinstance(value, bool):
         return value
     word = value.strip().lower() if isinstance(value, str) else ""
@@ -270,6 +270,7 @@ class Source:
     from_variable: Callable[[str], object] | None = None  # reads the variable instead of `read`
     default_from: Callable[[Mapping[str, str]], object] | None = None
     secret: bool = False  # help never shows the variable's value
+    switch: bool = True  # what a switch flag sets: true for `--flag`, false for `--no-flag`
 
     def value(self, env: Mapping[str, str], flag: object | None, default: object) -> object:
         """The flag's value if given, else the variable's, else the default."""
@@ -330,14 +331,15 @@ def setting(
     rejects a flag that is not one) and to `str` otherwise.
     """
     if flag_type is None:
-        # A bool default makes a switch (`--flag` sets true); a whole number an int flag.
+        # A bool default makes a switch (`--flag` sets true, `--no-flag` false); a whole
+        # number an int flag.
         flag_type = type(default) if isinstance(default, (bool, int)) else str
     if shown is None:
         empty = isinstance(default, tuple) and not default
         shown, literal = ("none", False) if empty else (str(default), literal)
     source = Source(
         variable, flag, read, help, shown, literal, metavar, flag_type, choices, repeatable,
-        from_variable, default_from, secret,
+        from_variable, default_from, secret, switch=not flag.startswith("--no-"),
     )  # fmt: skip
     return cast(_T, field(default=default, metadata={_SOURCE: source}))
 
@@ -436,6 +438,10 @@ class Settings:
     allow_token_input: bool = setting(
         False, "EMBERD_ALLOW_TOKEN_INPUT", "--allow-token-input", read_bool,
         "accept token ids as /v1/embeddings input", shown="off", literal=False,
+    )  # fmt: skip
+    ui: bool = setting(
+        True, "EMBERD_UI", "--no-ui", read_bool,
+        "serve the page at /ui/ and the API reference at /docs", shown="on", literal=False,
     )  # fmt: skip
     shutdown_grace: float = setting(
         10.0, "EMBERD_SHUTDOWN_GRACE", "--shutdown-grace", read_seconds,

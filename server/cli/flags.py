@@ -25,9 +25,14 @@ def add_setting_flag(
     parser: argparse.ArgumentParser, name: str, source: Source, env: Mapping[str, str]
 ) -> None:
     """Add the flag of one setting, its help showing the default `env` makes."""
-    if source.flag_type is bool:  # a switch: present means true, absent leaves the variable
+    if source.flag_type is bool:  # a switch: present sets its value, absent leaves the variable
         parser.add_argument(
-            source.flag, dest=name, help=source.help_text(env), action="store_true", default=None
+            source.flag,
+            dest=name,
+            help=source.help_text(env),
+            action="store_const",
+            const=source.switch,
+            default=None,
         )
         return
     metavar = source.metavar or source.flag.lstrip("-").replace("-", "_").upper()

@@ -17,7 +17,8 @@ from emberd.models.store import ModelStores
 from emberd.server.assembly import build_engine, request_limits
 from emberd.server.config import Settings
 from emberd.server.core.engine import Engine
-from emberd.server.http import openapi
+from emberd.server.http import openapi, ui
+from emberd.server.http.activity import Activity
 from emberd.server.http.body_limit import BodyLimit
 from emberd.server.http.disconnect import DisconnectWatch
 from emberd.server.http.error_responses import HANDLED, ErrorMiddleware, error_response
@@ -74,6 +75,7 @@ def create_app(
         *manage.routes,
         *metrics_routes,
         *openapi.routes,
+        *(ui.routes if settings.ui else []),
     ]
     app = Starlette(
         routes=routes,
@@ -84,6 +86,8 @@ def create_app(
     app.state.settings = settings
     app.state.engine = engine
     app.state.metrics = metrics
+    app.state.activity = Activity()
+    app.state.ui_files = ui.asset_files() if settings.ui else {}
     return app
 
 
@@ -99,8 +103,8 @@ async def _prepare(engine: Engine, name: str) -> None:
 def _middleware(
     settings: Settings, metrics: Metrics, routes: Sequence[BaseRoute]
 ) -> list[Middleware]:
-    """Outermost first: metrics, disconnects, Host check, Origin check, CORS, body
-    size, errors, then API keys.
+    """Outermost first: metrics, disconnects, the pages' headers, Host check, Origin
+    check, CORS, body size, errors, then API keys.
 
     Errors and the body bound sit inside CORS so that a browser page can read
     every error, unexpected 500s included; API keys inside CORS so preflights
@@ -111,6 +115,8 @@ def _middleware(
         Middleware(RequestMetrics, metrics=metrics, routes=routes),
         Middleware(DisconnectWatch),
     ]
+    if settings.ui:
+        stack.append(Middleware(ui.PageHeaders))
     if settings.is_loopback():
         stack.append(Middleware(HostCheck))
     stack.append(Middleware(OriginCheck, origins=origins))
@@ -125,7 +131,8 @@ def _middleware(
     stack.append(Middleware(BodyLimit, limits=request_limits(settings)))
     stack.append(Middleware(ErrorMiddleware))
     if settings.api_keys:
-        stack.append(Middleware(ApiKeyAuth, keys=settings.api_keys))
+        public = {"open_paths": ui.is_public_file} if settings.ui else {}
+        stack.append(Middleware(ApiKeyAuth, keys=settings.api_keys, **public))
     elif not settings.is_loopback():
         log.warning(
             "listening on %s with no API key: anyone who can reach it can use it "

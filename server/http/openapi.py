@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,12 @@ from emberd.server.http.api_types import (
     VersionResponse,
 )
 from emberd.server.http.render import json_response
+from emberd.server.http.ui_types import (
+    AvailableModels,
+    LiveFigures,
+    LoadAnswer,
+    PlaygroundEmbeddings,
+)
 
 Models = tuple[type[BaseModel], ...]
 
@@ -137,6 +144,41 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("get", "/openapi.json", "This document."),
 )
 
+# The page and its data (left out with `--no-ui`); the files need no API key.
+UI_OPERATIONS: tuple[Operation, ...] = (
+    Operation("get", "/ui", "Redirects to the page at `/ui/`.", answer_type=""),
+    Operation("get", "/ui/", "The page: models, activity, a playground.", answer_type="text/html"),
+    Operation("get", "/ui/{path}", "One of the page's files.", answer_type="*/*"),
+    Operation("get", "/docs", "This reference, rendered.", answer_type="text/html"),
+    Operation(
+        "get",
+        "/ui/data/models",
+        "The page's model list: `/api/tags` with sources and capabilities.",
+        answers=(AvailableModels,),
+    ),
+    Operation(
+        "get",
+        "/ui/data/live",
+        "The page's live figures: `/api/ps` with devices, and activity per model.",
+        answers=(LiveFigures,),
+    ),
+    Operation(
+        "post",
+        "/ui/data/embed",
+        "The playground: `/api/embed` with each input's token count.",
+        (EmbedRequest,),
+        (PlaygroundEmbeddings,),
+    ),
+    Operation(
+        "post",
+        "/ui/data/load",
+        "Load any model, reranker included; `keep_alive` 0 unloads it.",
+        (EmbedRequest,),
+        (LoadAnswer,),
+    ),
+)
+_OPEN_PATHS = ("/", "/ui", "/ui/", "/ui/{path}", "/docs")
+
 
 def _ref(model: type[BaseModel], components: dict[str, Any]) -> dict[str, str]:
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -166,20 +208,22 @@ def _operation(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
             "required": True,
             "content": {"application/json": {"schema": _schema(op.bodies, components)}},
         }
-    if "{model}" in op.path:
+    names = re.findall(r"{(\w+)}", op.path)
+    if names:
         spec["parameters"] = [
-            {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in names
         ]
-    if op.path == "/":
-        spec["security"] = []  # the health check never needs a key
+    if op.path in _OPEN_PATHS:
+        spec["security"] = []  # the health check and the page's files never need a key
     return spec
 
 
-def build_openapi() -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the server."""
+def build_openapi(ui: bool = True) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the server (with the page's routes when `ui`)."""
     components: dict[str, Any] = {}
     paths: dict[str, dict[str, Any]] = {}
-    for op in OPERATIONS:
+    for op in (*OPERATIONS, *(UI_OPERATIONS if ui else ())):
         paths.setdefault(op.path, {})[op.method] = _operation(op, components)
     return {
         "openapi": "3.1.0",
@@ -200,7 +244,7 @@ def build_openapi() -> dict[str, Any]:
 
 async def openapi_endpoint(request: Request) -> Response:
     """GET /openapi.json."""
-    return json_response(build_openapi())
+    return json_response(build_openapi(request.app.state.settings.ui))
 
 
 routes = [Route("/openapi.json", openapi_endpoint, methods=["GET"])]

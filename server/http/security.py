@@ -14,7 +14,7 @@ import ipaddress
 import logging
 import re
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -130,13 +130,28 @@ class OriginCheck:
         return self.allowed.match(origin) is not None
 
 
-class ApiKeyAuth:
-    """Require `Authorization: Bearer KEY` on every route except `GET|HEAD /`."""
+def _nothing_else(method: str, path: str) -> bool:
+    return False
 
-    def __init__(self, app: ASGIApp, keys: Iterable[str]) -> None:
+
+class ApiKeyAuth:
+    """Require `Authorization: Bearer KEY` on every route except `GET|HEAD /`.
+
+    `open_paths(method, path)` names more requests that need no key (the
+    page's own files, which a browser fetches without one and which hold no
+    data).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: Iterable[str],
+        open_paths: Callable[[str, str], bool] = _nothing_else,
+    ) -> None:
         self.app = app
         # An empty key would let `Bearer ` with nothing after it in.
         self.keys = [key.encode() for key in keys if key]
+        self.open_paths = open_paths
 
     def _allowed(self, header: str) -> bool:
         scheme, _, token = header.partition(" ")
@@ -147,8 +162,11 @@ class ApiKeyAuth:
         results = [hmac.compare_digest(given, key) for key in self.keys]
         return any(results)
 
+    def _open(self, method: str, path: str) -> bool:
+        return (path == "/" and method in ("GET", "HEAD")) or self.open_paths(method, path)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (scope["path"] == "/" and scope["method"] in ("GET", "HEAD")):
+        if scope["type"] != "http" or self._open(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return
         header = Headers(scope=scope).get("authorization", "")

@@ -15,9 +15,10 @@ from emberd.models.errors import ModelError
 from emberd.models.gguf_meta import GGUFInfo, read_gguf_lists
 from emberd.models.store import ModelRecord, ModelStores
 from emberd.server import __version__
-from emberd.server.core.engine import EmbedJob, Engine
+from emberd.server.core.engine import EmbedJob, EmbedResult, Engine
 from emberd.server.core.errors import go_quote
 from emberd.server.core.runtime import LoadedView
+from emberd.server.http.activity import measure
 from emberd.server.http.api_types import (
     EmbedRequest,
     EmbedResponse,
@@ -57,8 +58,8 @@ async def version(request: Request) -> Response:
     return json_response(VersionResponse.render(version=__version__))
 
 
-async def embed(request: Request) -> Response:
-    """POST /api/embed: normalised vectors for one or many inputs."""
+async def embed_body(request: Request) -> tuple[EmbedRequest, EmbedResult]:
+    """An /api/embed body, parsed and embedded (counted in the activity figures)."""
     body = parse_body(EmbedRequest, json_object(await request.body()))
     job = EmbedJob(
         model=body.model,
@@ -68,8 +69,16 @@ async def embed(request: Request) -> Response:
         keep_alive=body.keep_alive_seconds(),
         options=body.options or {},
     )
-    result = await _engine(request).embed(job)
-    if not job.texts:  # a load (or unload) only: Ollama answers with no counts
+    with measure(request, body.model, len(job.texts)) as used:
+        result = await _engine(request).embed(job)
+        used(result.prompt_tokens)
+    return body, result
+
+
+async def embed(request: Request) -> Response:
+    """POST /api/embed: normalised vectors for one or many inputs."""
+    body, result = await embed_body(request)
+    if not len(result.vectors):  # a load (or unload) only: Ollama answers with no counts
         return json_response(EmbedResponse.render(model=body.model, embeddings=[]))
     return json_response(
         EmbedResponse.render(
@@ -96,7 +105,9 @@ async def embeddings(request: Request) -> Response:
         keep_alive=body.keep_alive_seconds(),
         options=body.options or {},
     )
-    result = await _engine(request).embed(job)
+    with measure(request, body.model, len(job.texts)) as used:
+        result = await _engine(request).embed(job)
+        used(result.prompt_tokens)
     vector = result.vectors[0] if len(result.vectors) else []
     return json_response(LegacyEmbeddingResponse.render(embedding=vector))
 
@@ -117,23 +128,25 @@ def _details(record: ModelRecord) -> dict[str, Any]:
     )
 
 
+def listed_model(record: ModelRecord) -> dict[str, Any]:
+    """One entry of /api/tags; raises for a model whose file cannot be read."""
+    return ListedModel.render(
+        name=record.name.display,
+        model=record.name.display,
+        modified_at=record.modified_at,
+        size=record.size,
+        digest=record.digest,
+        details=_details(record),
+    )
+
+
 def _tag_entries(stores: ModelStores) -> list[dict[str, Any]]:
     models = []
     for record in stores.list():
         try:
-            details = _details(record)
+            models.append(listed_model(record))
         except Exception:  # a corrupt file is listed by nobody, not a failed listing
             continue
-        models.append(
-            ListedModel.render(
-                name=record.name.display,
-                model=record.name.display,
-                modified_at=record.modified_at,
-                size=record.size,
-                digest=record.digest,
-                details=details,
-            )
-        )
     return models
 
 
@@ -200,7 +213,8 @@ def _rerank_facts(info: GGUFInfo) -> dict[str, Any]:
         return {"rerank": RerankFacts.render(unsupported=str(exc))}
 
 
-def _ps_entry(view: LoadedView) -> dict[str, Any]:
+def ps_entry(view: LoadedView) -> dict[str, Any]:
+    """One entry of /api/ps; raises ModelError when the model's file is gone."""
     record = view.record
     return RunningModel.render(
         name=record.name.display,
@@ -223,7 +237,7 @@ async def ps(request: Request) -> Response:
     entries = []
     for view in _engine(request).runtime.loaded():
         with contextlib.suppress(ModelError):
-            entries.append(_ps_entry(view))
+            entries.append(ps_entry(view))
     return json_response(PsResponse.render(models=entries))
 
 

@@ -15,6 +15,7 @@ from starlette.routing import Route
 from emberd.backends.base import FloatMatrix
 from emberd.models.store import ModelRecord
 from emberd.server.core.engine import EmbedJob, Engine
+from emberd.server.http.activity import measure
 from emberd.server.http.api_types import (
     OpenAIEmbedding,
     OpenAIEmbeddingRequest,
@@ -94,9 +95,14 @@ async def embeddings_response(request: Request, data: dict[str, Any]) -> Respons
     if token_lists is not None and not request.app.state.settings.allow_token_input:
         raise BadRequest(TOKEN_INPUT_OFF)
     engine: Engine = request.app.state.engine
-    result = await engine.embed(
-        EmbedJob(model=body.model, texts=texts, token_lists=token_lists, dimensions=body.dimensions)
-    )
+    count = len(token_lists) if token_lists is not None else len(texts)
+    with measure(request, body.model, count) as used:
+        result = await engine.embed(
+            EmbedJob(
+                model=body.model, texts=texts, token_lists=token_lists, dimensions=body.dimensions
+            )
+        )
+        used(result.prompt_tokens)
     usage = OpenAIUsage.render(
         prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens
     )

@@ -17,6 +17,7 @@ from starlette.routing import Route
 from emberd.server.core.engine import Engine
 from emberd.server.core.errors import InvalidRequest
 from emberd.server.core.rerank import RerankJob, RerankResult
+from emberd.server.http.activity import measure
 from emberd.server.http.api_types import (
     CohereApiVersion,
     CohereBilledUnits,
@@ -59,7 +60,9 @@ async def rerank_openai(request: Request) -> Response:
     body = parse_body(RerankRequest, json_object(await request.body()))
     texts = body.document_texts()
     job = RerankJob(model=body.model, query=body.query_text(), documents=texts, top_n=body.top_n)
-    result = await _engine(request).rerank(job)
+    with measure(request, body.model, len(texts)) as used:
+        result = await _engine(request).rerank(job)
+        used(result.prompt_tokens)
     usage = OpenAIUsage.render(
         prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens
     )
@@ -120,7 +123,9 @@ async def rerank_ollama(request: Request) -> Response:
         keep_alive=body.keep_alive_seconds(),
         options=body.options or {},
     )
-    result = await _engine(request).rerank(job)
+    with measure(request, body.model, len(texts)) as used:
+        result = await _engine(request).rerank(job)
+        used(result.prompt_tokens)
     return json_response(
         OllamaRerankResponse.render(
             model=body.model,

@@ -440,3 +440,23 @@ def test_client_reaches_a_wildcard_host_on_loopback(
     port = stand_in.env["OLLAMA_HOST"].rsplit(":", 1)[1]
     assert main(["list"], env={"OLLAMA_HOST": f"0.0.0.0:{port}"}) == 0
     assert len(stand_in.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "ui"),
+    [
+        (["serve"], {}, True),
+        (["serve", "--no-ui"], {}, False),
+        (["serve"], {"EMBERD_UI": "0"}, False),
+        (["serve", "--no-ui"], {"EMBERD_UI": "1"}, False),  # the flag beats the variable
+        (["serve"], {"EMBERD_UI": "off"}, False),
+    ],
+)
+def test_no_ui_flag_and_variable(argv: list[str], env: dict[str, str], ui: bool) -> None:
+    settings = build_settings(build_parser().parse_args(argv), {**HOME, **env})
+    assert settings.ui is ui
+
+
+def test_allow_token_input_switch_still_sets_true() -> None:
+    args = build_parser().parse_args(["serve", "--allow-token-input"])
+    assert build_settings(args, HOME).allow_token_input is True

@@ -13,6 +13,7 @@ import pytest
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from emberd.server.http import ui
 from emberd.server.http.app import create_app
 from tests.support.harness import (
     TINY,
@@ -46,13 +47,16 @@ def bearer(key: str) -> dict[str, str]:
 
 
 def app_requests(live: LiveServer) -> list[tuple[str, str]]:
-    """(method, path) for every route of the app and method it answers, but GET|HEAD /."""
+    """(method, path) for every route of the app and method it answers, but GET|HEAD /
+    and the page's files (open: test_ui.py)."""
     found = []
     for route in live.app.routes:
         assert isinstance(route, Route)
-        path = route.path_format.replace("{model}", TINY)
+        path = route.path_format.replace("{model}", TINY).replace("{path}", "app.js")
         for method in sorted(route.methods or ()):
-            if path != "/" or method not in ("GET", "HEAD"):
+            if path == "/" and method in ("GET", "HEAD"):
+                continue
+            if not ui.is_public_file(method, path):
                 found.append((method, path))
     return found
 
@@ -79,6 +83,7 @@ def assert_401(response: httpx.Response, path: str) -> None:
 def test_every_route_but_root_needs_a_key(keyed: LiveServer) -> None:
     requests = app_requests(keyed)
     assert ("POST", "/v1/embeddings") in requests and ("GET", "/metrics") in requests
+    assert ("GET", "/ui/data/live") in requests and ("POST", "/ui/data/embed") in requests
     for method, path in [*requests, ("POST", "/"), ("GET", "/no/such/path")]:
         assert_401(keyed.client.request(method, path), path)
 
