@@ -1,10 +1,11 @@
 """Header values that llama.cpp trusts and aborts on: refused before it sees the file.
 
-llama.cpp runs inside the server's process, and some values in a GGUF header
+llama.cpp runs in a runner process per model, and some values in a GGUF header
 reach a C assert or a division instead of an error message: a layer count of
 0 or past its fixed per-layer arrays, a NaN norm epsilon, an unknown pooling
-type. Each is checked here. No list of checks is complete; the probe of a
-file's first load in a child process (backends/probe.py) catches the rest.
+type. Each is checked here, by the runner that is about to load the file. No
+list of checks is complete: whatever slips through ends only that runner
+(backends/runner.py), not the server.
 """
 
 from __future__ import annotations

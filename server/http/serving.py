@@ -16,8 +16,10 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.utils import formatdate
 from types import FrameType
 from typing import Any
 
@@ -65,7 +67,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if isinstance(self.server_state, WakingState):
-            self.server_state.wake()  # the main loop refreshes the Date header and ticks
+            # The Date header is refreshed now, before this connection's first
+            # answer; the main loop wakes to tick while connections are open.
+            self.server_state.refresh_date()
+            self.server_state.wake()
         self._expect_headers()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -119,6 +124,7 @@ class WakingState(ServerState):
     def __init__(self) -> None:
         super().__init__()
         self.wake: Callable[[], None] = lambda: None
+        self.refresh_date: Callable[[], None] = lambda: None
 
 
 class GracefulServer(uvicorn.Server):
@@ -137,6 +143,7 @@ class GracefulServer(uvicorn.Server):
         self._waker: Callable[[], None] = lambda: None
         super().__init__(config)
         self.server_state = WakingState()
+        self.server_state.refresh_date = self._refresh_date
         self.grace_s = grace_s
         self._watchdog: threading.Timer | None = None
 
@@ -175,6 +182,12 @@ class GracefulServer(uvicorn.Server):
                     await wakened.wait()
                 counter = 0  # a tick that refreshes the Date header at once
             should_exit = await self.on_tick(counter)
+
+    def _refresh_date(self) -> None:
+        """The Date header of now, as uvicorn's tick would set it."""
+        if self.config.date_header:
+            now = formatdate(time.time(), usegmt=True).encode()
+            self.server_state.default_headers = [(b"date", now), *self.config.encoded_headers]
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
