@@ -51,6 +51,8 @@ log = logging.getLogger("emberd.runner")
 _HELLO_TIMEOUT_S = 60.0
 # After its channel closes, a runner's exit status is waited for this long.
 _EXIT_WAIT_S = 2.0
+# After a load, the next spare runner starts this much later.
+_REFILL_DELAY_S = 2.0
 # A tokenize request unanswered this long means a stuck runner.
 _ANSWER_TIMEOUT_S = 60.0
 # A runner told to stop gets this long before it is killed.
@@ -198,8 +200,7 @@ class RunnerBackend:
         except ipc.ChannelClosed:
             raise ModelCrashed(process.exit_reason()) from None
         finally:
-            # The next spare starts once this load is done, not competing with it for CPU.
-            self._refill()
+            self._refill_later()
         if "error" in reply:
             process.stop()
             raise ModelLoadError(str(reply["error"]))
@@ -250,8 +251,15 @@ class RunnerBackend:
         if process is not None:
             process.kill()
 
+    def _refill_later(self) -> None:
+        """Start the next spare runner a moment after a load, so that its start (a
+        third of a second of CPU) does not slow the first requests to the new model."""
+        timer = threading.Timer(_REFILL_DELAY_S, self._refill)
+        timer.daemon = True
+        timer.start()
+
     def _refill(self) -> None:
-        """Start the next spare runner (it gets ready while this load runs)."""
+        """Start the next spare runner, unless there is one or the backend is closed."""
         with self._lock:
             if self._spare is None and not self._closed:
                 self._spare = RunnerProcess(self._log_level)
