@@ -51,8 +51,6 @@ log = logging.getLogger("emberd.runner")
 _HELLO_TIMEOUT_S = 60.0
 # After its channel closes, a runner's exit status is waited for this long.
 _EXIT_WAIT_S = 2.0
-# After a load, the next spare runner starts this much later.
-_REFILL_DELAY_S = 2.0
 # A tokenize request unanswered this long means a stuck runner.
 _ANSWER_TIMEOUT_S = 60.0
 # A runner told to stop gets this long before it is killed.
@@ -200,7 +198,7 @@ class RunnerBackend:
         except ipc.ChannelClosed:
             raise ModelCrashed(process.exit_reason()) from None
         finally:
-            self._refill_later()
+            self._refill()  # the next spare, for the next model
         if "error" in reply:
             process.stop()
             raise ModelLoadError(str(reply["error"]))
@@ -250,13 +248,6 @@ class RunnerBackend:
                 self._spare, process = process, None  # type: ignore[assignment]
         if process is not None:
             process.kill()
-
-    def _refill_later(self) -> None:
-        """Start the next spare runner a moment after a load, so that its start (a
-        third of a second of CPU) does not slow the first requests to the new model."""
-        timer = threading.Timer(_REFILL_DELAY_S, self._refill)
-        timer.daemon = True
-        timer.start()
 
     def _refill(self) -> None:
         """Start the next spare runner, unless there is one or the backend is closed."""
