@@ -38,6 +38,11 @@ from emberd.server.core.runtime import Lease, Runtime
 # Tokenizing this many characters or more goes to a thread, off the event loop.
 _INLINE_TOKENIZE_CHARS = 4096
 _T = TypeVar("_T")
+# Ollama's words, then which option to raise.
+NO_ROOM_FOR_INPUT = (
+    'input after truncation exceeds maximum context length: option "num_ctx" '
+    "leaves no room for input beside the model's special tokens"
+)
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,23 @@ def finish_vectors(vectors: FloatMatrix, dimensions: int | None, normalize: bool
     return l2_normalize(vectors) if normalize else vectors
 
 
+def check_dimensions(dimensions: int | None, width: int | None = None) -> None:
+    """400 for `dimensions` below 1, or (once the model's `width` is known) above it.
+
+    A vector longer than the model's would not be the model's: refused, as
+    OpenAI refuses more dimensions than a model has, rather than answered
+    at full length as if the request had been honoured.
+    """
+    if dimensions is None:
+        return
+    if dimensions < 1:
+        raise InvalidRequest(f"dimensions must be at least 1, got {dimensions}")
+    if width is not None and dimensions > width:
+        raise InvalidRequest(
+            f"dimensions {dimensions} is more than the model's embedding length of {width}"
+        )
+
+
 def truncation_limit(model: LoadedModel, options: LoadOptions) -> int:
     """How many tokens of an input fit, before the model's special tokens."""
     facts = model.facts
@@ -93,7 +115,7 @@ def prepare_texts(
 ) -> list[list[int]]:
     """Tokenize and truncate per Ollama; specials are added after the cut."""
     if limit <= 0:
-        raise InvalidRequest("input after truncation exceeds maximum context length")
+        raise InvalidRequest(NO_ROOM_FOR_INPUT)
     prefix, suffix = list(model.facts.prefix), list(model.facts.suffix)
     sequences = []
     for index, text in enumerate(texts):
@@ -117,7 +139,7 @@ def prepare_tokens(
 ) -> list[list[int]]:
     """Token ids go to the model as given, checked against the vocabulary and truncated."""
     if limit <= 0:
-        raise InvalidRequest("input after truncation exceeds maximum context length")
+        raise InvalidRequest(NO_ROOM_FOR_INPUT)
     n_vocab = model.facts.n_vocab
     sequences = []
     for ids in token_lists:
@@ -198,12 +220,14 @@ class Engine:
         started = time.perf_counter()
         count = len(job.token_lists) if job.token_lists is not None else len(job.texts)
         self.limits.check_inputs(count)
+        check_dimensions(job.dimensions)
         record = await self.find(job.model)
         if record.info().is_reranker:
             raise InvalidRequest(
                 f"{go_quote(job.model)} does not support embeddings (its capability is rerank)"
             )
         async with self.lease(job.model, record, job.options, job.keep_alive) as (lease, options):
+            check_dimensions(job.dimensions, lease.model.facts.n_embd)
             if count == 0:
                 empty = np.zeros((0, lease.model.facts.n_embd), dtype=np.float32)
                 return EmbedResult(empty, 0, lease.wait_seconds, time.perf_counter() - started)
