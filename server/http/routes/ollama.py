@@ -10,7 +10,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from emberd.models.capabilities import UnsupportedReranker, capabilities, rerank_head
+from emberd.models.capabilities import (
+    UnsupportedReranker,
+    capabilities,
+    embedding_pooling,
+    rerank_head,
+)
 from emberd.models.errors import ModelError
 from emberd.models.gguf_meta import GGUFInfo
 from emberd.models.store import ModelRecord, ModelStores
@@ -19,6 +24,7 @@ from emberd.server.core.engine import EmbedJob, Engine
 from emberd.server.core.errors import go_quote
 from emberd.server.core.runtime import LoadedView
 from emberd.server.http.api_types import (
+    EmbeddingFacts,
     EmbedRequest,
     EmbedResponse,
     LegacyEmbeddingRequest,
@@ -179,8 +185,16 @@ async def show(request: Request) -> Response:
             capabilities=[c.value for c in capabilities(info)],
             modified_at=record.modified_at,
             **_rerank_facts(info),
+            **_embedding_facts(info),
         )
     )
+
+
+def _embedding_facts(info: GGUFInfo) -> dict[str, Any]:
+    """For an embedding model, the pooling its vectors come from."""
+    if not info.is_embedding:
+        return {}
+    return {"embedding": EmbeddingFacts.render(pooling=embedding_pooling(info))}
 
 
 def _rerank_facts(info: GGUFInfo) -> dict[str, Any]:
