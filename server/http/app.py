@@ -117,7 +117,9 @@ def _middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
             allow_headers=["*"],
         )
     )
-    stack.append(Middleware(BodyLimit, limits=request_limits(settings)))
+    stack.append(
+        Middleware(BodyLimit, limits=request_limits(settings), timeout_s=settings.body_timeout)
+    )
     stack.append(Middleware(ErrorMiddleware))
     if settings.api_keys:
         stack.append(Middleware(ApiKeyAuth, keys=settings.api_keys))
