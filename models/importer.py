@@ -3,7 +3,9 @@
 The checkpoint is read and checked by its architecture family's converter
 (`models.convert`), which writes it as one GGUF; the file is moved into the
 store's blobs by a rename, and the manifest is written last: an import that
-fails or is interrupted leaves no model behind. This module owns that
+fails or is interrupted leaves no model behind. The GGUF is written in a
+work folder of the store; the folder of an import that was killed is swept
+by the next import, pull or server start (`models.leftovers`). This module owns that
 conversion and the store writing, and the file type names the CLI accepts
 (the CLI's progress bar is `models.terminal.text_progress`).
 
@@ -24,6 +26,7 @@ from emberd.models.convert import Conversion, read_conversion
 from emberd.models.errors import CheckpointError, ModelError
 from emberd.models.gguf_meta import read_gguf_info
 from emberd.models.gguf_out import FileType, Progress
+from emberd.models.leftovers import IMPORT_PREFIX, sweep, writing
 from emberd.models.names import ModelName
 from emberd.models.ollama_layout import CONFIG_MEDIA_TYPE, MODEL_MEDIA_TYPE, Layer, file_digest
 from emberd.models.store import ModelRecord, ModelStores
@@ -67,12 +70,31 @@ def import_checkpoint(
     name and CheckpointError for a checkpoint that cannot be converted; in
     both cases, and on any other failure, the store is left as it was.
     """
-    model_name = ModelName.parse(name)
+    ModelName.parse(name)  # a bad name is refused before any work
     conversion = read_conversion(source)
     stores.emberd_dir.mkdir(parents=True, exist_ok=True)
+    sweep(stores.emberd_dir)  # the work folders of imports that were killed
+    with writing(stores.emberd_dir):
+        record = _store(conversion, source, name, stores, file_type, progress)
+    return ImportedModel(record=record, checkpoint=conversion)
+
+
+# -- writing into the store
+
+
+def _store(
+    conversion: Conversion,
+    source: Path,
+    name: str,
+    stores: ModelStores,
+    file_type: FileType,
+    progress: Progress | None,
+) -> ModelRecord:
+    """Write the GGUF, move it into the blobs, write the manifest; the stored model."""
+    model_name = ModelName.parse(name)
     previous = _manifest_blob(stores, name)
     # Same filesystem as the blobs, so the finished file is moved in by a rename.
-    with tempfile.TemporaryDirectory(prefix=".tmp-import-", dir=stores.emberd_dir) as tmp:
+    with tempfile.TemporaryDirectory(prefix=IMPORT_PREFIX, dir=stores.emberd_dir) as tmp:
         gguf_path = Path(tmp) / "model.gguf"
         try:
             conversion.write(gguf_path, model_name.model, file_type, progress)
@@ -93,10 +115,7 @@ def import_checkpoint(
     record = stores.resolve(name)
     if previous is not None and previous != record.path:
         _remove_if_unused(stores, previous)
-    return ImportedModel(record=record, checkpoint=conversion)
-
-
-# -- writing into the store
+    return record
 
 
 def _adopt_blob(stores: ModelStores, path: Path) -> Layer:
