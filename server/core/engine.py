@@ -32,9 +32,12 @@ from emberd.server.core.errors import (
 )
 from emberd.server.core.limits import RequestLimits
 from emberd.server.core.options import ServerDefaults, load_overrides, resolve_load_options
+from emberd.server.core.pools import WorkPool
 from emberd.server.core.rerank import RerankJob, RerankResult, build_pairs, pair_limit, rank
 from emberd.server.core.runtime import Lease, Runtime
 
+# Threads that resolve names; most of a resolve is a few stats, so few are busy at once.
+RESOLVE_WORKERS = 8
 # Tokenizing this many characters or more goes to a thread, off the event loop.
 _INLINE_TOKENIZE_CHARS = 4096
 _T = TypeVar("_T")
@@ -180,6 +183,9 @@ class Engine:
         self.defaults = defaults
         self.limits = limits
         self._installing = asyncio.Lock()
+        # Names are resolved in a pool of their own: listings and pulls, which
+        # can wait long on a hash or a registry, never hold up an embed.
+        self.resolving = WorkPool("resolve", RESOLVE_WORKERS)
 
     async def find(self, name: str) -> ModelRecord:
         """The model a name means, from the stores.
@@ -201,7 +207,7 @@ class Engine:
             return known
         try:
             # Resolving may hash a dropped multi-GB file: never on the loop.
-            return await asyncio.to_thread(self.stores.resolve, name)
+            return await self.resolving.run(self.stores.resolve, name)
         except ModelNotFound as missing:
             bundled = bundled_for(name)
             if bundled is None:
@@ -210,10 +216,10 @@ class Engine:
         async with self._installing:
             with contextlib.suppress(ModelNotFound):
                 # installed while this request waited
-                return await asyncio.to_thread(self.stores.resolve, name)
+                return await self.resolving.run(self.stores.resolve, name)
             if await asyncio.to_thread(install_bundled, bundled, self.stores) is None:
                 raise not_found
-            return await asyncio.to_thread(self.stores.resolve, name)
+            return await self.resolving.run(self.stores.resolve, name)
 
     async def embed(self, job: EmbedJob) -> EmbedResult:
         """Embed `job`'s inputs; no inputs just loads the model (keep_alive applied)."""

@@ -12,6 +12,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from emberd.backends.base import Backend
 from emberd.models.errors import ModelError
+from emberd.models.leftovers import sweep
 from emberd.models.store import ModelStores
 from emberd.server.assembly import build_engine, request_limits
 from emberd.server.config import Settings
@@ -22,6 +23,7 @@ from emberd.server.http.disconnect import DisconnectWatch
 from emberd.server.http.error_responses import HANDLED, ErrorMiddleware, error_response
 from emberd.server.http.metrics import Metrics, RequestMetrics
 from emberd.server.http.metrics import routes as metrics_routes
+from emberd.server.http.pools import HttpPools
 from emberd.server.http.routes import manage, ollama, openai, rerank
 from emberd.server.http.security import (
     BUILTIN_ORIGINS,
@@ -61,11 +63,17 @@ def create_app(
     runtime = engine.runtime
     metrics.watch(lambda: runtime.pending, lambda: len(runtime.loaded()))
 
+    pools = HttpPools()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # What killed pulls and imports left in the store (never while one runs).
+        await pools.listing.run(sweep, engine.stores.emberd_dir)
         if prepare_default_model:
             await _prepare(engine, settings.default_model)
         yield
+        pools.close()
+        engine.resolving.close()
         await runtime.close()
 
     app = Starlette(
@@ -84,6 +92,7 @@ def create_app(
     app.state.settings = settings
     app.state.engine = engine
     app.state.metrics = metrics
+    app.state.pools = pools
     return app
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import Any
 
@@ -39,6 +38,7 @@ from emberd.server.http.api_types import (
     TagsResponse,
     VersionResponse,
 )
+from emberd.server.http.pools import pools_of
 from emberd.server.http.render import json_response
 from emberd.server.http.request_body import json_object, parse_body
 from emberd.server.http.routes.openai import embeddings_response
@@ -148,7 +148,7 @@ async def tags(request: Request) -> Response:
     Listing reads headers and hashes new dropped files: a thread's work, so
     health checks and embeddings never wait behind it.
     """
-    models = await asyncio.to_thread(_tag_entries, _engine(request).stores)
+    models = await pools_of(request).listing.run(_tag_entries, _engine(request).stores)
     return json_response(TagsResponse.render(models=models))
 
 
