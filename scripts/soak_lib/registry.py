@@ -68,18 +68,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data[:1])
         self.wfile.flush()
         deadline = time.monotonic() + _STALL_S
-        while time.monotonic() < deadline and not self._client_gone():
+        while time.monotonic() < deadline and not client_gone(self.connection):
             time.sleep(0.1)
         self.close_connection = True
 
-    def _client_gone(self) -> bool:
-        readable, _, _ = select.select([self.connection], [], [], 0)
-        if not readable:
-            return False
-        try:
-            return self.connection.recv(1, socket.MSG_PEEK) == b""
-        except OSError:
-            return True
+
+def client_gone(connection: socket.socket) -> bool:
+    """Whether the client of `connection` has closed its end (without reading what is left)."""
+    readable, _, _ = select.select([connection], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return connection.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 @contextmanager

@@ -51,28 +51,10 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 from tests.support.raw_http import raw_post
-from tests.support.tiny_model import write_tiny_bert
 
 PARAMS = {"num_ctx": 64}
 NOT_A_BOOL = "Input should be a valid boolean"
 PROMPT_S = 5.0  # a cancelled pull lets go of its download within this (a stall lasts longer)
-
-
-@pytest.fixture(scope="module")
-def gguf(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    """The tiny BERT's bytes."""
-    return write_tiny_bert(tmp_path_factory.mktemp("pull") / "tiny.gguf").read_bytes()
-
-
-@pytest.fixture
-def registry() -> Iterator[RegistryServer]:
-    with registry_server() as server:
-        yield server
-
-
-@pytest.fixture
-def published(registry: RegistryServer, gguf: bytes) -> Published:
-    return registry.state.publish("library/tiny", "latest", gguf, PARAMS)
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,7 +36,6 @@ from tests.support.registry_server import (
     digest_of,
     registry_server,
 )
-from tests.support.tiny_model import write_tiny_bert
 
 try:
     import fcntl
@@ -45,22 +43,6 @@ except ImportError:  # pragma: no cover - Windows: nothing is swept there
     fcntl = None  # type: ignore[assignment]
 
 needs_locks = pytest.mark.skipif(fcntl is None, reason="sweeping needs file locks")
-
-
-@pytest.fixture(scope="module")
-def gguf(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    return write_tiny_bert(tmp_path_factory.mktemp("leftovers") / "tiny.gguf").read_bytes()
-
-
-@pytest.fixture
-def registry() -> Iterator[RegistryServer]:
-    with registry_server() as server:
-        yield server
-
-
-@pytest.fixture
-def published(registry: RegistryServer, gguf: bytes) -> Published:
-    return registry.state.publish("library/tiny", "latest", gguf, {"num_ctx": 64})
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -23,8 +23,7 @@ from emberd.models.registry import PullCancelled
 from emberd.models.store import ModelStores
 from tests.support.harness import DEADLINE_S, ModelFiles, make_stores, running_server, settings_for
 from tests.support.raw_http import raw_post
-from tests.support.registry_server import Published, RegistryServer, registry_server
-from tests.support.tiny_model import write_tiny_bert
+from tests.support.registry_server import Published, RegistryServer
 
 try:
     import fcntl
@@ -33,22 +32,6 @@ except ImportError:  # pragma: no cover - Windows
 
 PROMPT_S = 5.0  # a cancelled pull lets go within this; a stall lasts far longer
 STALLED_PULLS = 12  # more than any default thread pool has threads on a small machine
-
-
-@pytest.fixture(scope="module")
-def gguf(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    return write_tiny_bert(tmp_path_factory.mktemp("stalls") / "tiny.gguf").read_bytes()
-
-
-@pytest.fixture
-def registry() -> Iterator[RegistryServer]:
-    with registry_server() as server:
-        yield server
-
-
-@pytest.fixture
-def published(registry: RegistryServer, gguf: bytes) -> Published:
-    return registry.state.publish("library/tiny", "latest", gguf, {"num_ctx": 64})
 
 
 def wait_for(check: Callable[[], bool], seconds: float = DEADLINE_S) -> None:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import select
-import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -27,6 +25,7 @@ from starlette.applications import Starlette
 
 from emberd.server.config import Settings
 from emberd.server.http.app import create_app
+from scripts.soak_lib.registry import client_gone
 
 MANIFEST_MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"
@@ -221,21 +220,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.state.stalled += 1
         deadline = time.monotonic() + STALL_LIMIT_S
         while not release.wait(0.02) and time.monotonic() < deadline:
-            if self._client_gone():
+            if client_gone(self.connection):
                 self.close_connection = True
                 self._record(499, 1)
                 return
         self.wfile.write(data[1:])
         self._record(200, len(data))
-
-    def _client_gone(self) -> bool:
-        readable, _, _ = select.select([self.connection], [], [], 0)
-        if not readable:
-            return False
-        try:
-            return self.connection.recv(1, socket.MSG_PEEK) == b""
-        except OSError:
-            return True
 
     def _answer(self, status: int, body: bytes, content_type: str = "application/json") -> None:
         self.send_response(status)
