@@ -109,7 +109,7 @@ def test_stalled_pulls_hold_up_nothing_and_stop_when_their_clients_leave(
     settings = settings_for(stores, {"EMBERD_REGISTRY": registry.url})
     try:
         with running_server(settings) as live, ExitStack() as clients:
-            warm = httpx.post(f"{live.url}/api/embed", json={"model": "tiny"}, timeout=60)
+            warm = httpx.post(f"{live.url}/api/embed", json={"model": "tiny"}, timeout=180)
             assert warm.status_code == 200  # loaded (slow on a busy machine)
             for stream in [b"true", b"false"] * (STALLED_PULLS // 2):
                 body = b'{"model": "tiny", "stream": ' + stream + b"}"

@@ -84,7 +84,7 @@ def test_listings_waiting_for_a_hash_hold_up_no_embed(
 ) -> None:
     stores = make_stores(tmp_path, model_files)
     live = serve(model_stores=stores)
-    warm = httpx.post(f"{live.url}/api/embed", json={"model": TINY, "input": "sky"}, timeout=60)
+    warm = httpx.post(f"{live.url}/api/embed", json={"model": TINY, "input": "sky"}, timeout=180)
     assert warm.status_code == 200  # loaded and hashed (slow on a busy machine)
     slow = SlowHash(hold_s=DEADLINE_S * 3)
     monkeypatch.setattr(store_module, "file_digest", slow)
