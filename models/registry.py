@@ -347,11 +347,11 @@ def _cancellable_opener(cancel: CancelSwitch) -> urllib.request.OpenerDirector:
 
     class Http(urllib.request.HTTPHandler):
         def http_open(self, req: urllib.request.Request) -> HTTPResponse:
-            return self.do_open(http_connection, req)  # type: ignore[no-any-return]
+            return self.do_open(http_connection, req)
 
     class Https(urllib.request.HTTPSHandler):
         def https_open(self, req: urllib.request.Request) -> HTTPResponse:
-            return self.do_open(  # type: ignore[no-any-return]
+            return self.do_open(
                 https_connection,
                 req,
                 context=self._context,  # type: ignore[attr-defined]

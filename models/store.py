@@ -334,10 +334,12 @@ class ModelStores:
             if cached is not None:
                 return cached
             hashing = self._hashing.get(key)
+            started = hashing is None
             if hashing is None:
                 hashing = _HASHERS.submit(file_digest, path)
                 self._hashing[key] = hashing
-                hashing.add_done_callback(functools.partial(self._hashed, key))
+        if started:  # outside the lock: a hash already done calls back at once
+            hashing.add_done_callback(functools.partial(self._hashed, key))
         try:
             return hashing.result().removeprefix("sha256:")
         except OSError as exc:
@@ -345,7 +347,7 @@ class ModelStores:
 
     def _hashed(self, key: tuple[str, int, int], hashing: Future[str]) -> None:
         with self._digest_lock:
-            del self._hashing[key]
+            self._hashing.pop(key, None)
             if not hashing.cancelled() and hashing.exception() is None:
                 self._file_digests[key] = hashing.result().removeprefix("sha256:")
 

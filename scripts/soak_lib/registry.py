@@ -65,8 +65,12 @@ class _Handler(BaseHTTPRequestHandler):
         if not stall:
             self.wfile.write(data)
             return
-        self.wfile.write(data[:1])
-        self.wfile.flush()
+        try:
+            self.wfile.write(data[:1])
+            self.wfile.flush()
+        except OSError:  # the client left first
+            self.close_connection = True
+            return
         deadline = time.monotonic() + _STALL_S
         while time.monotonic() < deadline and not client_gone(self.connection):
             time.sleep(0.1)
