@@ -232,8 +232,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        self._record(status, len(body))  # before the client can read it and ask again
         self.wfile.write(body)
-        self._record(status, len(body))
 
     def _record(self, status: int, sent: int) -> None:
         request = Request(
