@@ -41,6 +41,17 @@ class CancelSwitch:
         """Wait up to `timeout` seconds for the switch; whether it was set."""
         return self._event.wait(timeout)
 
+    def add(self, cut: Callable[[], None]) -> None:
+        """Run `cut` when the switch is set (at once if it is already), for the pull's life.
+
+        For a cut that is harmless once its connection is gone, such as
+        `shut_down` of a socket (whose `fileno` is then -1).
+        """
+        with self._lock:
+            if self._event.is_set():
+                cut()
+            self._cuts.append(cut)
+
     @contextlib.contextmanager
     def cutting(self, cut: Callable[[], None]) -> Iterator[None]:
         """Run `cut` if the switch is set while the block runs (at once if it is already)."""

@@ -38,11 +38,24 @@ class UnsupportedReranker(ModelError):
     """A reranker this server refuses: llama.cpp would not compute the model's scores."""
 
 
+# GGUF's `<arch>.pooling_type` numbers, as llama.cpp names them.
+_POOLING_NAMES = {1: "mean", 2: "cls", 3: "last"}
+
+
 def capabilities(info: GGUFInfo) -> list[Capability]:
-    """`/api/show`'s capabilities: rerank, embedding, or none (no pooling declared)."""
+    """`/api/show`'s capabilities: rerank, or embedding for every other model."""
     if info.is_reranker:
         return [Capability.RERANK]
     return [Capability.EMBEDDING] if info.is_embedding else []
+
+
+def embedding_pooling(info: GGUFInfo) -> str:
+    """How an embedding model's token vectors become one vector, in words (for `/api/show`).
+
+    A model that declares no pooling (or pooling "none") is pooled by mean.
+    """
+    declared = _POOLING_NAMES.get(info.pooling_type or 0)
+    return declared or "mean (the model declares no pooling)"
 
 
 @dataclass(frozen=True)

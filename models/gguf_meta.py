@@ -69,8 +69,12 @@ class GGUFInfo:
 
     @property
     def is_embedding(self) -> bool:
-        """True when the GGUF declares a pooling type, as embedding models do."""
-        return self.pooling_type is not None and not self.is_reranker
+        """True for every model that is not a reranker.
+
+        A GGUF that declares no pooling (a llama-style decoder) is still
+        embedded: its token vectors are pooled by mean, as Ollama does.
+        """
+        return not self.is_reranker
 
     @property
     def is_reranker(self) -> bool:

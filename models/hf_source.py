@@ -235,8 +235,22 @@ def _safetensors_header(path: Path) -> tuple[int, dict[str, Any]]:
     """(offset of the data, header) of a safetensors file: a u64 length, then JSON."""
     with open(path, "rb") as f:
         (length,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(length))
+        header = _parse_json(f.read(length), path)
     return 8 + length, header
+
+
+def _parse_json(data: str | bytes, path: Path) -> Any:
+    """JSON text parsed; CheckpointError for bad JSON and for nesting too deep to read.
+
+    Python's parser recurses once per nesting level: a hostile file a few
+    thousand brackets deep ends it with a RecursionError, not a ValueError.
+    """
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise CheckpointError(f"{path}: not valid JSON: nested too deeply") from None
 
 
 # -- JSON files
@@ -252,10 +266,7 @@ def read_json_file(path: Path, *, required: bool = False, kind: type = dict) -> 
         return None
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read: {exc.strerror}") from exc
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise CheckpointError(f"{path}: not valid JSON: {exc}") from exc
+    value = _parse_json(text, path)
     if not isinstance(value, kind):
         raise CheckpointError(f"{path}: expected a JSON {kind.__name__}")
     return value

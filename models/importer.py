@@ -3,7 +3,9 @@
 The checkpoint is read and checked by its architecture family's converter
 (`models.convert`), which writes it as one GGUF; the file is moved into the
 store's blobs by a rename, and the manifest is written last: an import that
-fails or is interrupted leaves no model behind. This module owns that
+fails or is interrupted leaves no model behind. The GGUF is written in a
+work folder of the store; the folder of an import that was killed is swept
+by the next import, pull or server start (`models.leftovers`). This module owns that
 conversion and the store writing, and the file type names the CLI accepts
 (the CLI's progress bar is `models.terminal.text_progress`). A GGUF file is
 checked as every model file is (`read_gguf_info` refuses headers llama.cpp
@@ -30,6 +32,7 @@ from emberd.models.errors import CheckpointError, ModelError, ModelExists
 from emberd.models.gguf_checks import check_loadable
 from emberd.models.gguf_meta import read_gguf_info
 from emberd.models.gguf_out import FileType, Progress
+from emberd.models.leftovers import IMPORT_PREFIX, sweep, writing
 from emberd.models.names import ModelName
 from emberd.models.ollama_layout import CONFIG_MEDIA_TYPE, MODEL_MEDIA_TYPE, Layer, file_digest
 from emberd.models.store import OLLAMA, ModelRecord, ModelStores
@@ -81,17 +84,19 @@ def import_checkpoint(
     existing = _existing(stores, name, replace)
     conversion = read_conversion(source)
     stores.emberd_dir.mkdir(parents=True, exist_ok=True)
-    # Same filesystem as the blobs, so the finished file is moved in by a rename.
-    with tempfile.TemporaryDirectory(prefix=".tmp-import-", dir=stores.emberd_dir) as tmp:
-        gguf_path = Path(tmp) / "model.gguf"
-        try:
-            conversion.write(gguf_path, model_name.model, file_type, progress)
-        except ValueError as exc:
-            raise CheckpointError(f"{source}: {exc}") from exc
-        info = read_gguf_info(gguf_path)
-        model_layer = _adopt_blob(stores, gguf_path)
-    record = _store(stores, model_name, model_layer, conversion.summary.family, info.file_type,
-                    info.parameter_size, existing)  # fmt: skip
+    sweep(stores.emberd_dir)  # the work folders of imports that were killed
+    with writing(stores.emberd_dir):
+        # Same filesystem as the blobs, so the finished file is moved in by a rename.
+        with tempfile.TemporaryDirectory(prefix=IMPORT_PREFIX, dir=stores.emberd_dir) as tmp:
+            gguf_path = Path(tmp) / "model.gguf"
+            try:
+                conversion.write(gguf_path, model_name.model, file_type, progress)
+            except ValueError as exc:
+                raise CheckpointError(f"{source}: {exc}") from exc
+            info = read_gguf_info(gguf_path)
+            model_layer = _adopt_blob(stores, gguf_path)
+        record = _store(stores, model_name, model_layer, conversion.summary.family,
+                        info.file_type, info.parameter_size, existing)  # fmt: skip
     return ImportedModel(record=record, checkpoint=conversion, replaced=existing is not None)
 
 
@@ -112,10 +117,11 @@ def import_gguf(
     info = read_gguf_info(source)
     check_loadable(info)  # what every load checks first; the first load's trial follows
     stores.emberd_dir.mkdir(parents=True, exist_ok=True)
-    digest = stores.write_blob_from_file(source)
-    model_layer = Layer(MODEL_MEDIA_TYPE, digest, source.stat().st_size)
-    record = _store(stores, model_name, model_layer, info.architecture, info.file_type,
-                    info.parameter_size, existing)  # fmt: skip
+    with writing(stores.emberd_dir):
+        digest = stores.write_blob_from_file(source)
+        model_layer = Layer(MODEL_MEDIA_TYPE, digest, source.stat().st_size)
+        record = _store(stores, model_name, model_layer, info.architecture, info.file_type,
+                        info.parameter_size, existing)  # fmt: skip
     return ImportedModel(record=record, checkpoint=None, replaced=existing is not None)
 
 

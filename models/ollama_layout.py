@@ -40,7 +40,7 @@ _DIGEST = re.compile(r"sha256[:-]([0-9a-f]{64})")
 _MAX_MANIFEST_BYTES = 1 << 20
 _MAX_PARAMS_BYTES = 1 << 20
 _COPY_CHUNK = 4 << 20
-_TEMP_PREFIX = ".tmp-"  # never a valid name part, so never listed
+TEMP_PREFIX = ".tmp-"  # never a valid name part, so never listed
 
 
 @dataclass(frozen=True)
@@ -229,7 +229,7 @@ class ManifestStore:
         """
         expected = normalize_digest(expected_digest) if expected_digest else None
         self.blobs_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=self.blobs_dir)
+        fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self.blobs_dir)
         tmp = Path(tmp_name)
         try:
             hasher = hashlib.sha256()
@@ -304,14 +304,22 @@ class ManifestStore:
             path.unlink()
             self._prune_dirs(path.parent)
             if doomed:
-                for digest in doomed - self._referenced_digests():
+                for digest in doomed - self.referenced_digests():
                     self.blob_path(digest).unlink(missing_ok=True)
             return True
 
     # -- helpers
 
-    def _referenced_digests(self) -> set[str]:
-        """Digests used by the remaining manifests; every digest if one is unreadable."""
+    def is_blob_name(self, name: str) -> bool:
+        """Whether `name` is a finished blob's file name (`sha256-<hex>`)."""
+        return _DIGEST.fullmatch(name) is not None
+
+    def digest_of(self, name: str) -> str:
+        """The "sha256:<hex>" digest a blob file name stands for."""
+        return normalize_digest(name)
+
+    def referenced_digests(self) -> set[str]:
+        """Digests used by the manifests; every blob's digest if one is unreadable."""
         used: set[str] = set()
         for other_name, other_path in self.manifests():
             try:
@@ -406,7 +414,7 @@ def _read_limited(path: Path, limit: int) -> bytes:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a flushed temporary file and a rename."""
-    fd, tmp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)

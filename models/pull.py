@@ -5,14 +5,18 @@
 of Ollama's /api/pull stream (`emberd pull` prints them through
 `models.terminal`).
 
-Each blob is downloaded into `blobs/sha256-<hex>-partial`, resumed after an
-interruption, checked against its sha256 and only then renamed to its real
-name; blobs already present are skipped. A lock (a file of its own under
-`locks/`, through filelock: flock on Unix, LockFileEx on Windows) keeps two
-pulls of one blob (threads or processes) from writing it at once. The
-partial file is closed before it is renamed or deleted, which Windows
-requires. The manifest is written last, atomically, so a failed pull never
-leaves a model that half exists.
+Before anything is downloaded, the blobs must fit in the free disk space
+less a margin. Each blob is downloaded into `blobs/sha256-<hex>-partial`,
+resumed after an interruption, and checked against its sha256; blobs
+already present are skipped. Only when every blob is in and the model's is
+a readable GGUF are they renamed to their real names and the manifest
+written (atomically), so a failed pull leaves no model that half exists and
+no blob that no manifest uses: only partial downloads that the next pull
+resumes, and none of those for a model that can never be used. A lock on
+the partial file keeps two pulls of one blob (threads or processes) from
+writing it at once; a pull that waits for it can be cancelled. What a
+killed pull leaves is swept by `models.leftovers` (before each pull, and
+after one fails).
 """
 
 from __future__ import annotations
@@ -20,22 +24,50 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+import shutil
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from filelock import FileLock
-
 from emberd.models.cancel import CancelSwitch
+from emberd.models.errors import InvalidModelFile
 from emberd.models.gguf_meta import read_gguf_info
+from emberd.models.leftovers import PARTIAL_SUFFIX, sweep, writing
 from emberd.models.names import ModelName
 from emberd.models.ollama_layout import MODEL_MEDIA_TYPE, Layer
-from emberd.models.registry import RegistryClient, RegistryError, registry_base_url
+from emberd.models.registry import (
+    PullCancelled,
+    RegistryClient,
+    RegistryError,
+    registry_base_url,
+)
 from emberd.models.store import ModelRecord, ModelStores
+from emberd.models.terminal import human_bytes
 
-PARTIAL_SUFFIX = "-partial"
+try:
+    import fcntl
+except ImportError:  # Windows: pulls of one blob are not serialised there
+    fcntl = None  # type: ignore[assignment]
+
 _CHUNK = 1 << 20
+# Free space a pull leaves on the disk: 1 GiB, or 5% of a smaller disk.
+_SPARE_BYTES = 1 << 30
+_SPARE_SHARE = 20
+# How often a pull waiting for another's lock on a blob looks at its cancel switch.
+_LOCK_POLL_S = 0.05
+
+
+class NotEnoughSpace(RegistryError):
+    """The blobs of a pull do not fit in the disk's free space (less a margin)."""
+
+    def __init__(self, name: ModelName, need: int, free: int, spare: int) -> None:
+        super().__init__(
+            f"not enough disk space to pull {name.display}: it needs {human_bytes(need)} "
+            f"and {human_bytes(max(0, free - spare))} is free "
+            f"({human_bytes(spare)} of the disk's {human_bytes(free)} free is kept spare)"
+        )
+        self.need = need
 
 
 class DigestMismatch(RegistryError):
@@ -74,11 +106,6 @@ def partial_path(stores: ModelStores, digest: str) -> Path:
     return final.with_name(final.name + PARTIAL_SUFFIX)
 
 
-def lock_path(stores: ModelStores, digest: str) -> Path:
-    """The lock file that one pull of the blob `digest` holds while it downloads."""
-    return stores.emberd_dir / "locks" / (stores.blob_path(digest).name + ".lock")
-
-
 def _ignore(progress: PullProgress) -> None:
     pass
 
@@ -97,24 +124,34 @@ def pull_model(
     """Pull `name` from its registry into emberd's store and return the stored model.
 
     `progress` hears each step as Ollama reports it. A transfer that breaks
-    off is resumed up to `retries` times; setting `cancel` stops the pull,
-    a stalled download included (PullCancelled). Raises InvalidModelName,
-    ManifestNotFound, DigestMismatch, RegistryError, InvalidModelFile (not a
-    readable GGUF) or OSError (disk).
+    off is resumed up to `retries` times; setting `cancel` stops the pull at
+    any stage: the manifest, the wait for another pull of the same blob, a
+    stalled download (PullCancelled). Raises InvalidModelName,
+    ManifestNotFound, NotEnoughSpace, DigestMismatch, RegistryError,
+    InvalidModelFile (not a readable GGUF) or OSError (disk).
     """
     wanted = ModelName.parse(name)
+    switch = cancel or CancelSwitch()
     client = RegistryClient(
         wanted,
         registry_base_url(wanted, registry_url, insecure=insecure),
         retries=retries,
-        cancel=cancel or CancelSwitch(),
+        cancel=switch,
         timeout=timeout,
     )
-    return _Puller(name=wanted, stores=stores, client=client, progress=progress).run()
+    root = stores.emberd_dir
+    sweep(root)  # what earlier pulls and imports left
+    puller = _Puller(name=wanted, stores=stores, client=client, progress=progress, cancel=switch)
+    try:
+        with writing(root):
+            return puller.run()
+    except BaseException:
+        sweep(root)
+        raise
 
 
 class _Puller:
-    """One pull: the manifest, each blob, then the manifest written into the store."""
+    """One pull: the manifest, each blob, then the blobs and the manifest put in the store."""
 
     def __init__(
         self,
@@ -123,26 +160,48 @@ class _Puller:
         stores: ModelStores,
         client: RegistryClient,
         progress: Callable[[PullProgress], None],
+        cancel: CancelSwitch,
     ) -> None:
         self.name = name
         self.stores = stores
         self.client = client
         self.progress = progress
+        self.cancel = cancel
 
     def run(self) -> ModelRecord:
-        """Fetch the manifest and every blob, then write the manifest; the stored model."""
+        """Fetch the manifest and every blob, then store them and the manifest; the model."""
         self.progress(PullProgress("pulling manifest"))
         manifest = self.client.fetch_manifest()
+        self._check_space(manifest.blobs)
         for layer in manifest.blobs:
             self._pull_blob(layer)
         self.progress(PullProgress("verifying sha256 digest"))
         model = next(x for x in manifest.layers if x.media_type == MODEL_MEDIA_TYPE)
-        read_gguf_info(self.stores.blob_path(model.digest))  # no manifest for an unusable file
+        try:  # no manifest for an unusable file
+            read_gguf_info(self._downloaded(model))
+        except InvalidModelFile:
+            self._discard(manifest.blobs)  # no later pull could use them
+            raise
+        for layer in manifest.blobs:
+            self._adopt(layer)
         self.progress(PullProgress("writing manifest"))
         self.stores.write_manifest(self.name, list(manifest.layers), manifest.config)
         record = self.stores.resolve(self.name.key)
         self.progress(PullProgress("success"))
         return record
+
+    def _check_space(self, layers: Sequence[Layer]) -> None:
+        """NotEnoughSpace unless what is left to download fits, keeping a margin free."""
+        blobs = self.stores.blob_path(layers[0].digest).parent
+        blobs.mkdir(parents=True, exist_ok=True)
+        need = 0
+        for layer in {x.digest: x for x in layers}.values():
+            if not _present(self.stores.blob_path(layer.digest), layer.size):
+                need += max(0, layer.size - _file_size(partial_path(self.stores, layer.digest)))
+        usage = shutil.disk_usage(blobs)
+        spare = min(_SPARE_BYTES, usage.total // _SPARE_SHARE)
+        if need > usage.free - spare:
+            raise NotEnoughSpace(self.name, need, usage.free, spare)
 
     def _pull_blob(self, layer: Layer) -> None:
         status = f"pulling {layer.digest.removeprefix('sha256:')[:12]}"
@@ -155,20 +214,43 @@ class _Puller:
             report(layer.size)
             return
         partial = partial_path(self.stores, layer.digest)
-        with _locked(lock_path(self.stores, layer.digest)):
+        with _locked(partial, self.cancel) as fh:
             if _present(final, layer.size):  # another pull finished it while this one waited
                 partial.unlink(missing_ok=True)
                 report(layer.size)
                 return
-            partial.parent.mkdir(parents=True, exist_ok=True)
-            with open(partial, "a+b") as fh:
-                self.client.download_blob(layer, fh, report)
-                got = _sha256(fh)
-            # Closed first: Windows renames and deletes no open file.
-            if got != layer.digest:
+            # A partial a failed pull completed and checked is not fetched again.
+            self.client.download_blob(layer, fh, report)
+            _verify(layer, fh, partial)
+
+    def _downloaded(self, layer: Layer) -> Path:
+        """Where the blob of `layer` is now: in the blobs, or still as its partial file."""
+        final = self.stores.blob_path(layer.digest)
+        return final if _present(final, layer.size) else partial_path(self.stores, layer.digest)
+
+    def _adopt(self, layer: Layer) -> None:
+        """Rename the checked partial file of `layer` to its blob (unless a pull did already)."""
+        final = self.stores.blob_path(layer.digest)
+        if _present(final, layer.size):
+            return
+        partial = partial_path(self.stores, layer.digest)
+        # Checked under this lock; since then, other pulls of it only read it.
+        with _locked(partial, self.cancel):
+            if _present(final, layer.size):
                 partial.unlink(missing_ok=True)
-                raise DigestMismatch(layer.digest, got)
-            self.stores.adopt_blob(partial, layer.digest)
+            elif _file_size(partial) != layer.size:
+                partial.unlink(missing_ok=True)
+                raise RegistryError(f"the download of {layer.digest} was changed by another pull")
+            else:
+                self.stores.adopt_blob(partial, layer.digest)
+
+    def _discard(self, layers: Sequence[Layer]) -> None:
+        """Delete the partial files of `layers` that no other pull holds."""
+        for layer in layers:
+            partial = partial_path(self.stores, layer.digest)
+            with _try_locked(partial) as fh:
+                if fh is not None:
+                    partial.unlink(missing_ok=True)
 
 
 def _present(path: Path, size: int) -> bool:
@@ -179,20 +261,78 @@ def _present(path: Path, size: int) -> bool:
         return False
 
 
-def _sha256(fh: BinaryIO) -> str:
-    """The digest of the downloaded bytes, once they are on disk."""
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _verify(layer: Layer, fh: BinaryIO, partial: Path) -> None:
+    """Check the downloaded bytes against the layer's digest; delete them when they differ."""
     fh.flush()
     os.fsync(fh.fileno())
     hasher = hashlib.sha256()
     fh.seek(0)
     while chunk := fh.read(_CHUNK):
         hasher.update(chunk)
-    return f"sha256:{hasher.hexdigest()}"
+    got = f"sha256:{hasher.hexdigest()}"
+    if got != layer.digest:
+        partial.unlink(missing_ok=True)
+        raise DigestMismatch(layer.digest, got)
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold the exclusive lock `path` (created if needed) for the block."""
+def _locked(path: Path, cancel: CancelSwitch) -> Iterator[BinaryIO]:
+    """Open (creating) `path` for appending, holding an exclusive lock on it.
+
+    While another pull holds the lock, the wait ends when `cancel` is set
+    (PullCancelled). A waiter whose file was renamed or deleted by the
+    holder meanwhile opens the path again, so it never writes into a
+    finished blob.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(path):
-        yield
+    while True:
+        fh: BinaryIO = open(path, "a+b")  # noqa: SIM115 - closed below or by the caller's block
+        try:
+            if fcntl is not None:
+                while not _try_lock(fh):
+                    if cancel.wait(_LOCK_POLL_S):
+                        raise PullCancelled()
+            if _same_file(fh, path):
+                break
+        except BaseException:
+            fh.close()
+            raise
+        fh.close()
+    with fh:
+        yield fh
+
+
+@contextlib.contextmanager
+def _try_locked(path: Path) -> Iterator[BinaryIO | None]:
+    """The existing file `path`, locked, if no one else holds it; else None."""
+    try:
+        fh: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError:
+        yield None
+        return
+    with fh:
+        held = fcntl is None or _try_lock(fh)
+        yield fh if held and _same_file(fh, path) else None
+
+
+def _try_lock(fh: BinaryIO) -> bool:
+    """Take the exclusive lock on `fh` if it is free; whether it was taken."""
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _same_file(fh: BinaryIO, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fh.fileno()), os.stat(path))
+    except OSError:
+        return False

@@ -29,7 +29,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.client import HTTPException, HTTPResponse
+from http.client import HTTPConnection, HTTPException, HTTPResponse, HTTPSConnection
 from typing import BinaryIO, TypeVar
 
 import orjson
@@ -99,6 +99,16 @@ def is_unreachable(exc: BaseException) -> bool:
     if isinstance(reason, socket.gaierror):
         return True
     return isinstance(reason, OSError) and reason.errno in _UNREACHABLE_ERRNOS
+
+
+class BlobTooLong(RegistryError):
+    """The registry sent more bytes for a blob than its manifest announced; none are kept."""
+
+    def __init__(self, layer: Layer) -> None:
+        super().__init__(
+            f"download of {layer.digest} failed: the registry sent more than "
+            f"the {layer.size} bytes its manifest announced"
+        )
 
 
 class _Interrupted(RegistryError):
@@ -187,7 +197,7 @@ class RegistryClient:
         self.retries = max(0, retries)
         self.cancel = cancel
         self.timeout = timeout
-        self.opener = urllib.request.build_opener()
+        self.opener = _cancellable_opener(cancel)
 
     def fetch_manifest(self) -> RemoteManifest:
         """The manifest of the client's name; ManifestNotFound when the registry has none."""
@@ -207,19 +217,41 @@ class RegistryClient:
         url = manifest_url(self.name, self.base)
         try:
             with self._open(url, {"Accept": MANIFEST_MEDIA_TYPE}) as response:
-                data = response.read(_MAX_MANIFEST_BYTES + 1)
+                data = self._read_manifest(response)
         except urllib.error.HTTPError as exc:
             exc.close()
             if exc.code == 404:
                 raise ManifestNotFound() from None
             raise RegistryError(f"pull model manifest: registry answered {exc.code}") from None
         except (OSError, HTTPException) as exc:
+            if self.cancel.is_set():
+                raise PullCancelled() from None
             if is_unreachable(exc):
                 raise RegistryUnreachable(self.base, _reason(exc)) from None
             raise _Interrupted(f"pull model manifest: {_reason(exc)}") from None
-        if len(data) > _MAX_MANIFEST_BYTES:
-            raise RegistryError("pull model manifest: larger than 1 MiB")
         return parse_manifest(data)
+
+    def _read_manifest(self, response: HTTPResponse) -> bytes:
+        """The manifest's bytes, which must all arrive within the client's timeout.
+
+        The socket timeout bounds each read only: a registry that drips a
+        byte every few seconds would hold the pull for ever.
+        """
+        deadline = time.monotonic() + self.timeout
+        data = b""
+        while chunk := response.read1(_MAX_MANIFEST_BYTES + 1 - len(data)):
+            data += chunk
+            if self.cancel.is_set():
+                raise PullCancelled()
+            if len(data) > _MAX_MANIFEST_BYTES:
+                raise RegistryError("pull model manifest: larger than 1 MiB")
+            if time.monotonic() > deadline:
+                raise _Interrupted(
+                    f"pull model manifest: not received within {self.timeout:g} seconds"
+                )
+        if self.cancel.is_set():  # a cut read ends like a short one
+            raise PullCancelled()
+        return data
 
     # -- blobs
 
@@ -246,13 +278,14 @@ class RegistryClient:
                 ) from None
             except (OSError, HTTPException) as exc:
                 raise _Interrupted(f"download of {layer.digest} failed: {_reason(exc)}") from None
-            with response, self.cancel.cutting(shut_down(response.fileno)):
+            with response:
                 if offset and not _resumes(response, offset):
                     if response.status != 200:
                         _truncate(fh)  # a range the file cannot continue from
                         continue
                     offset = _truncate(fh)  # a server that ignores Range sends it all
-                self._copy(response, fh, offset, layer.size, report)
+                _check_length(response, offset, layer)
+                self._copy(response, fh, offset, layer, report)
                 return
         raise RegistryError(f"download of {layer.digest} failed: the registry cannot resume it")
 
@@ -261,19 +294,24 @@ class RegistryClient:
         response: HTTPResponse,
         fh: BinaryIO,
         completed: int,
-        size: int,
+        layer: Layer,
         report: Callable[[int], None],
     ) -> None:
+        size = layer.size
         last_report = time.monotonic()
-        while completed <= size:  # one chunk past the size is enough to fail the digest
+        while True:
             if self.cancel.is_set():
                 raise PullCancelled()
             try:  # what has arrived, so a stalled link can be left between chunks
-                chunk = response.read1(_CHUNK)
+                # Never more than one byte past the announced size is read.
+                chunk = response.read1(min(_CHUNK, size - completed + 1))
             except (OSError, HTTPException) as exc:
                 raise self._ended_early(f"download interrupted: {_reason(exc)}") from None
             if not chunk:
                 break
+            if completed + len(chunk) > size:
+                _truncate(fh)
+                raise BlobTooLong(layer)
             fh.write(chunk)
             completed += len(chunk)
             now = time.monotonic()
@@ -282,7 +320,7 @@ class RegistryClient:
                 report(completed)
                 last_report = now
         fh.flush()
-        report(min(completed, size))
+        report(completed)
         if completed < size:
             raise self._ended_early(f"download interrupted after {completed} of {size} bytes")
 
@@ -312,6 +350,46 @@ class RegistryClient:
                 if self.cancel.wait(_RETRY_DELAY_S * (tries + 1)):
                     raise PullCancelled() from None
         raise AssertionError("unreachable")
+
+
+def _check_length(response: HTTPResponse, offset: int, layer: Layer) -> None:
+    """BlobTooLong, before a byte is read, when the answer says it is longer than the blob."""
+    length = response.headers.get("Content-Length", "")
+    if length.isdigit() and offset + int(length) > layer.size:
+        raise BlobTooLong(layer)
+
+
+def _cancellable_opener(cancel: CancelSwitch) -> urllib.request.OpenerDirector:
+    """An opener whose every connection is shut down when `cancel` is set.
+
+    Its sockets are cut from the moment they connect, so a registry that
+    never sends its headers holds a cancelled pull no longer than one that
+    stalls a body.
+    """
+
+    def watched(base: type[HTTPConnection]) -> type[HTTPConnection]:
+        class Watched(base):  # type: ignore[valid-type,misc]
+            def connect(self) -> None:
+                super().connect()
+                cancel.add(shut_down(self.sock.fileno))
+
+        return Watched
+
+    http_connection, https_connection = watched(HTTPConnection), watched(HTTPSConnection)
+
+    class Http(urllib.request.HTTPHandler):
+        def http_open(self, req: urllib.request.Request) -> HTTPResponse:
+            return self.do_open(http_connection, req)
+
+    class Https(urllib.request.HTTPSHandler):
+        def https_open(self, req: urllib.request.Request) -> HTTPResponse:
+            return self.do_open(
+                https_connection,
+                req,
+                context=self._context,  # type: ignore[attr-defined]
+            )
+
+    return urllib.request.build_opener(Http, Https)
 
 
 def _resumes(response: HTTPResponse, offset: int) -> bool:

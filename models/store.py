@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,6 +54,9 @@ _RESERVED_DIRS = frozenset({"manifests", "blobs"})
 # Writes through this object forget them at once; other processes' changes
 # show within this time.
 RESOLVE_CACHE_SECONDS = 1.0
+# Hashes of dropped files run here, apart from the threads that serve requests;
+# two at once keep a disk busy without thrashing it.
+_HASHERS = ThreadPoolExecutor(2, thread_name_prefix="emberd-hash")
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,7 @@ class ModelStores:
         self._ollama = ManifestStore(ollama_dir) if ollama_dir is not None else None
         self._digest_lock = threading.Lock()
         self._file_digests: dict[tuple[str, int, int], str] = {}
+        self._hashing: dict[tuple[str, int, int], Future[str]] = {}
         self._resolved: dict[str, tuple[float, ModelRecord, FileVersion | None]] = {}
 
     @property
@@ -352,19 +358,34 @@ class ModelStores:
         )
 
     def _file_digest(self, path: Path, size: int, mtime_ns: int) -> str:
-        """sha256 of a dropped file, computed once per (path, size, mtime)."""
+        """sha256 of a dropped file, computed once per (path, size, mtime).
+
+        One hash per file is in flight at a time, in the store's own hashing
+        threads: every caller that asks meanwhile waits for that one, so a
+        multi-GB file dropped in is read once, not once per request.
+        """
         key = (str(path), size, mtime_ns)
         with self._digest_lock:
             cached = self._file_digests.get(key)
-        if cached is not None:
-            return cached
+            if cached is not None:
+                return cached
+            hashing = self._hashing.get(key)
+            started = hashing is None
+            if hashing is None:
+                hashing = _HASHERS.submit(file_digest, path)
+                self._hashing[key] = hashing
+        if started:  # outside the lock: a hash already done calls back at once
+            hashing.add_done_callback(functools.partial(self._hashed, key))
         try:
-            digest = file_digest(path).removeprefix("sha256:")
+            return hashing.result().removeprefix("sha256:")
         except OSError as exc:
             raise InvalidModelFile(f"cannot read: {exc.strerror}", path=path) from exc
+
+    def _hashed(self, key: tuple[str, int, int], hashing: Future[str]) -> None:
         with self._digest_lock:
-            self._file_digests[key] = digest
-        return digest
+            self._hashing.pop(key, None)
+            if not hashing.cancelled() and hashing.exception() is None:
+                self._file_digests[key] = hashing.result().removeprefix("sha256:")
 
     def _emberd_inside(self, path: Path) -> Path:
         """`path` if it lies under the emberd store (lexically); else InvalidModelFile."""

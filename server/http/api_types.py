@@ -376,6 +376,12 @@ class RerankFacts(Body):
     unsupported: str | None = None
 
 
+class EmbeddingFacts(Body):
+    """How an embedding model pools its token vectors."""
+
+    pooling: str  # "mean", "cls", "last", or "mean (the model declares no pooling)"
+
+
 class ShowResponse(Body):
     """POST /api/show."""
 
@@ -388,6 +394,7 @@ class ShowResponse(Body):
     capabilities: list[str] = Field(default_factory=list)  # ["embedding"] or ["rerank"]
     modified_at: Timestamp = None
     rerank: RerankFacts | None = None  # rerankers only
+    embedding: EmbeddingFacts | None = None  # embedding models only
 
 
 class RunningModel(Body):

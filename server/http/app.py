@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute
 
 from emberd.backends.base import Backend
 from emberd.models.errors import ModelError
+from emberd.models.leftovers import sweep
 from emberd.models.store import ModelStores
 from emberd.server.assembly import build_engine, request_limits
 from emberd.server.config import Settings
@@ -24,6 +25,7 @@ from emberd.server.http.disconnect import DisconnectWatch
 from emberd.server.http.error_responses import HANDLED, ErrorMiddleware, error_response
 from emberd.server.http.metrics import Metrics, RequestMetrics
 from emberd.server.http.metrics import routes as metrics_routes
+from emberd.server.http.pools import HttpPools
 from emberd.server.http.routes import manage, ollama, openai, rerank
 from emberd.server.http.security import (
     BUILTIN_ORIGINS,
@@ -60,12 +62,18 @@ def create_app(
     runtime = engine.runtime
     metrics.watch(lambda: runtime.pending, lambda: len(runtime.loaded()))
 
+    pools = HttpPools()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await engine.start()
+        # What killed pulls and imports left in the store (never while one runs).
+        await pools.listing.run(sweep, engine.stores.emberd_dir)
         if prepare_default_model:
             await _prepare(engine, settings.default_model)
         yield
+        pools.close()
+        engine.resolving.close()
         await runtime.close()
 
     routes = [
@@ -88,6 +96,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.activity = Activity()
     app.state.ui_files = ui.asset_files() if settings.ui else {}
+    app.state.pools = pools
     return app
 
 
@@ -128,7 +137,9 @@ def _middleware(
             allow_headers=["*"],
         )
     )
-    stack.append(Middleware(BodyLimit, limits=request_limits(settings)))
+    stack.append(
+        Middleware(BodyLimit, limits=request_limits(settings), timeout_s=settings.body_timeout)
+    )
     stack.append(Middleware(ErrorMiddleware))
     if settings.api_keys:
         public = {"open_paths": ui.is_public_file} if settings.ui else {}

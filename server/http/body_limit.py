@@ -1,11 +1,21 @@
-"""The request body bound: 413 before a route ever holds more than that in memory."""
+"""The request body's bounds: 413 past its size, 408 past its time.
+
+A body over the size bound is refused before a route ever holds more than
+that in memory. A body must also arrive within a bounded time from the
+moment its request reached the app: a client that sends one byte every few
+seconds would otherwise hold its connection, and one of the server's
+connection slots, for as long as it likes. Either refusal closes the
+connection, as the rest of the body is never read.
+"""
 
 from __future__ import annotations
+
+import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from emberd.server.core.limits import RequestLimits
-from emberd.server.http.error_responses import PayloadTooLarge, refuse
+from emberd.server.http.error_responses import PayloadTooLarge, RequestTimeout, refuse
 
 
 def body_error(limits: RequestLimits) -> PayloadTooLarge:
@@ -16,16 +26,21 @@ def body_error(limits: RequestLimits) -> PayloadTooLarge:
     )
 
 
-# The rest of an oversized body is not read: the connection cannot carry on.
-_CLOSE = {"Connection": "close"}
+def timeout_error(timeout_s: float) -> RequestTimeout:
+    """The 408 of a body that took longer than `timeout_s` seconds."""
+    return RequestTimeout(
+        f"request body not received within {timeout_s:g} seconds (set by EMBERD_BODY_TIMEOUT)"
+    )
 
 
 class BodyLimit:
-    """413 for a body over the bound: at once from Content-Length, else once it is read past."""
+    """413 for a body over the size bound (at once from Content-Length, else once it is
+    read past), 408 for one still arriving `timeout_s` after its request began."""
 
-    def __init__(self, app: ASGIApp, limits: RequestLimits) -> None:
+    def __init__(self, app: ASGIApp, limits: RequestLimits, timeout_s: float = 60.0) -> None:
         self.app = app
         self.limits = limits
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -33,23 +48,33 @@ class BodyLimit:
             return
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
         if declared.isdigit() and int(declared) > self.limits.max_body_size:
-            await refuse(scope, receive, send, body_error(self.limits), _CLOSE)
+            await refuse(scope, receive, send, body_error(self.limits))
             return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
         received = 0
-        over = False
+        body_done = False
+        refused = False
 
-        async def counted() -> Message:
-            nonlocal received, over
-            message = await receive()
+        async def bounded() -> Message:
+            nonlocal received, body_done, refused
+            if body_done:  # what follows the body is only the end of the connection
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                refused = True
+                raise timeout_error(self.timeout_s) from None
+            body_done = not message.get("more_body", False)
             received += len(message.get("body", b""))
             if received > self.limits.max_body_size:
-                over = True
+                refused = True
                 raise body_error(self.limits)
             return message
 
         async def closing(message: Message) -> None:
-            if over and message["type"] == "http.response.start":
+            if refused and message["type"] == "http.response.start":
                 message = {**message, "headers": [*message["headers"], (b"connection", b"close")]}
             await send(message)
 
-        await self.app(scope, counted, closing)
+        await self.app(scope, bounded, closing)

@@ -73,6 +73,12 @@ class Forbidden(ApiError):
     status = 403
 
 
+class RequestTimeout(ApiError):
+    """The request body did not arrive in time (408)."""
+
+    status = 408
+
+
 class PayloadTooLarge(ApiError):
     """The request body is over the configured bound (413)."""
 
@@ -225,9 +231,13 @@ async def refuse(
     error: ApiError,
     headers: Mapping[str, str] | None = None,
 ) -> None:
-    """Answer a request with `error` from a middleware, before any route sees it."""
+    """Answer a request with `error` from a middleware, before any route sees it.
+
+    The connection is closed after the answer: the body, unread, would
+    otherwise keep it (and its slot) for as long as its client trickles it.
+    """
     response = await error_response(Request(scope), error)
-    response.headers.update(headers or {})
+    response.headers.update({"Connection": "close", **(headers or {})})
     await response(scope, receive, send)
 
 

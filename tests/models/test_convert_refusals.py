@@ -47,6 +47,16 @@ def _add_module(kind: str, path: str) -> Callable[[Path], None]:
     return edit
 
 
+def _nest(relative: str) -> Callable[[Path], None]:
+    """Replace a JSON file with one nested deeper than Python's parser can recurse."""
+
+    def edit(directory: Path) -> None:
+        depth = 100_000
+        (directory / relative).write_text("[" * depth + "]" * depth)
+
+    return edit
+
+
 def _drop_last_dense(directory: Path) -> None:
     modules = json.loads((directory / "modules.json").read_text())
     write_json(directory / "modules.json", [m for m in modules if m["path"] != "3_Dense"])
@@ -115,6 +125,16 @@ REFUSALS: dict[str, tuple[Writer, Callable[[Path], None], str]] = {
         write_gemma3,
         _edit("2_Dense/config.json", bias=True),
         "a Dense bias is not applied by llama.cpp",
+    ),
+    "deeply-nested-config": (
+        write_xlm_roberta,
+        _nest("config.json"),
+        "config.json: not valid JSON: nested too deeply",
+    ),
+    "deeply-nested-tokenizer": (
+        write_qwen3,
+        _nest("tokenizer.json"),
+        "tokenizer.json: not valid JSON: nested too deeply",
     ),
     "gemma3-dense-activation": (
         write_gemma3,

@@ -51,11 +51,11 @@ def test_reads_the_bert_keys(tmp_path: Path) -> None:
     assert list(mi) == sorted(mi)
 
 
-def test_missing_pooling_means_not_an_embedding_model(tmp_path: Path) -> None:
+def test_missing_pooling_is_still_an_embedding_model(tmp_path: Path) -> None:
     info = read_gguf_info(write_gguf(tmp_path / "m.gguf", pooling_type=None, arch="llama"))
     assert info.architecture == "llama"
     assert info.pooling_type is None
-    assert not info.is_embedding
+    assert info.is_embedding  # pooled by mean, as Ollama does
     assert "llama.pooling_type" not in info.model_info
 
 

@@ -25,6 +25,7 @@ from starlette.applications import Starlette
 
 from emberd.server.config import Settings
 from emberd.server.http.app import create_app
+from scripts.soak_lib.registry import client_gone
 
 MANIFEST_MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"
@@ -76,6 +77,11 @@ class RegistryState:
     redirect_blobs: bool = False  # blobs answer 307 to /files/<digest>
     # digest -> (bytes, event): send that many bytes, then wait for the event (once)
     stall: dict[str, tuple[int, threading.Event]] = field(default_factory=dict)
+    # Set: manifests send their first byte, then wait for the event
+    stall_manifests: threading.Event | None = None
+    stalled: int = 0  # manifests that began to stall
+    # Set: blobs answer 307 to this base URL's /files/<digest> (one that fails, say)
+    redirect_to: str | None = None
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -118,6 +124,11 @@ class RegistryState:
         with self.lock:
             return [r for r in self.requests if r.path.endswith(digest) and r.status in (200, 206)]
 
+    def abandoned(self) -> int:
+        """How many stalled answers their clients left."""
+        with self.lock:
+            return sum(1 for r in self.requests if r.status == 499)
+
     def clear_requests(self) -> None:
         """Forget the requests recorded so far."""
         with self.lock:
@@ -136,13 +147,15 @@ class _Handler(BaseHTTPRequestHandler):
             data = self.state.manifests.get(f"{namespace}/{model}:{tag}")
             if data is None:
                 self._answer(404, b'{"errors":[{"code":"MANIFEST_UNKNOWN"}]}')
+            elif self.state.stall_manifests is not None:
+                self._stalled(data, self.state.stall_manifests)
             else:
                 self._answer(200, data, MANIFEST_MEDIA_TYPE)
         elif match := _BLOB_PATH.fullmatch(self.path):
             digest = match.group(3)
-            if self.state.redirect_blobs and digest in self.state.blobs:
+            if (self.state.redirect_blobs or self.state.redirect_to) and digest in self.state.blobs:
                 self.send_response(307)
-                self.send_header("Location", f"/files/{digest}")
+                self.send_header("Location", f"{self.state.redirect_to or ''}/files/{digest}")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 self._record(307, 0)
@@ -192,13 +205,35 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # the client sees the body end early
         self._record(status, sent_first + len(body))
 
+    def _stalled(self, data: bytes, release: threading.Event) -> None:
+        """Send the first byte of `data`, wait for `release`, then the rest.
+
+        A client that goes away meanwhile is recorded at once, with status 499.
+        """
+        self.send_response(200)
+        self.send_header("Content-Type", MANIFEST_MEDIA_TYPE)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[:1])
+        self.wfile.flush()
+        with self.state.lock:
+            self.state.stalled += 1
+        deadline = time.monotonic() + STALL_LIMIT_S
+        while not release.wait(0.02) and time.monotonic() < deadline:
+            if client_gone(self.connection):
+                self.close_connection = True
+                self._record(499, 1)
+                return
+        self.wfile.write(data[1:])
+        self._record(200, len(data))
+
     def _answer(self, status: int, body: bytes, content_type: str = "application/json") -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        self._record(status, len(body))  # before the client can read it and ask again
         self.wfile.write(body)
-        self._record(status, len(body))
 
     def _record(self, status: int, sent: int) -> None:
         request = Request(

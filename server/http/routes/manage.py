@@ -1,7 +1,8 @@
 """Model management routes: POST /api/pull and DELETE /api/delete.
 
-A pull runs in a worker thread (it blocks on the network and the disk), so
-the server keeps answering while it downloads. Streamed, its progress goes
+A pull runs in a thread of the pulls' own pool (it blocks on the network
+and the disk), so the server keeps answering while it downloads, and slow
+registries never hold up listings or embeds. Streamed, its progress goes
 out as newline-delimited JSON, an error as a last `{"error": ...}` line; a
 client that goes away stops the pull, and the partial download is kept for
 the next attempt.
@@ -22,8 +23,10 @@ from emberd.models.errors import ModelNotFound
 from emberd.models.names import ModelName
 from emberd.models.pull import PullProgress, pull_model
 from emberd.models.store import ModelStores
+from emberd.server.core.pools import WorkPool
 from emberd.server.http.api_types import DeleteRequest, ErrorBody, PullRequest, PullStatus
 from emberd.server.http.error_responses import BadRequest, NotFound, describe
+from emberd.server.http.pools import pools_of
 from emberd.server.http.render import dumps, json_response
 from emberd.server.http.request_body import json_object, parse_body
 
@@ -50,17 +53,17 @@ async def pull(request: Request) -> Response:
     if body.stream is False:
         cancel = CancelSwitch()
         try:
-            await asyncio.to_thread(job, lambda _: None, cancel)
+            await pools_of(request).pulls.run(job, lambda _: None, cancel)
         except Exception as exc:
             info = describe(exc)
             return json_response(ErrorBody.render(error=info.message), info.status)
         finally:
             cancel.set()  # a client that left cancels this handler: stop the download too
         return json_response(PullStatus.render(status="success"))
-    return StreamingResponse(_progress_lines(job), media_type=NDJSON)
+    return StreamingResponse(_progress_lines(job, pools_of(request).pulls), media_type=NDJSON)
 
 
-async def _progress_lines(job: PullJob) -> AsyncIterator[bytes]:
+async def _progress_lines(job: PullJob, pulls: WorkPool) -> AsyncIterator[bytes]:
     """Run `job` in a thread and yield its progress as JSON lines, then any error."""
     loop = asyncio.get_running_loop()
     lines: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -78,7 +81,7 @@ async def _progress_lines(job: PullJob) -> AsyncIterator[bytes]:
         finally:
             emit(None)
 
-    worker = asyncio.ensure_future(asyncio.to_thread(work))
+    worker = asyncio.ensure_future(pulls.run(work))
     try:
         while (line := await lines.get()) is not None:
             yield line
@@ -95,7 +98,7 @@ async def delete(request: Request) -> Response:
         raise BadRequest("model is required")
     stores: ModelStores = request.app.state.engine.stores
     try:
-        await asyncio.to_thread(stores.delete, name)
+        await pools_of(request).listing.run(stores.delete, name)
     except ModelNotFound:
         raise NotFound(f"model '{name}' not found") from None
     return Response(status_code=200)

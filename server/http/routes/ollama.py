@@ -10,7 +10,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from emberd.models.capabilities import UnsupportedReranker, capabilities, rerank_head
+from emberd.models.capabilities import (
+    UnsupportedReranker,
+    capabilities,
+    embedding_pooling,
+    rerank_head,
+)
 from emberd.models.errors import ModelError
 from emberd.models.gguf_meta import GGUFInfo, read_gguf_lists
 from emberd.models.store import ModelRecord, ModelStores
@@ -20,6 +25,7 @@ from emberd.server.core.errors import go_quote
 from emberd.server.core.runtime import LoadedView
 from emberd.server.http.activity import measure
 from emberd.server.http.api_types import (
+    EmbeddingFacts,
     EmbedRequest,
     EmbedResponse,
     LegacyEmbeddingRequest,
@@ -34,6 +40,7 @@ from emberd.server.http.api_types import (
     TagsResponse,
     VersionResponse,
 )
+from emberd.server.http.pools import pools_of
 from emberd.server.http.render import json_response
 from emberd.server.http.request_body import json_object, parse_body
 from emberd.server.http.routes.openai import embeddings_response
@@ -156,7 +163,7 @@ async def tags(request: Request) -> Response:
     Listing reads headers and hashes new dropped files: a thread's work, so
     health checks and embeddings never wait behind it.
     """
-    models = await asyncio.to_thread(_tag_entries, _engine(request).stores)
+    models = await pools_of(request).listing.run(_tag_entries, _engine(request).stores)
     return json_response(TagsResponse.render(models=models))
 
 
@@ -199,8 +206,16 @@ async def show(request: Request) -> Response:
             capabilities=[c.value for c in capabilities(info)],
             modified_at=record.modified_at,
             **_rerank_facts(info),
+            **_embedding_facts(info),
         )
     )
+
+
+def _embedding_facts(info: GGUFInfo) -> dict[str, Any]:
+    """For an embedding model, the pooling its vectors come from."""
+    if not info.is_embedding:
+        return {}
+    return {"embedding": EmbeddingFacts.render(pooling=embedding_pooling(info))}
 
 
 def _rerank_facts(info: GGUFInfo) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +24,7 @@ from emberd.server.http.api_types import (
     OpenAIUsage,
 )
 from emberd.server.http.error_responses import BadRequest
+from emberd.server.http.pools import pools_of
 from emberd.server.http.render import json_response
 from emberd.server.http.request_body import json_object, parse_body
 
@@ -131,7 +131,7 @@ def _model_object(record: ModelRecord) -> dict[str, Any]:
 async def list_models(request: Request) -> Response:
     """GET /v1/models: the same models as /api/tags, in OpenAI's list shape."""
     engine: Engine = request.app.state.engine
-    records = await asyncio.to_thread(engine.stores.list)
+    records = await pools_of(request).listing.run(engine.stores.list)
     return json_response(
         OpenAIModelList.render(object="list", data=[_model_object(r) for r in records])
     )

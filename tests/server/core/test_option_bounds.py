@@ -18,7 +18,7 @@ from emberd.server.core.options import (
     resolve_load_options,
 )
 from tests.support.subprocess_server import child_server_in
-from tests.support.tiny_model import write_tiny_bert
+from tests.support.tiny_model import write_ollama_layout, write_tiny_bert
 
 DEFAULTS = ServerDefaults(context_length=4096, num_thread=2, gpu_devices=0, cpu_count=2)
 
@@ -76,3 +76,42 @@ def test_a_server_refuses_absurd_threads_and_keeps_serving(tmp_path: Path) -> No
         response = child.client.post("/api/embed", json={"model": "tiny", "input": "sky"})
         assert response.status_code == 200, response.text
         assert child.alive()
+
+
+def test_a_model_params_layer_out_of_bounds_is_clamped_not_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    params = {"num_thread": 64, "num_ctx": -5, "num_batch": 1 << 40, "main_gpu": 3}
+    chosen = resolve_load_options(DEFAULTS, params, {}, 512)
+    assert chosen.num_thread == DEFAULTS.max_threads
+    assert chosen.num_ctx == 1
+    assert chosen.num_batch == 1  # never more than the context
+    assert chosen.main_gpu == 0
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "model parameter num_thread 64 is outside -1..8" in warned
+    assert "model parameter main_gpu 3" in warned
+
+
+def test_a_request_still_gets_its_400_over_a_params_layer() -> None:
+    with pytest.raises(InvalidRequest, match='option "num_thread"'):
+        resolve_load_options(DEFAULTS, {"num_thread": 64}, load_overrides({"num_thread": 64}), 512)
+    # And the request's own value wins over the model's clamped one.
+    chosen = resolve_load_options(
+        DEFAULTS, {"num_thread": 64}, load_overrides({"num_thread": 3}), 512
+    )
+    assert chosen.num_thread == 3
+
+
+def test_a_model_with_absurd_params_embeds_on_every_route(tmp_path: Path) -> None:
+    gguf = write_tiny_bert(tmp_path / "tiny.gguf")
+    (tmp_path / "emberd").mkdir()
+    write_ollama_layout(tmp_path / "ollama", gguf, name="greedy", params={"num_thread": 64})
+    with child_server_in(tmp_path) as child:
+        response = child.client.post("/api/embed", json={"model": "greedy", "input": "sky"})
+        assert response.status_code == 200, response.text
+        response = child.client.post("/v1/embeddings", json={"model": "greedy", "input": "sky"})
+        assert response.status_code == 200, response.text
+        body = {"model": "greedy", "input": "sky", "options": {"num_thread": 100_000}}
+        response = child.client.post("/api/embed", json=body)
+        assert response.status_code == 400, response.text
+        assert 'option "num_thread" must be between' in response.json()["error"]

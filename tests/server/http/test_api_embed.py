@@ -150,12 +150,28 @@ def test_dimensions_cut_and_renormalise(server: LiveServer, d: int) -> None:
     np.testing.assert_allclose(cut, prefix, atol=1e-5)
 
 
-@pytest.mark.parametrize("d", [0, -3, TINY_DIM, TINY_DIM + 100])
-def test_dimensions_out_of_range_are_ignored(server: LiveServer, d: int) -> None:
+def test_dimensions_of_the_full_length_change_nothing(server: LiveServer) -> None:
     full = server.vectors(TINY, SKY)[0]
-    same = server.vectors(TINY, SKY, dimensions=d)[0]
-    assert same.shape == (TINY_DIM,)
+    same = server.vectors(TINY, SKY, dimensions=TINY_DIM)[0]
     np.testing.assert_allclose(same, full, atol=1e-6)
+
+
+@pytest.mark.parametrize("d", [0, -1, -3])
+def test_dimensions_below_one_are_400(server: LiveServer, d: int) -> None:
+    response = server.embed({"model": TINY, "input": SKY, "dimensions": d})
+    assert response.status_code == 400
+    assert response.json() == {"error": f"dimensions must be at least 1, got {d}"}
+
+
+@pytest.mark.parametrize("d", [TINY_DIM + 1, 10**9])
+def test_dimensions_above_the_model_are_400(server: LiveServer, d: int) -> None:
+    # Refused, as OpenAI refuses more dimensions than a model has: a full-length
+    # vector would not be the length the client's index expects.
+    response = server.embed({"model": TINY, "input": SKY, "dimensions": d})
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": f"dimensions {d} is more than the model's embedding length of {TINY_DIM}"
+    }
 
 
 # -- durations and number format ---------------------------------------------------
@@ -238,11 +254,14 @@ def test_truncate_false_over_the_limit_is_400(server: LiveServer) -> None:
     assert response.json() == {"error": "the input length exceeds the context length"}
 
 
-@pytest.mark.parametrize("num_ctx", [1, 2])
-def test_no_room_after_specials_is_400(server: LiveServer, num_ctx: int) -> None:
+@pytest.mark.parametrize("num_ctx", [0, 1, 2])
+def test_no_room_after_specials_is_400_naming_num_ctx(server: LiveServer, num_ctx: int) -> None:
     response = server.embed({"model": TINY, "input": SKY, "options": {"num_ctx": num_ctx}})
     assert response.status_code == 400
-    assert response.json() == {"error": "input after truncation exceeds maximum context length"}
+    assert response.json() == {
+        "error": 'input after truncation exceeds maximum context length: option "num_ctx" '
+        "leaves no room for input beside the model's special tokens"
+    }
 
 
 def test_one_bad_input_fails_the_whole_request(server: LiveServer) -> None:

@@ -10,6 +10,7 @@ import pytest
 from gguf import GGUFReader
 
 from emberd.backends.llama_cpp import compute_devices
+from tests.support.gguf_files import write_gguf
 from tests.support.harness import (
     OLLAMA_NUM_CTX,
     OLLAMA_PARAMS,
@@ -87,6 +88,7 @@ def test_show_describes_the_model(server: LiveServer, field: str) -> None:
     assert response.status_code == 200, response.text
     data = response.json()
     assert data["capabilities"] == ["embedding"]
+    assert data["embedding"] == {"pooling": "mean"}
     info = data["model_info"]
     assert info["general.architecture"] == "bert"
     assert info["bert.embedding_length"] == TINY_DIM
@@ -112,6 +114,21 @@ def test_show_verbose_gives_list_values_as_ollama_does(server: LiveServer, store
     assert {k: v for k, v in verbose.items() if plain.get(k) is not None} == {
         k: v for k, v in plain.items() if v is not None
     }
+
+
+def test_show_says_a_decoder_without_pooling_embeds_by_mean(
+    serve: ServerFactory, tmp_path: Path
+) -> None:
+    # llama.cpp gives such a model's token vectors; the backend pools them by
+    # mean, as Ollama does, so /api/show must not list it as able to do nothing.
+    stores = Stores(emberd=tmp_path / "e", ollama=tmp_path / "o", outside=tmp_path / "x")
+    stores.emberd.mkdir()
+    write_gguf(stores.emberd / "decoder.gguf", pooling_type=None, arch="llama")
+    data = serve(model_stores=stores).post_ok("/api/show", {"model": "decoder"})
+    assert "llama.pooling_type" not in data["model_info"]
+    assert data["capabilities"] == ["embedding"]
+    assert data["embedding"] == {"pooling": "mean (the model declares no pooling)"}
+    assert "rerank" not in data
 
 
 def test_show_prints_parameters_as_ollama_does(server: LiveServer) -> None:

@@ -135,6 +135,19 @@ def test_client_float_matches_api_embed(server: LiveServer, client: openai.OpenA
     assert result.usage.prompt_tokens == raw["prompt_eval_count"] == 7 + 6 + 4
 
 
+@pytest.mark.parametrize(
+    ("d", "message"),
+    [
+        (0, "dimensions must be at least 1, got 0"),
+        (-1, "dimensions must be at least 1, got -1"),
+        (10**9, f"dimensions {10**9} is more than the model's embedding length of {TINY_DIM}"),
+    ],
+)
+def test_dimensions_out_of_range_are_400(server: LiveServer, d: int, message: str) -> None:
+    response = post(server, {"model": TINY, "input": "sky", "dimensions": d})
+    assert openai_error(response, 400, "invalid_request_error") == message
+
+
 def test_client_dimensions_match_api_embed(server: LiveServer, client: openai.OpenAI) -> None:
     result = client.embeddings.create(model=TINY, input=TEXTS, dimensions=8)
     raw = embed_raw(server, TEXTS, dimensions=8)
