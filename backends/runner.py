@@ -437,11 +437,13 @@ class _TokenizeChannel(asyncio.Protocol):
         self._pending[request_id] = future
         try:
             self._transport.write(b"".join(ipc.encode({**header, "id": request_id}, payload)))
-            reply, data = await asyncio.wait_for(future, _ANSWER_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            # Tokenizing never takes this long: the runner is stuck. End it.
-            await asyncio.get_running_loop().run_in_executor(None, self._process.kill)
-            raise ModelCrashed("it stopped answering and was ended") from None
+            # asyncio.wait, not wait_for: on Python 3.11 wait_for can swallow the
+            # caller's cancellation when the answer arrives at the same moment.
+            done, _ = await asyncio.wait({future}, timeout=_ANSWER_TIMEOUT_S)
+            if not done:  # tokenizing never takes this long: the runner is stuck
+                await asyncio.get_running_loop().run_in_executor(None, self._process.kill)
+                raise ModelCrashed("it stopped answering and was ended")
+            reply, data = future.result()
         finally:
             self._pending.pop(request_id, None)
         if "error" in reply:
