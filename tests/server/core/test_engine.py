@@ -79,13 +79,19 @@ async def test_no_model_name_is_refused_before_any_work(tmp_path: Path) -> None:
     assert backend.load_calls == 0
 
 
+async def nan_on_gpu_engine(tmp_path: Path) -> tuple[Engine, StandInBackend]:
+    """An engine whose stand-in backend has one GPU, where every decode gives NaN."""
+    engine, backend = make_engine(tmp_path, gpus=1)
+    await engine.start()
+    backend.nan_on_gpu = True
+    return engine, backend
+
+
 @bounded
 async def test_nan_on_a_gpu_moves_the_model_to_the_cpu_and_retries_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    engine, backend = make_engine(tmp_path, gpus=1)
-    await engine.start()
-    backend.nan_on_gpu = True
+    engine, backend = await nan_on_gpu_engine(tmp_path)
     result = await engine.embed(EmbedJob(model="m", texts=["a bb"]))
     expected = vector_of([1, 11, 12, 2])
     np.testing.assert_allclose(result.vectors[0], expected / np.linalg.norm(expected), rtol=1e-6)
@@ -101,9 +107,7 @@ async def test_nan_on_a_gpu_moves_the_model_to_the_cpu_and_retries_once(
 
 @bounded
 async def test_a_model_kept_off_the_gpu_gets_it_back_when_its_file_changes(tmp_path: Path) -> None:
-    engine, backend = make_engine(tmp_path, gpus=1)
-    await engine.start()
-    backend.nan_on_gpu = True
+    engine, backend = await nan_on_gpu_engine(tmp_path)
     await engine.embed(EmbedJob(model="m", texts=["a"]))
     backend.nan_on_gpu = False
     write_gguf(
@@ -116,9 +120,7 @@ async def test_a_model_kept_off_the_gpu_gets_it_back_when_its_file_changes(tmp_p
 
 @bounded
 async def test_nan_on_the_cpu_after_the_retry_is_a_clear_error_not_a_loop(tmp_path: Path) -> None:
-    engine, backend = make_engine(tmp_path, gpus=1)
-    await engine.start()
-    backend.nan_on_gpu = True
+    engine, backend = await nan_on_gpu_engine(tmp_path)
     original = StandInModel.embed
 
     def nan_everywhere(self: StandInModel, sequences: Sequence[Sequence[int]]) -> np.ndarray:
