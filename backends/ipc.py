@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from emberd.backends.base import FloatMatrix
+from emberd.backends.base import BackendError, FloatMatrix, NonFiniteOnGpu
 
 _LENGTHS = struct.Struct("<II")
 # A header holds texts (tokenize) or a text (detokenize); the payload a batch
@@ -28,6 +28,10 @@ Header = dict[str, Any]
 
 class ChannelClosed(Exception):
     """The other end has gone (its process ended) or sent a broken frame."""
+
+
+class NoAnswer(ChannelClosed):
+    """The peer did not answer within the socket's timeout."""
 
 
 def encode(header: Header, payload: bytes = b"") -> list[bytes]:
@@ -95,6 +99,8 @@ def _read_exact(sock: socket.socket, size: int) -> bytes:
     while got < size:
         try:
             n = sock.recv_into(view[got:])
+        except TimeoutError:
+            raise NoAnswer(f"no answer within {sock.gettimeout()} s") from None
         except OSError as exc:
             raise ChannelClosed(str(exc)) from None
         if n == 0:
@@ -129,3 +135,23 @@ def unpack_matrix(rows: int, cols: int, payload: bytes) -> FloatMatrix:
     if rows < 0 or cols < 0 or rows * cols * 4 != len(payload):
         raise ChannelClosed("a matrix whose size does not match its shape")
     return np.frombuffer(payload, dtype=np.float32).reshape(rows, cols).copy()
+
+
+# Backend errors that cross the wire keep their type, so that the runtime
+# can act on them (a GPU's NaN moves the model to the CPU).
+_TYPED_ERRORS: dict[str, type[BackendError]] = {"non_finite_on_gpu": NonFiniteOnGpu}
+
+
+def pack_error(exc: BackendError) -> Header:
+    """A backend error as a reply field: its message, and its kind when the kind matters."""
+    kinds = {cls: kind for kind, cls in _TYPED_ERRORS.items()}
+    kind = kinds.get(type(exc))
+    return {"error": str(exc), "kind": kind} if kind else {"error": str(exc)}
+
+
+def unpack_error(field: Any) -> BackendError:
+    """The backend error `pack_error` wrote (a bare message is a plain BackendError)."""
+    if isinstance(field, dict):
+        cls = _TYPED_ERRORS.get(str(field.get("kind")), BackendError)
+        return cls(str(field.get("error")))
+    return BackendError(str(field))

@@ -8,7 +8,8 @@ crash) ends that process and fails only the requests it was serving, as
 memory back to the system, a GPU context included.
 
 One runner is kept started ahead of need, with llama.cpp initialised, so a
-cold load pays only for reading the model. Each runner has two channels:
+cold load pays only for reading the model; the next one starts a moment
+after each load, once the new model's first requests have had the CPU. Each runner has two channels:
 decodes go over one, strictly request and reply, from the model's batch
 worker thread; tokenizing goes over the other from the event loop, so a new
 request is tokenized while a decode is under way.
@@ -30,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from emberd.backends import ipc
+from emberd.backends import handover, ipc
 from emberd.backends.base import (
     BackendError,
     DecodeStats,
@@ -53,11 +54,19 @@ _HELLO_TIMEOUT_S = 60.0
 _EXIT_WAIT_S = 2.0
 # A tokenize request unanswered this long means a stuck runner.
 _ANSWER_TIMEOUT_S = 60.0
+# A decode unfinished this long means a runner stuck inside llama.cpp (a hung
+# GPU kernel, a livelock): far beyond the longest decode of the largest batch
+# on a slow CPU.
+DECODE_TIMEOUT_S = 300.0
 # A runner told to stop gets this long before it is killed.
 _STOP_WAIT_S = 1.0
+# After a load, the next spare runner starts this much later: starting one
+# (a Python, llama.cpp's libraries) takes a core for about half a second, which
+# the new model's first requests need more.
+SPARE_DELAY_S = 2.0
 # ggml answers an abort by attaching a debugger for a backtrace, which takes
 # seconds and fills the log; the exit status says enough.
-_RUNNER_ENV = {**os.environ, "GGML_NO_BACKTRACE": "1"}
+_NO_BACKTRACE = {"GGML_NO_BACKTRACE": "1"}
 
 
 class RunnerProcess:
@@ -66,31 +75,21 @@ class RunnerProcess:
     def __init__(self, log_level: str) -> None:
         decode, decode_child = socket.socketpair()
         tokenize, tokenize_child = socket.socketpair()
-        fds = (decode_child.fileno(), tokenize_child.fileno())
         command = [
             sys.executable,
             "-m",
             "emberd.backends.runner_process",
-            "--decode-fd",
-            str(fds[0]),
-            "--tokenize-fd",
-            str(fds[1]),
             "--log-level",
             log_level,
         ]
         try:
-            # Its own session: a Ctrl-C meant for the server must not end the
-            # runners while the server drains its requests.
-            self.process = subprocess.Popen(
-                command,
-                pass_fds=fds,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                start_new_session=True,
+            self.process = handover.start(
+                command, (decode_child, tokenize_child), {**os.environ, **_NO_BACKTRACE}
             )
-        finally:
-            decode_child.close()
-            tokenize_child.close()
+        except OSError:
+            decode.close()
+            tokenize.close()
+            raise
         self.decode = decode
         self.tokenize = tokenize
         self._hello: ipc.Header | None = None
@@ -158,12 +157,27 @@ def describe_exit(code: int) -> str:
 class RunnerBackend:
     """Loads each model into a runner process of its own; keeps one runner spare."""
 
-    def __init__(self, *, log_level: str = "warning") -> None:
+    def __init__(
+        self,
+        *,
+        log_level: str = "warning",
+        decode_timeout_s: float = DECODE_TIMEOUT_S,
+        spare_delay_s: float = SPARE_DELAY_S,
+    ) -> None:
+        self._decode_timeout_s = decode_timeout_s
+        self._spare_delay_s = spare_delay_s
         self._log_level = log_level
         self._lock = threading.Lock()
         self._closed = False
-        self._spare: RunnerProcess | None = None  # started by gpu_devices() or the first load
+        self._spare: RunnerProcess | None = None  # started by gpu_devices() or after a load
+        self._refill_timer: threading.Timer | None = None
         self._described = False
+
+    @property
+    def has_spare(self) -> bool:
+        """Whether a spare runner is started (it may still be initialising)."""
+        with self._lock:
+            return self._spare is not None
 
     def gpu_devices(self) -> int:
         """How many GPUs a `main_gpu` may choose among, as the runners' llama.cpp reports.
@@ -203,7 +217,7 @@ class RunnerBackend:
             process.stop()
             raise ModelLoadError(str(reply["error"]))
         try:
-            return RemoteModel(process, reply)
+            return RemoteModel(process, reply, self._decode_timeout_s)
         except (KeyError, TypeError, ValueError) as exc:
             process.kill()
             raise ModelCrashed(f"it described the model wrongly ({exc})") from None
@@ -213,6 +227,8 @@ class RunnerBackend:
         with self._lock:
             self._closed = True
             spare, self._spare = self._spare, None
+            if self._refill_timer is not None:
+                self._refill_timer.cancel()
         if spare is not None:
             spare.kill()
 
@@ -250,8 +266,17 @@ class RunnerBackend:
             process.kill()
 
     def _refill(self) -> None:
-        """Start the next spare runner, unless there is one or the backend is closed."""
+        """Start the next spare runner a little later, unless one is there or coming."""
         with self._lock:
+            if self._spare is not None or self._closed or self._refill_timer is not None:
+                return
+            timer = self._refill_timer = threading.Timer(self._spare_delay_s, self._start_spare)
+        timer.daemon = True
+        timer.start()
+
+    def _start_spare(self) -> None:
+        with self._lock:
+            self._refill_timer = None
             if self._spare is None and not self._closed:
                 self._spare = RunnerProcess(self._log_level)
 
@@ -289,7 +314,9 @@ def _facts(raw: dict[str, Any]) -> ModelFacts:
 class RemoteModel:
     """A model loaded in a runner process, used as if it were here."""
 
-    def __init__(self, process: RunnerProcess, reply: ipc.Header) -> None:
+    def __init__(
+        self, process: RunnerProcess, reply: ipc.Header, decode_timeout_s: float = DECODE_TIMEOUT_S
+    ) -> None:
         self.facts = _facts(reply["facts"])
         limits = reply["limits"]
         self._max_tokens = int(limits["max_batch_tokens"])
@@ -300,6 +327,7 @@ class RemoteModel:
         self._decode_lock = threading.Lock()
         self._closed = False
         self._tokenizer = _TokenizeChannel(process)
+        process.decode.settimeout(decode_timeout_s)
 
     @property
     def pid(self) -> int:
@@ -355,10 +383,14 @@ class RemoteModel:
             try:
                 ipc.send(self._process.decode, request, payload)
                 header, data = ipc.recv(self._process.decode)
+            except ipc.NoAnswer:
+                timeout = self._process.decode.gettimeout() or 0.0
+                self._process.kill()
+                raise ModelCrashed(f"it did not finish a decode within {timeout:.0f} s") from None
             except ipc.ChannelClosed:
                 raise ModelCrashed(self._process.exit_reason()) from None
         if "error" in header:
-            raise BackendError(str(header["error"]))
+            raise ipc.unpack_error(header["error"])
         results = self._split(batches, header.get("results"), data)
         for sequences in filter(None, batches):
             self.stats.decodes += 1
@@ -377,8 +409,8 @@ class RemoteModel:
         offset = 0
         try:
             for batch, shape in zip(batches, shapes, strict=True):
-                if isinstance(shape, str):
-                    results.append(BackendError(shape))
+                if isinstance(shape, dict):
+                    results.append(ipc.unpack_error(shape))
                     continue
                 rows, cols = int(shape[0]), int(shape[1])
                 if rows != len(batch) or cols != width:

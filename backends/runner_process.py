@@ -8,7 +8,7 @@ then on it serves that one model until it is told to stop or its server
 goes away. Whatever llama.cpp does to the process (an assert, an uncaught
 C++ exception, a crash in a GPU kernel) ends this process alone.
 
-Two socket channels, inherited as file descriptors:
+Two socket channels, handed over by backends/handover.py:
 
 - the decode channel, strict request and reply, served on the main thread:
   `load`, then `embed` batches, then `stop`;
@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from emberd.backends import ipc
+from emberd.backends import handover, ipc
 from emberd.backends.base import BackendError, LoadOptions
 from emberd.models.errors import ModelError
 from emberd.models.gguf_checks import check_loadable
@@ -45,8 +45,9 @@ log = logging.getLogger("emberd.runner")
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve one model over the two inherited channels; the exit status is 0 on `stop`."""
     parser = argparse.ArgumentParser(prog="emberd runner")
-    parser.add_argument("--decode-fd", type=int, required=True)
-    parser.add_argument("--tokenize-fd", type=int, required=True)
+    # Inherited descriptors (POSIX); without them the channels come on stdin (Windows).
+    parser.add_argument("--decode-fd", type=int)
+    parser.add_argument("--tokenize-fd", type=int)
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -54,8 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format=f"%(asctime)s %(levelname)s emberd runner[{os.getpid()}] %(message)s",
     )
-    decode = socket.socket(fileno=args.decode_fd)
-    tokenize = socket.socket(fileno=args.tokenize_fd)
+    decode, tokenize = handover.receive(args.decode_fd, args.tokenize_fd)
     from emberd.backends import llama_cpp
 
     # What computes, as plain data: the server never maps llama.cpp itself.
@@ -186,12 +186,12 @@ def _embed(model: Any, header: ipc.Header, payload: bytes) -> tuple[ipc.Header, 
     try:
         results = model.embed_parallel(batches)
     except BackendError as exc:
-        return {"error": str(exc)}, b""
-    shapes: list[list[int] | str] = []
+        return {"error": ipc.pack_error(exc)}, b""
+    shapes: list[list[int] | ipc.Header] = []
     blobs = []
     for result in results:
         if isinstance(result, BackendError):
-            shapes.append(str(result))
+            shapes.append(ipc.pack_error(result))
         else:
             shapes.append([int(result.shape[0]), int(result.shape[1])])
             blobs.append(result.tobytes())

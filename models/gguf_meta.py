@@ -273,8 +273,7 @@ class _Header:
         if count == 0:
             return []
         if vtype == _STRING:
-            for _ in range(count):
-                self._skip(self._u64())
+            self._skip_strings(count)
         elif vtype == _ARRAY:
             for _ in range(count):
                 self._skip_array(depth + 1)
@@ -283,6 +282,19 @@ class _Header:
         else:
             raise self.fail(f"unknown array element type {vtype}")
         return None
+
+    def _skip_strings(self, count: int) -> None:
+        # A vocabulary is tens of thousands of strings: one tight loop, since
+        # this runs before every load (in the runner, on the file it opened).
+        buf, pos, end = self.buf, self.pos, len(self.buf)
+        unpack = _struct(self.order + "Q").unpack_from
+        for _ in range(count):
+            if pos + 8 > end:
+                raise _Truncated
+            pos += 8 + unpack(buf, pos)[0]
+            if pos > end:
+                raise _Truncated
+        self.pos = pos
 
     def _array(self, depth: int = 1) -> list[object]:
         """An array's values: strings decoded, numbers as numbers (NaN and Inf as None)."""

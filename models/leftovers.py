@@ -9,12 +9,13 @@ so it removes
 - an import's work folder (`.tmp-import-*`) and a blob being written
   (`blobs/.tmp-*`), whose process was killed;
 - a partial download that holds nothing, or whose blob is complete;
+- the lock files of blob downloads (`-partial.lock`);
 - a blob that no manifest refers to.
 
 It keeps a partial download that holds bytes: the next pull of its model
 resumes it. Sweeps run when the server starts, before a pull or an import,
-and after one fails. Where file locks are missing (Windows), nothing is
-swept.
+and after one fails. The writers lock is `flock` on a folder, which Windows
+lacks: there nothing is swept (Windows deletes a blob's lock file itself).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ except ImportError:  # Windows: no sweeping
 log = logging.getLogger(__name__)
 
 PARTIAL_SUFFIX = "-partial"
+# A pull's lock on one blob's download (`sha256-<hex>-partial.lock`).
+LOCK_SUFFIX = ".lock"
 IMPORT_PREFIX = TEMP_PREFIX + "import-"
 
 
@@ -113,6 +116,8 @@ def _sweep(store: ManifestStore) -> Swept:
         if name.startswith(TEMP_PREFIX):
             size += _remove(entry)
             blobs += 1
+        elif name.endswith(PARTIAL_SUFFIX + LOCK_SUFFIX):
+            _remove(entry)  # no pull runs now, so no one holds or waits on it
         elif name.endswith(PARTIAL_SUFFIX):
             blob = entry.with_name(name.removesuffix(PARTIAL_SUFFIX))
             if _size(entry) == 0 or blob.is_file():

@@ -12,9 +12,11 @@ already present are skipped. Only when every blob is in and the model's is
 a readable GGUF are they renamed to their real names and the manifest
 written (atomically), so a failed pull leaves no model that half exists and
 no blob that no manifest uses: only partial downloads that the next pull
-resumes, and none of those for a model that can never be used. A lock on
-the partial file keeps two pulls of one blob (threads or processes) from
-writing it at once; a pull that waits for it can be cancelled. What a
+resumes, and none of those for a model that can never be used. A lock
+file beside the partial (`-partial.lock`, through filelock, so on Windows
+too) keeps two pulls of one blob (threads or processes) from writing it at
+once; a pull that waits for it can be cancelled. The partial itself is
+closed before it is renamed or deleted, which Windows requires. What a
 killed pull leaves is swept by `models.leftovers` (before each pull, and
 after one fails).
 """
@@ -30,10 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from filelock import FileLock, Timeout
+
 from emberd.models.cancel import CancelSwitch
 from emberd.models.errors import InvalidModelFile
 from emberd.models.gguf_meta import read_gguf_info
-from emberd.models.leftovers import PARTIAL_SUFFIX, sweep, writing
+from emberd.models.leftovers import LOCK_SUFFIX, PARTIAL_SUFFIX, sweep, writing
 from emberd.models.names import ModelName
 from emberd.models.ollama_layout import MODEL_MEDIA_TYPE, Layer
 from emberd.models.registry import (
@@ -44,11 +48,6 @@ from emberd.models.registry import (
 )
 from emberd.models.store import ModelRecord, ModelStores
 from emberd.models.terminal import human_bytes
-
-try:
-    import fcntl
-except ImportError:  # Windows: pulls of one blob are not serialised there
-    fcntl = None  # type: ignore[assignment]
 
 _CHUNK = 1 << 20
 # Free space a pull leaves on the disk: 1 GiB, or 5% of a smaller disk.
@@ -214,14 +213,18 @@ class _Puller:
             report(layer.size)
             return
         partial = partial_path(self.stores, layer.digest)
-        with _locked(partial, self.cancel) as fh:
+        with _blob_lock(partial, self.cancel):
             if _present(final, layer.size):  # another pull finished it while this one waited
                 partial.unlink(missing_ok=True)
                 report(layer.size)
                 return
-            # A partial a failed pull completed and checked is not fetched again.
-            self.client.download_blob(layer, fh, report)
-            _verify(layer, fh, partial)
+            with open(partial, "a+b") as fh:
+                # A partial a failed pull completed and checked is not fetched again.
+                self.client.download_blob(layer, fh, report)
+                got = _digest_of(fh)
+            if got != layer.digest:
+                partial.unlink(missing_ok=True)
+                raise DigestMismatch(layer.digest, got)
 
     def _downloaded(self, layer: Layer) -> Path:
         """Where the blob of `layer` is now: in the blobs, or still as its partial file."""
@@ -235,7 +238,7 @@ class _Puller:
             return
         partial = partial_path(self.stores, layer.digest)
         # Checked under this lock; since then, other pulls of it only read it.
-        with _locked(partial, self.cancel):
+        with _blob_lock(partial, self.cancel):
             if _present(final, layer.size):
                 partial.unlink(missing_ok=True)
             elif _file_size(partial) != layer.size:
@@ -248,8 +251,8 @@ class _Puller:
         """Delete the partial files of `layers` that no other pull holds."""
         for layer in layers:
             partial = partial_path(self.stores, layer.digest)
-            with _try_locked(partial) as fh:
-                if fh is not None:
+            with _try_blob_lock(partial) as held:
+                if held:
                     partial.unlink(missing_ok=True)
 
 
@@ -268,71 +271,65 @@ def _file_size(path: Path) -> int:
         return 0
 
 
-def _verify(layer: Layer, fh: BinaryIO, partial: Path) -> None:
-    """Check the downloaded bytes against the layer's digest; delete them when they differ."""
+def _digest_of(fh: BinaryIO) -> str:
+    """The sha256 of everything in `fh`, written to disk first."""
     fh.flush()
     os.fsync(fh.fileno())
     hasher = hashlib.sha256()
     fh.seek(0)
     while chunk := fh.read(_CHUNK):
         hasher.update(chunk)
-    got = f"sha256:{hasher.hexdigest()}"
-    if got != layer.digest:
-        partial.unlink(missing_ok=True)
-        raise DigestMismatch(layer.digest, got)
+    return f"sha256:{hasher.hexdigest()}"
+
+
+def blob_lock_path(partial: Path) -> Path:
+    """The lock file that guards the partial download `partial`."""
+    return partial.with_name(partial.name + LOCK_SUFFIX)
 
 
 @contextlib.contextmanager
-def _locked(path: Path, cancel: CancelSwitch) -> Iterator[BinaryIO]:
-    """Open (creating) `path` for appending, holding an exclusive lock on it.
+def _blob_lock(partial: Path, cancel: CancelSwitch) -> Iterator[None]:
+    """Hold the lock of the blob downloading into `partial`; PullCancelled if `cancel` ends a wait.
 
-    While another pull holds the lock, the wait ends when `cancel` is set
-    (PullCancelled). A waiter whose file was renamed or deleted by the
-    holder meanwhile opens the path again, so it never writes into a
-    finished blob.
+    The lock is a file of its own, never the partial, so the partial can be
+    renamed or deleted while the lock is held. The lock file goes once the
+    blob is in: a pull that then locks an unlinked file, beside one that
+    makes a new one, finds the blob there and writes nothing. Until then it
+    stays (the store's sweep removes it when no pull runs).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(blob_lock_path(partial), thread_local=False)
     while True:
-        fh: BinaryIO = open(path, "a+b")  # noqa: SIM115 - closed below or by the caller's block
         try:
-            if fcntl is not None:
-                while not _try_lock(fh):
-                    if cancel.wait(_LOCK_POLL_S):
-                        raise PullCancelled()
-            if _same_file(fh, path):
-                break
-        except BaseException:
-            fh.close()
-            raise
-        fh.close()
-    with fh:
-        yield fh
+            lock.acquire(timeout=_LOCK_POLL_S, poll_interval=_LOCK_POLL_S / 5)
+            break
+        except Timeout:
+            if cancel.is_set():
+                raise PullCancelled() from None
+    try:
+        yield
+    finally:
+        if _final_of(partial).is_file():
+            # Windows refuses to delete an open file; filelock deletes it there on release.
+            with contextlib.suppress(OSError):
+                blob_lock_path(partial).unlink(missing_ok=True)
+        lock.release()
+
+
+def _final_of(partial: Path) -> Path:
+    return partial.with_name(partial.name.removesuffix(PARTIAL_SUFFIX))
 
 
 @contextlib.contextmanager
-def _try_locked(path: Path) -> Iterator[BinaryIO | None]:
-    """The existing file `path`, locked, if no one else holds it; else None."""
+def _try_blob_lock(partial: Path) -> Iterator[bool]:
+    """Hold the lock of `partial`'s blob if no pull holds it; whether it is held."""
+    lock = FileLock(blob_lock_path(partial), thread_local=False)
     try:
-        fh: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed below
-    except OSError:
-        yield None
+        lock.acquire(blocking=False)
+    except Timeout:
+        yield False
         return
-    with fh:
-        held = fcntl is None or _try_lock(fh)
-        yield fh if held and _same_file(fh, path) else None
-
-
-def _try_lock(fh: BinaryIO) -> bool:
-    """Take the exclusive lock on `fh` if it is free; whether it was taken."""
     try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
-def _same_file(fh: BinaryIO, path: Path) -> bool:
-    try:
-        return os.path.samestat(os.fstat(fh.fileno()), os.stat(path))
-    except OSError:
-        return False
+        yield True
+    finally:
+        lock.release()

@@ -61,7 +61,7 @@ check_python_arch() {
 # backend named by EMBERD_GPU, bypassing pip's cache (which holds the CPU
 # wheel and would otherwise silently come back), then check the result.
 install_gpu_llama_cpp() {
-    local nvcc cmake_args site
+    local nvcc cmake_args site built
     case "$EMBERD_GPU" in
         "" | cpu | metal) return 0 ;;
         cuda) ;;
@@ -86,9 +86,16 @@ install_gpu_llama_cpp() {
     cmake_args="$cmake_args $(cuda_extras "$nvcc" "$site")" || return 1
     echo "building llama-cpp-python with CUDA ($nvcc, sm_${EMBERD_CUDA_ARCH:-90}):" \
         "this compiles llama.cpp's CUDA kernels and takes a long while" >&2
+    # A wheel of its own (in $VENV/gpu-wheels, to copy to machines of the same
+    # kind), from a build folder that an interrupted build resumes from.
+    rm -f "$VENV"/gpu-wheels/llama_cpp_python-*.whl
+    built=$SECONDS
     CUDACXX="$nvcc" CMAKE_ARGS="$cmake_args" FORCE_CMAKE=1 \
-        "$VENV/bin/python" -m pip install -q --no-cache-dir --force-reinstall --no-deps \
-        "$LLAMA_CPP_PIN" || return 1
+        "$VENV/bin/python" -m pip wheel -q --no-cache-dir --no-deps --no-binary llama-cpp-python \
+        -C build-dir="$(cd "$VENV" && pwd)/gpu-build" -w "$VENV/gpu-wheels" "$LLAMA_CPP_PIN" || return 1
+    echo "built in $((SECONDS - built)) s: $(ls -sh "$VENV"/gpu-wheels/llama_cpp_python-*.whl)" >&2
+    "$VENV/bin/python" -m pip install -q --force-reinstall --no-deps \
+        "$VENV"/gpu-wheels/llama_cpp_python-*.whl || return 1
     # cuBLAS from its wheel sits beside the libraries that need it ($ORIGIN).
     if [ -d "$site/nvidia/cu13/lib" ]; then
         ln -sf "$site"/nvidia/cu13/lib/libcublas*.so.* "$site/llama_cpp/lib/"

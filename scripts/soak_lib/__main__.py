@@ -77,6 +77,7 @@ def _report(
     tally: Tally,
     seconds: float,
     rss: list[int],
+    tree: list[int],
     exit_status: int | None,
     exit_seconds: float,
     crashed: bool,
@@ -105,13 +106,21 @@ def _report(
         + (", ".join(f"{_label(s)}: {n}" for s, n in sorted(errors.items())) or "none")
     )
     print(f"crashes: {int(crashed)}")
-    mib = [r / 2**20 for r in rss]
-    print(
-        f"rss: start {mib[0]:.1f} MiB, end {mib[-1]:.1f} MiB, growth {mib[-1] - mib[0]:+.1f} MiB"
-        f" (per minute: {', '.join(f'{m:.1f}' for m in mib)})"
-    )
+    _print_memory("server rss", rss)
+    _print_memory("server+runners rss", tree)
     print(f"shutdown: exit status {exit_status} after {exit_seconds:.2f} s")
     return not crashed and unexpected == 0
+
+
+def _print_memory(label: str, samples: list[int]) -> None:
+    """Memory at the start and end, and per minute; the growth after the first minute,
+    which warms pools, caches and threads up, is what a leak would show in."""
+    mib = [r / 2**20 for r in samples]
+    settled = f", after the first minute {mib[-1] - mib[1]:+.1f} MiB" if len(mib) > 2 else ""
+    print(
+        f"{label}: start {mib[0]:.1f} MiB, end {mib[-1]:.1f} MiB, growth "
+        f"{mib[-1] - mib[0]:+.1f} MiB{settled} (per minute: {', '.join(f'{m:.1f}' for m in mib)})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,6 +178,7 @@ def _run(args: argparse.Namespace, root: Path, store: Path, registry_url: str) -
     target = Target("127.0.0.1", port, "soak", "soak-churn", "soak-broken")
     httpx.post(f"{target.url}/api/embed", json={"model": "soak", "input": "warm up"}, timeout=60)
     rss = [rss_bytes(server.process.pid)]
+    tree = [server.rss_bytes()]
     tally = Tally()
     started = time.monotonic()
     deadline = started + args.minutes * 60
@@ -182,16 +192,18 @@ def _run(args: argparse.Namespace, root: Path, store: Path, registry_url: str) -
         time.sleep(1)
         if (time.monotonic() - started) // 60 >= len(rss) and server.process.poll() is None:
             rss.append(rss_bytes(server.process.pid))
+            tree.append(server.rss_bytes())
     crashed = server.process.poll() is not None
     if not crashed:
         rss.append(rss_bytes(server.process.pid))
+        tree.append(server.rss_bytes())
     for thread in threads:
         thread.join(150)
     seconds = time.monotonic() - started
     stopping = time.monotonic()
     server.stop()
     exit_seconds = time.monotonic() - stopping
-    ok = _report(tally, seconds, rss, server.process.returncode, exit_seconds, crashed)
+    ok = _report(tally, seconds, rss, tree, server.process.returncode, exit_seconds, crashed)
     if crashed or not ok:
         print("server log tail:\n" + server.log_tail(40))
     print(f"files: {root}" if args.keep else "")

@@ -12,12 +12,20 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
-from emberd.backends.base import FloatMatrix, LoadedModel, LoadOptions, ModelCrashed, ModelLoadError
+from emberd.backends.base import (
+    FloatMatrix,
+    LoadedModel,
+    LoadOptions,
+    ModelCrashed,
+    ModelLoadError,
+    NonFiniteOnGpu,
+)
 from emberd.models.bundled import bundled_for, install_bundled
 from emberd.models.capabilities import rerank_head
 from emberd.models.errors import InvalidModelFile, ModelNotFound
@@ -33,11 +41,14 @@ from emberd.server.core.errors import (
     go_quote,
     reason_of,
 )
+from emberd.server.core.gpu_faults import GpuFaults
 from emberd.server.core.limits import RequestLimits
 from emberd.server.core.options import ServerDefaults, load_overrides, resolve_load_options
 from emberd.server.core.pools import WorkPool
 from emberd.server.core.rerank import RerankJob, RerankResult, build_pairs, pair_limit, rank
 from emberd.server.core.runtime import Lease, Runtime
+
+_T = TypeVar("_T")
 
 # Threads that resolve names; most of a resolve is a few stats, so few are busy at once.
 RESOLVE_WORKERS = 8
@@ -171,6 +182,7 @@ class Engine:
         self.defaults = defaults
         self.limits = limits
         self._installing = asyncio.Lock()
+        self.gpu_faults = GpuFaults()
         # Names are resolved in a pool of their own: listings and pulls, which
         # can wait long on a hash or a registry, never hold up an embed.
         self.resolving = WorkPool("resolve", RESOLVE_WORKERS)
@@ -225,19 +237,23 @@ class Engine:
             raise InvalidRequest(
                 f"{go_quote(job.model)} does not support embeddings (its capability is rerank)"
             )
-        async with self.lease(job.model, record, job.options, job.keep_alive) as (lease, options):
+
+        async def run(lease: Lease, options: LoadOptions) -> tuple[FloatMatrix, list[list[int]]]:
             check_dimensions(job.dimensions, lease.model.facts.n_embd)
             if count == 0:
-                empty = np.zeros((0, lease.model.facts.n_embd), dtype=np.float32)
-                return EmbedResult(empty, 0, lease.wait_seconds, time.perf_counter() - started)
+                return np.zeros((0, lease.model.facts.n_embd), dtype=np.float32), []
             sequences = await self._prepare(lease.model, options, job)
             self.limits.check_tokens(sequences)
-            raw = await lease.queue.embed(sequences)
+            return await lease.queue.embed(sequences), sequences
+
+        (raw, sequences), wait = await self._leased(
+            job.model, record, job.options, job.keep_alive, run
+        )
+        if count == 0:
+            return EmbedResult(raw, 0, wait, time.perf_counter() - started)
         vectors = finish_vectors(raw, job.dimensions, job.normalize)
         counts = tuple(len(s) for s in sequences)
-        return EmbedResult(
-            vectors, sum(counts), lease.wait_seconds, time.perf_counter() - started, counts
-        )
+        return EmbedResult(vectors, sum(counts), wait, time.perf_counter() - started, counts)
 
     async def rerank(self, job: RerankJob) -> RerankResult:
         """Score every document of `job` against its query with a reranker model."""
@@ -255,14 +271,19 @@ class Engine:
             raise InvalidRequest("documents must not be empty")
         if job.top_n is not None and job.top_n < 1:
             raise InvalidRequest("top_n must be a positive integer")
-        async with self.lease(job.model, record, job.options, job.keep_alive) as (lease, options):
+
+        async def run(lease: Lease, options: LoadOptions) -> tuple[FloatMatrix, list[list[int]]]:
             limit = pair_limit(lease.model, options)
             pairs = await build_pairs(
                 lease.model, job.query, job.documents, limit, job.truncate,
                 job.max_document_tokens,
             )  # fmt: skip
             self.limits.check_tokens(pairs)
-            values = await lease.queue.embed(pairs)
+            return await lease.queue.embed(pairs), pairs
+
+        (values, pairs), wait = await self._leased(
+            job.model, record, job.options, job.keep_alive, run
+        )
         if values.shape[1] != head.outputs:
             raise CoreError(
                 f"the model's head gives {values.shape[1]} values per pair, expected {head.outputs}"
@@ -271,9 +292,28 @@ class Engine:
             raise CoreError("rerank score is NaN or Inf")
         scores = head.scores(values).tolist()
         tokens = sum(len(p) for p in pairs)
-        return RerankResult(
-            rank(scores, job.top_n), tokens, lease.wait_seconds, time.perf_counter() - started
-        )
+        return RerankResult(rank(scores, job.top_n), tokens, wait, time.perf_counter() - started)
+
+    async def _leased(
+        self,
+        name: str,
+        record: ModelRecord,
+        requested: Mapping[str, object],
+        keep_alive: float | None,
+        work: Callable[[Lease, LoadOptions], Awaitable[_T]],
+    ) -> tuple[_T, float]:
+        """`work` done under a lease of the model, and the lease's wait for it.
+
+        NaN or Inf from a model on a GPU moves the model to the CPU (a new
+        runner, since the load options change) and does the work once more there.
+        """
+        try:
+            async with self.lease(name, record, requested, keep_alive) as (lease, options):
+                return await work(lease, options), lease.wait_seconds
+        except NonFiniteOnGpu as exc:
+            self.gpu_faults.add(record, name, str(exc))
+        async with self.lease(name, record, requested, keep_alive) as (lease, options):
+            return await work(lease, options), lease.wait_seconds
 
     @contextlib.asynccontextmanager
     async def lease(
@@ -305,7 +345,8 @@ class Engine:
         """How `record` must be loaded for a request (its file is vetted when it loads)."""
         overrides = load_overrides(requested)
         info = record.info()  # cached per file version
-        return resolve_load_options(self.defaults, record.params, overrides, info.context_length)
+        options = resolve_load_options(self.defaults, record.params, overrides, info.context_length)
+        return self.gpu_faults.place(record, options)
 
     async def _prepare(
         self, model: LoadedModel, options: LoadOptions, job: EmbedJob

@@ -21,12 +21,19 @@ from typing import Any
 
 import httpx
 import pytest
+from filelock import FileLock, Timeout
 from starlette.testclient import TestClient
 
 from emberd.models.cancel import CancelSwitch
 from emberd.models.errors import InvalidModelName, ModelNotFound
 from emberd.models.names import ModelName
-from emberd.models.pull import DigestMismatch, PullProgress, partial_path, pull_model
+from emberd.models.pull import (
+    DigestMismatch,
+    PullProgress,
+    blob_lock_path,
+    partial_path,
+    pull_model,
+)
 from emberd.models.registry import (
     ManifestNotFound,
     PullCancelled,
@@ -41,6 +48,7 @@ from emberd.models.registry import (
 from emberd.models.store import ModelStores
 from emberd.server.cli.store_verbs import pull_cli
 from emberd.server.config import Settings
+from tests.support.raw_http import raw_post
 from tests.support.registry_server import (
     MANIFEST_MEDIA_TYPE,
     Published,
@@ -50,12 +58,6 @@ from tests.support.registry_server import (
     registry_server,
     serving,
 )
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-from tests.support.raw_http import raw_post
 
 PARAMS = {"num_ctx": 64}
 NOT_A_BOOL = "Input should be a valid boolean"
@@ -462,7 +464,6 @@ def stalled(tmp_path: Path, registry: RegistryServer, published: Published) -> S
     )
 
 
-@pytest.mark.skipif(fcntl is None, reason="waits on the pull's file lock")
 def test_client_leaving_the_stream_stops_the_pull(
     stalled: StalledPull, registry: RegistryServer, published: Published, gguf: bytes
 ) -> None:
@@ -487,7 +488,6 @@ def test_client_leaving_the_stream_stops_the_pull(
     assert pull_model("tiny", stores, registry.url).path.read_bytes() == gguf
 
 
-@pytest.mark.skipif(fcntl is None, reason="waits on the pull's file lock")
 def test_client_leaving_a_single_answer_pull_stops_it(
     stalled: StalledPull, registry: RegistryServer, published: Published
 ) -> None:
@@ -505,22 +505,14 @@ def test_client_leaving_a_single_answer_pull_stops_it(
 
 
 def _pull_stopped(partial: Path) -> bool:
-    """Whether no pull holds the lock on the partial download any more.
-
-    A partial that holds nothing yet when the pull stops is swept away: that is
-    stopped too. (What a stopped pull keeps is test_cancelled_pull_keeps_its_partial's.)
-    """
-    assert fcntl is not None
+    """Whether no pull holds the lock on the partial download any more."""
+    lock = FileLock(blob_lock_path(partial), thread_local=False)
     try:
-        fh = open(partial, "rb")  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        return True
-    with fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True  # closing the file lets the lock go
+        lock.acquire(blocking=False)
+    except Timeout:
+        return False
+    lock.release()
+    return True
 
 
 def wait_for(check: Callable[[], bool], seconds: float = 10) -> None:

@@ -153,6 +153,7 @@ def litter(root: Path, keep: ModelStores, registry: RegistryServer) -> dict[str,
         "resumable": blobs / f"sha256-{'2' * 64}-partial",
         "finished": blobs / (keep.resolve("tiny").path.name + "-partial"),
         "half-written": blobs / ".tmp-abc123",
+        "lock": blobs / f"sha256-{'3' * 64}-partial.lock",
         "import": root / ".tmp-import-xyz",
     }
     paths["orphan"].write_bytes(orphan)
@@ -160,6 +161,7 @@ def litter(root: Path, keep: ModelStores, registry: RegistryServer) -> dict[str,
     paths["resumable"].write_bytes(b"some of a blob")
     paths["finished"].write_bytes(b"a copy of a blob that is complete")
     paths["half-written"].write_bytes(b"half")
+    paths["lock"].write_bytes(b"")
     paths["import"].mkdir()
     (paths["import"] / "model.gguf").write_bytes(b"x" * 1000)
     return paths

@@ -15,7 +15,6 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
-import pytest
 
 from emberd.models.cancel import CancelSwitch
 from emberd.models.pull import pull_model
@@ -24,11 +23,6 @@ from emberd.models.store import ModelStores
 from tests.support.harness import DEADLINE_S, ModelFiles, make_stores, running_server, settings_for
 from tests.support.raw_http import raw_post
 from tests.support.registry_server import Published, RegistryServer
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 PROMPT_S = 5.0  # a cancelled pull lets go within this; a stall lasts far longer
 STALLED_PULLS = 12  # more than any default thread pool has threads on a small machine
@@ -74,7 +68,6 @@ def test_a_cancelled_pull_stops_in_a_stalled_manifest(
         release.set()
 
 
-@pytest.mark.skipif(fcntl is None, reason="waits on the pull's file lock")
 def test_a_cancelled_pull_stops_waiting_for_another_pulls_lock(
     tmp_path: Path, registry: RegistryServer, published: Published
 ) -> None:

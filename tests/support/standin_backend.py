@@ -22,6 +22,7 @@ from emberd.backends.base import (
     ModelCrashed,
     ModelFacts,
     ModelLoadError,
+    NonFiniteOnGpu,
     Pooling,
 )
 from emberd.models.store import FileVersion
@@ -94,6 +95,7 @@ class StandInModel:
         self.loaded_at = time.monotonic()
         self.closed_at: float | None = None
         self.crashed = False
+        self.nan_on_gpu = False  # decodes give NaN when the model has GPU layers
         self._max_tokens = max_tokens
         self._max_sequences = max_sequences
         self._lanes = lanes
@@ -159,6 +161,8 @@ class StandInModel:
             raise BackendError("batch does not fit")
         if any(POISON in s for s in sequences):
             raise BackendError("poisoned batch")
+        if self.nan_on_gpu and self.options.num_gpu != 0:
+            raise NonFiniteOnGpu("stand-in computed NaN or Inf on its GPU")
         self.stats.decodes += 1
         self.stats.sequences += len(sequences)
         self.stats.tokens += total
@@ -176,17 +180,19 @@ class StandInModel:
 class StandInBackend:
     """Loads stand-in models; counts loads, can hold them on a gate or fail them."""
 
-    def __init__(self, *, gpu_layers: int = 0) -> None:
+    def __init__(self, *, gpu_layers: int = 0, gpus: int = 0) -> None:
         self.load_gate = Gate()
+        self.nan_on_gpu = False  # models loaded from now on compute NaN on a GPU
         self.models: list[StandInModel] = []
         self.load_calls = 0
         self.fail_loads = 0  # how many of the next loads fail
         self._gpu_layers = gpu_layers
+        self._gpus = gpus
         self._lock = threading.Lock()
 
     def gpu_devices(self) -> int:
-        """No GPUs."""
-        return 0
+        """The GPUs the stand-in claims (none unless told)."""
+        return self._gpus
 
     def close(self) -> None:
         """Nothing to release."""
@@ -203,6 +209,7 @@ class StandInBackend:
                 self.fail_loads -= 1
                 raise ModelLoadError(f"cannot load {path.name}")
             model = StandInModel(path, options, gpu_layers=self._gpu_layers)
+            model.nan_on_gpu = self.nan_on_gpu
             self.models.append(model)
         return model
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,18 +12,18 @@ from emberd.models.store import ModelStores
 from emberd.server.assembly import request_limits, runtime_limits
 from emberd.server.config import Settings
 from emberd.server.core.engine import EmbedJob, Engine
-from emberd.server.core.errors import InvalidRequest, LoadFailed
+from emberd.server.core.errors import InvalidRequest, InvalidVectors, LoadFailed
 from emberd.server.core.options import ServerDefaults
 from emberd.server.core.runtime import Runtime
 from tests.support.bounded import bounded
 from tests.support.gguf_files import write_gguf
-from tests.support.standin_backend import StandInBackend, vector_of
+from tests.support.standin_backend import StandInBackend, StandInModel, vector_of
 
 
-def make_engine(tmp_path: Path) -> tuple[Engine, StandInBackend]:
+def make_engine(tmp_path: Path, gpus: int = 0) -> tuple[Engine, StandInBackend]:
     store = tmp_path / "emberd"
     write_gguf(store / "m.gguf", context_length=64, extra={"bert.attention.head_count": 2})
-    backend = StandInBackend()
+    backend = StandInBackend(gpus=gpus)
     runtime = Runtime(backend, runtime_limits(Settings()))
     defaults = ServerDefaults(context_length=4096, num_thread=1)
     engine = Engine(ModelStores(store, None), runtime, defaults, request_limits(Settings()))
@@ -76,3 +77,59 @@ async def test_no_model_name_is_refused_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(InvalidRequest, match="model is required"):
         await engine.embed(EmbedJob(model="", texts=["a"]))
     assert backend.load_calls == 0
+
+
+async def nan_on_gpu_engine(tmp_path: Path) -> tuple[Engine, StandInBackend]:
+    """An engine whose stand-in backend has one GPU, where every decode gives NaN."""
+    engine, backend = make_engine(tmp_path, gpus=1)
+    await engine.start()
+    backend.nan_on_gpu = True
+    return engine, backend
+
+
+@bounded
+async def test_nan_on_a_gpu_moves_the_model_to_the_cpu_and_retries_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine, backend = await nan_on_gpu_engine(tmp_path)
+    result = await engine.embed(EmbedJob(model="m", texts=["a bb"]))
+    expected = vector_of([1, 11, 12, 2])
+    np.testing.assert_allclose(result.vectors[0], expected / np.linalg.norm(expected), rtol=1e-6)
+    gpu, cpu = backend.models
+    assert (gpu.options.num_gpu, cpu.options.num_gpu) == (-1, 0)
+    assert gpu.closed and not cpu.closed  # the GPU runner was ended, not kept beside
+    assert "restarting it on the CPU" in caplog.text
+    # The file stays on the CPU: later requests, even asking for GPU layers, load nothing new.
+    await engine.embed(EmbedJob(model="m", texts=["ccc"], options={"num_gpu": 99}))
+    assert len(backend.models) == 2
+    await engine.runtime.close()
+
+
+@bounded
+async def test_a_model_kept_off_the_gpu_gets_it_back_when_its_file_changes(tmp_path: Path) -> None:
+    engine, backend = await nan_on_gpu_engine(tmp_path)
+    await engine.embed(EmbedJob(model="m", texts=["a"]))
+    backend.nan_on_gpu = False
+    write_gguf(
+        tmp_path / "emberd" / "m.gguf", context_length=64, extra={"bert.attention.head_count": 3}
+    )
+    await engine.embed(EmbedJob(model="m", texts=["a"]))
+    assert [m.options.num_gpu for m in backend.models] == [-1, 0, -1]
+    await engine.runtime.close()
+
+
+@bounded
+async def test_nan_on_the_cpu_after_the_retry_is_a_clear_error_not_a_loop(tmp_path: Path) -> None:
+    engine, backend = await nan_on_gpu_engine(tmp_path)
+    original = StandInModel.embed
+
+    def nan_everywhere(self: StandInModel, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+        out = original(self, sequences)
+        return np.full_like(out, np.nan)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(StandInModel, "embed", nan_everywhere)
+        with pytest.raises(InvalidVectors):  # NaN on the CPU too: refused, no third try
+            await engine.embed(EmbedJob(model="m", texts=["a"]))
+    assert [m.options.num_gpu for m in backend.models] == [-1, 0]
+    await engine.runtime.close()

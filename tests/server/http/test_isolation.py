@@ -104,6 +104,9 @@ def test_the_server_process_never_maps_llama_cpp(tmp_path: Path, model_files: Mo
         runners = _children(child.process.pid)
         assert len(runners) >= 2  # the two models' runners (and a spare)
         assert any("libllama" in Path(f"/proc/{pid}/maps").read_text() for pid in runners)
+        # An abort ends a runner at once, without ggml's debugger backtrace.
+        for pid in runners:
+            assert b"GGML_NO_BACKTRACE=1" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
 
 
 def _children(pid: int) -> list[int]:
