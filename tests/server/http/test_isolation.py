@@ -22,6 +22,7 @@ from emberd.backends.runner import RunnerBackend
 from emberd.models.store import file_version
 from emberd.server.core.crashes import CRASH_LIMIT
 from tests.support.gguf_patch import rewritten_copy
+from tests.support.registry_server import registry_server
 from tests.support.harness import (
     DEADLINE_S,
     SKY,
@@ -86,6 +87,19 @@ def test_an_input_that_aborts_llama_cpp_costs_only_that_request(crashing_home: P
         assert error_of(openai).startswith(f'model "{SPM}" stopped unexpectedly')
     with child_server_in(crashing_home) as child:  # after a restart, the same
         crash_and_recover(child, SPM)
+
+
+def test_the_same_file_pulled_from_a_registry_costs_only_its_requests(
+    crashing_home: Path,
+) -> None:
+    with registry_server() as registry:
+        registry.state.publish(
+            "library/spm-reg", "latest", (crashing_home / "emberd" / f"{SPM}.gguf").read_bytes()
+        )
+        with child_server_in(crashing_home, "--registry", registry.url) as child:
+            pulled = child.client.post("/api/pull", json={"model": "spm-reg", "stream": False})
+            assert pulled.status_code == 200, pulled.text
+            crash_and_recover(child, "spm-reg")
 
 
 def test_the_server_process_never_maps_llama_cpp(tmp_path: Path, model_files: ModelFiles) -> None:
