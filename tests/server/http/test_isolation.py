@@ -22,7 +22,6 @@ from emberd.backends.runner import RunnerBackend
 from emberd.models.store import file_version
 from emberd.server.core.crashes import CRASH_LIMIT
 from tests.support.gguf_patch import rewritten_copy
-from tests.support.registry_server import registry_server
 from tests.support.harness import (
     DEADLINE_S,
     SKY,
@@ -35,6 +34,7 @@ from tests.support.harness import (
     post_embed,
     wait_until,
 )
+from tests.support.registry_server import registry_server
 from tests.support.subprocess_server import ChildServer, child_server_in
 from tests.support.tiny_model import write_ollama_layout
 from tests.support.tiny_reranker import write_xlmr_reranker, xlmr_weights
