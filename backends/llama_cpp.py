@@ -181,7 +181,10 @@ def _handle(handles: dict[int, Device], gpu: Device) -> int:
 
 
 def gpu_offload_supported() -> bool:
-    """Whether this llama.cpp build can put layers on a GPU (Metal, CUDA...)."""
+    """Whether llama.cpp can put layers on a GPU here: a GPU build that found one.
+
+    A CUDA build on a machine without a GPU (or its driver) answers False.
+    """
     _init_llama()
     return bool(lc.llama_supports_gpu_offload())
 

@@ -70,9 +70,9 @@ install_gpu_llama_cpp() {
             return 1
             ;;
     esac
-    # Already built with GPU offload at the pinned version: a changed pyproject.toml
+    # Already built with CUDA at the pinned version: a changed pyproject.toml
     # reinstalls emberd, not an hour of CUDA kernels.
-    if "$VENV/bin/python" -c 'import llama_cpp, sys; sys.exit(not (llama_cpp.__version__ == sys.argv[1] and llama_cpp.llama_supports_gpu_offload()))' "${LLAMA_CPP_PIN#*==}" 2>/dev/null; then
+    if has_cuda_backend; then
         return 0
     fi
     nvcc="$(command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null || true)"
@@ -100,11 +100,25 @@ install_gpu_llama_cpp() {
     if [ -d "$site/nvidia/cu13/lib" ]; then
         ln -sf "$site"/nvidia/cu13/lib/libcublas*.so.* "$site/llama_cpp/lib/"
     fi
-    # A build that quietly lost its GPU backend is an error, not a CPU install.
-    "$VENV/bin/python" -c 'import llama_cpp, sys; sys.exit(not llama_cpp.llama_supports_gpu_offload())' || {
-        echo "llama-cpp-python was built without GPU offload: see the pip output above" >&2
+    # A build that quietly lost its CUDA backend is an error, not a CPU install.
+    # (Whether a GPU is there is another matter: on a machine without one the
+    # build loads, and emberd logs "compute: CPU (this build has CUDA but found
+    # no GPU)".)
+    has_cuda_backend || {
+        echo "llama-cpp-python was built without its CUDA backend: see the pip output above" >&2
         return 1
     }
+}
+
+# has_cuda_backend: whether $VENV's llama-cpp-python is the pinned version and
+# carries llama.cpp's CUDA backend library.
+has_cuda_backend() {
+    "$VENV/bin/python" - "${LLAMA_CPP_PIN#*==}" 2>/dev/null <<'PY'
+import pathlib, sys
+import llama_cpp
+lib = pathlib.Path(llama_cpp.__file__).parent / "lib"
+sys.exit(not (llama_cpp.__version__ == sys.argv[1] and any(lib.glob("*ggml-cuda*"))))
+PY
 }
 
 # cuda_extras NVCC SITE: CMake arguments for a toolkit without cuBLAS (it then

@@ -47,8 +47,10 @@ def test_the_devices_are_those_of_this_build() -> None:
     compute = compute_devices()
     assert Compute.from_dict(compute.as_dict()) == compute
     assert gpu_device_limit() == len(compute.gpus)
-    if not gpu_offload_supported():
+    if not compute.gpu_backends:
         assert compute == Compute()  # a CPU build: no GPU backend at all
+    # A GPU build on a machine without a GPU (or its driver) offloads nothing.
+    assert gpu_offload_supported() == bool(compute.gpus)
     for gpu in compute.gpus:
         assert gpu.backend in compute.gpu_backends
         assert 0 <= gpu.free <= gpu.total
@@ -98,8 +100,12 @@ def test_the_server_logs_what_computes_at_start(caplog: pytest.LogCaptureFixture
     assert line in caplog.messages
     assert line.startswith("compute: ")
     assert gpus == len(compute_devices().gpus)
-    if not gpu_offload_supported():
+    compute = compute_devices()
+    if not compute.gpu_backends:
         assert line == "compute: CPU (this build has no GPU backend)"
+    elif not compute.gpus:  # e.g. a CUDA build where no GPU or driver is found
+        built = ", ".join(compute.gpu_backends)
+        assert line == f"compute: CPU (this build has {built} but found no GPU)"
 
 
 def test_metal_keeps_no_thread_awake_for_its_memory() -> None:
