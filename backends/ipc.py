@@ -140,12 +140,12 @@ def unpack_matrix(rows: int, cols: int, payload: bytes) -> FloatMatrix:
 # Backend errors that cross the wire keep their type, so that the runtime
 # can act on them (a GPU's NaN moves the model to the CPU).
 _TYPED_ERRORS: dict[str, type[BackendError]] = {"non_finite_on_gpu": NonFiniteOnGpu}
+_KINDS = {cls: kind for kind, cls in _TYPED_ERRORS.items()}
 
 
 def pack_error(exc: BackendError) -> Header:
     """A backend error as a reply field: its message, and its kind when the kind matters."""
-    kinds = {cls: kind for kind, cls in _TYPED_ERRORS.items()}
-    kind = kinds.get(type(exc))
+    kind = _KINDS.get(type(exc))
     return {"error": str(exc), "kind": kind} if kind else {"error": str(exc)}
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from emberd.models.store import FileVersion, ModelRecord, file_version
+from emberd.models.store import ModelRecord
+from emberd.server.core.file_notes import FileNotes
 
 CRASH_LIMIT = 3
 CRASH_WINDOW_S = 60.0
@@ -28,7 +28,6 @@ class HeldBack(Exception):
 
 @dataclass
 class _Crashes:
-    version: FileVersion | None
     times: list[float] = field(default_factory=list)
     held: bool = False
 
@@ -38,24 +37,18 @@ class CrashRecord:
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
-        self._by_path: dict[Path, _Crashes] = {}
+        self._notes: FileNotes[_Crashes] = FileNotes()
 
     def add(self, record: ModelRecord) -> None:
         """Count one death of a runner serving `record`'s file."""
-        version = file_version(record.path)
-        entry = self._by_path.get(record.path)
-        if entry is None or entry.version != version:
-            entry = self._by_path[record.path] = _Crashes(version)
+        entry = self._notes.get(record.path) or _Crashes()
         now = self._clock()
         entry.times = [t for t in entry.times if now - t < CRASH_WINDOW_S] + [now]
         entry.held = entry.held or len(entry.times) >= CRASH_LIMIT
+        self._notes.put(record.path, entry)
 
     def check(self, record: ModelRecord) -> None:
         """Raise HeldBack if `record`'s file, as it is now, is held back."""
-        entry = self._by_path.get(record.path)
-        if entry is None or not entry.held:
-            return
-        if file_version(record.path) != entry.version:  # a new file gets a new chance
-            del self._by_path[record.path]
-            return
-        raise HeldBack(len(entry.times))
+        entry = self._notes.get(record.path)
+        if entry is not None and entry.held:
+            raise HeldBack(len(entry.times))

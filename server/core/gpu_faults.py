@@ -10,32 +10,29 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from pathlib import Path
 
 from emberd.backends.base import LoadOptions
-from emberd.models.store import FileVersion, ModelRecord, file_version
+from emberd.models.store import ModelRecord
+from emberd.server.core.file_notes import FileNotes
 
 log = logging.getLogger("emberd.engine")
 
 
 class GpuFaults:
-    """The model files that are kept off the GPU, each with the version that failed there."""
+    """The model files kept off the GPU, each as it was when it failed there."""
 
     def __init__(self) -> None:
-        self._by_path: dict[Path, FileVersion | None] = {}
+        self._off_gpu: FileNotes[bool] = FileNotes()
 
     def add(self, record: ModelRecord, name: str, reason: str) -> None:
         """Keep `record`'s file, as it is now, on the CPU from now on."""
-        self._by_path[record.path] = file_version(record.path)
+        self._off_gpu.put(record.path, True)
         log.warning(
             "model %s: %s; restarting it on the CPU and trying the request there once", name, reason
         )
 
     def place(self, record: ModelRecord, options: LoadOptions) -> LoadOptions:
         """`options`, with no GPU layers when `record`'s file failed on a GPU."""
-        if record.path not in self._by_path or options.num_gpu == 0:
-            return options
-        if file_version(record.path) != self._by_path[record.path]:  # a new file, a new chance
-            del self._by_path[record.path]
+        if options.num_gpu == 0 or not self._off_gpu.get(record.path):
             return options
         return dataclasses.replace(options, num_gpu=0)
