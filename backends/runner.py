@@ -479,7 +479,7 @@ class _TokenizeChannel(asyncio.Protocol):
         finally:
             self._pending.pop(request_id, None)
         if "error" in reply:
-            raise BackendError(str(reply["error"]))
+            raise ipc.unpack_error(reply["error"])
         return reply, data
 
     async def finished(self) -> None:
