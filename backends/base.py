@@ -106,6 +106,11 @@ class TokenOutOfRange(BackendError):
     """A token id given by the caller is not in the model's vocabulary."""
 
 
+class InputRefused(BackendError):
+    """An input the request's own options refuse (too long without truncation, nothing
+    to embed): the client's error, not the model's."""
+
+
 class ModelCrashed(BackendError):
     """The process running the model ended (a crash, an abort, a kill) or broke its protocol.
 
@@ -120,8 +125,8 @@ class ModelCrashed(BackendError):
 class LoadedModel(Protocol):
     """A model in memory, ready to embed.
 
-    Tokenizing runs on the event loop's side (it may wait for another
-    process, never for a decode); decoding runs on one worker thread at a time.
+    Tokenizing and decoding are awaited on the event loop; both run
+    elsewhere, and a tokenize never waits for a decode.
     """
 
     facts: ModelFacts
@@ -148,24 +153,31 @@ class LoadedModel(Protocol):
         ...
 
     def parallel_decodes(self) -> int:
-        """How many decodes `embed_parallel` runs side by side (1 or more)."""
+        """How many decodes `decode` runs side by side (1 or more)."""
         ...
 
-    def embed(self, sequences: Sequence[Sequence[int]]) -> FloatMatrix:
-        """Pooled, unnormalised vectors (or a reranker's head values), one row per
-        sequence, in one decode.
-
-        The caller packs: the sequences must fit `max_batch_tokens()` and
-        `max_batch_sequences()`, and each already carries its special tokens.
-        """
-        ...
-
-    def embed_parallel(
+    async def decode(
         self, batches: Sequence[Sequence[Sequence[int]]]
     ) -> list[FloatMatrix | BackendError]:
         """One decode per batch (at most `parallel_decodes()` of them), run side by side.
 
-        Each batch gets its vectors, or the BackendError its own decode raised.
+        Each batch gets its pooled, unnormalised vectors (or a reranker's head
+        values), one row per sequence, or the BackendError its own decode
+        raised. The caller packs: each batch fits `max_batch_tokens()` and
+        `max_batch_sequences()`, each sequence carries its special tokens, and
+        one call at a time is in flight (an `embed_text` may be beside it; the
+        model serves them in turn). Awaited on the event loop: the decode runs
+        elsewhere (a runner process), never on the loop.
+        """
+        ...
+
+    async def embed_text(self, text: str, limit: int, truncate: bool) -> tuple[FloatMatrix, int]:
+        """One text tokenized, fitted (`sequences.fit_sequence`) and decoded in one step.
+
+        The fast path of a lone text when nothing else waits: one exchange
+        with the model instead of a tokenize and a decode. Returns its vector
+        (one row) and its token count, special tokens included; InputRefused
+        for an input `limit` and `truncate` refuse.
         """
         ...
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from emberd.backends.base import BackendError, FloatMatrix, NonFiniteOnGpu
+from emberd.backends.base import BackendError, FloatMatrix, InputRefused, NonFiniteOnGpu
 
 _LENGTHS = struct.Struct("<II")
 # A header holds texts (tokenize) or a text (detokenize); the payload a batch
@@ -137,9 +137,13 @@ def unpack_matrix(rows: int, cols: int, payload: bytes) -> FloatMatrix:
     return np.frombuffer(payload, dtype=np.float32).reshape(rows, cols).copy()
 
 
-# Backend errors that cross the wire keep their type, so that the runtime
-# can act on them (a GPU's NaN moves the model to the CPU).
-_TYPED_ERRORS: dict[str, type[BackendError]] = {"non_finite_on_gpu": NonFiniteOnGpu}
+# Backend errors that cross the wire keep their type, so that the server can
+# act on them (a GPU's NaN moves the model to the CPU; a refused input is the
+# client's 400).
+_TYPED_ERRORS: dict[str, type[BackendError]] = {
+    "non_finite_on_gpu": NonFiniteOnGpu,
+    "input_refused": InputRefused,
+}
 _KINDS = {cls: kind for kind, cls in _TYPED_ERRORS.items()}
 
 

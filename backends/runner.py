@@ -9,10 +9,13 @@ memory back to the system, a GPU context included.
 
 One runner is kept started ahead of need, with llama.cpp initialised, so a
 cold load pays only for reading the model; the next one starts a moment
-after each load, once the new model's first requests have had the CPU. Each runner has two channels:
-decodes go over one, strictly request and reply, from the model's batch
-worker thread; tokenizing goes over the other from the event loop, so a new
-request is tokenized while a decode is under way.
+after each load, once the new model's first requests have had the CPU.
+
+Each runner has two channels, both driven by the event loop once the model
+is loaded: decodes go over one (the model's batcher keeps one in flight),
+tokenizing over the other, so a new request is tokenized while a decode is
+under way. No thread stands between a request and its runner: a decode's
+answer wakes the waiting request directly.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ _HELLO_TIMEOUT_S = 60.0
 # After its channel closes, a runner's exit status is waited for this long.
 _EXIT_WAIT_S = 2.0
 # A tokenize request unanswered this long means a stuck runner.
-_ANSWER_TIMEOUT_S = 60.0
+_TOKENIZE_TIMEOUT_S = 60.0
 # A decode unfinished this long means a runner stuck inside llama.cpp (a hung
 # GPU kernel, a livelock): far beyond the longest decode of the largest batch
 # on a slow CPU.
@@ -324,10 +327,16 @@ class RemoteModel:
         self._lanes = int(limits["parallel_decodes"])
         self.stats = DecodeStats()
         self._process = process
-        self._decode_lock = threading.Lock()
         self._closed = False
-        self._tokenizer = _TokenizeChannel(process)
-        process.decode.settimeout(decode_timeout_s)
+        self._tokenizer = _Channel(
+            process, process.tokenize, _TOKENIZE_TIMEOUT_S, "it stopped answering and was ended"
+        )
+        self._decoder = _Channel(
+            process,
+            process.decode,
+            decode_timeout_s,
+            f"it did not finish a decode within {decode_timeout_s:.0f} s",
+        )
 
     @property
     def pid(self) -> int:
@@ -364,39 +373,36 @@ class RemoteModel:
         """How many decodes the runner runs side by side."""
         return self._lanes
 
-    def embed(self, sequences: Sequence[Sequence[int]]) -> FloatMatrix:
-        """Pooled vectors of `sequences` in one decode."""
-        (result,) = self.embed_parallel([sequences])
-        if isinstance(result, BackendError):
-            raise result
-        return result
-
-    def embed_parallel(
+    async def decode(
         self, batches: Sequence[Sequence[Sequence[int]]]
     ) -> list[FloatMatrix | BackendError]:
         """One decode per batch, side by side in the runner."""
+        if self._closed:
+            raise BackendError("the model has been unloaded")
         lengths, payload = ipc.pack_sequences([s for batch in batches for s in batch])
         request = {"op": "embed", "lengths": lengths, "batches": [len(b) for b in batches]}
-        with self._decode_lock:
-            if self._closed:
-                raise BackendError("the model has been unloaded")
-            try:
-                ipc.send(self._process.decode, request, payload)
-                header, data = ipc.recv(self._process.decode)
-            except ipc.NoAnswer:
-                timeout = self._process.decode.gettimeout() or 0.0
-                self._process.kill()
-                raise ModelCrashed(f"it did not finish a decode within {timeout:.0f} s") from None
-            except ipc.ChannelClosed:
-                raise ModelCrashed(self._process.exit_reason()) from None
-        if "error" in header:
-            raise ipc.unpack_error(header["error"])
+        header, data = await self._decoder.call(request, payload)
         results = self._split(batches, header.get("results"), data)
         for sequences in filter(None, batches):
             self.stats.decodes += 1
             self.stats.sequences += len(sequences)
             self.stats.tokens += sum(len(s) for s in sequences)
         return results
+
+    async def embed_text(self, text: str, limit: int, truncate: bool) -> tuple[FloatMatrix, int]:
+        """A lone text tokenized, fitted and decoded in one exchange with the runner."""
+        if self._closed:
+            raise BackendError("the model has been unloaded")
+        request = {"op": "embed_text", "text": text, "limit": limit, "truncate": truncate}
+        header, data = await self._decoder.call(request)
+        (result,) = self._split([[()]], header.get("results"), data)
+        tokens = header.get("tokens")
+        if isinstance(result, BackendError) or not isinstance(tokens, int) or tokens < 1:
+            raise ModelCrashed("it answered a decode wrongly")
+        self.stats.decodes += 1
+        self.stats.sequences += 1
+        self.stats.tokens += tokens
+        return result, tokens
 
     def _split(
         self, batches: Sequence[Sequence[Sequence[int]]], shapes: Any, data: bytes
@@ -423,31 +429,44 @@ class RemoteModel:
         return results
 
     def close(self) -> None:
-        """End the runner, and with it all the model's memory."""
-        with self._decode_lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._tokenizer.closing = True
+        """End the runner, and with it all the model's memory (blocks: call it from a thread).
+
+        The caller has let every decode finish first.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._tokenizer.closing = self._decoder.closing = True
         self._process.stop()
 
     async def wait_closed(self) -> None:
-        """Wait until the tokenize channel has seen the runner go and closed its stream."""
+        """Wait until both channels have seen the runner go and closed their streams."""
         await self._tokenizer.finished()
+        await self._decoder.finished()
 
 
-class _TokenizeChannel(asyncio.Protocol):
-    """Requests on the tokenize channel, answered in any order, matched by id.
+class _Channel(asyncio.Protocol):
+    """Requests on one of a runner's channels, answered by id, driven by the event loop.
 
-    It is driven by the event loop that first uses it: answers are handed to
-    their callers as they arrive, and every caller fails with ModelCrashed
-    when the runner goes.
+    The loop that first uses it drives it: answers are handed to their
+    callers as they arrive, and every caller fails with ModelCrashed when the
+    runner goes. A request unanswered for `timeout_s` means a runner stuck
+    inside llama.cpp: it is killed, and the waiting callers told `stuck`.
+    One timer watches the oldest request (the runner answers in order), so
+    a request costs no timer of its own.
     """
 
-    def __init__(self, process: RunnerProcess) -> None:
+    def __init__(
+        self, process: RunnerProcess, sock: socket.socket, timeout_s: float, stuck: str
+    ) -> None:
         self._process = process
+        self._sock = sock
+        self._timeout_s = timeout_s
+        self._stuck = stuck
         self._ids = itertools.count()
-        self._pending: dict[int, asyncio.Future[tuple[ipc.Header, bytes]]] = {}
+        # Request id -> (its caller's future, when it was sent), oldest first.
+        self._pending: dict[int, tuple[asyncio.Future[tuple[ipc.Header, bytes]], float]] = {}
+        self._watchdog: asyncio.TimerHandle | None = None
         self._parser = ipc.FrameParser()
         self._transport: asyncio.Transport | None = None
         self._opening: asyncio.Task[None] | None = None
@@ -456,7 +475,7 @@ class _TokenizeChannel(asyncio.Protocol):
         self.closing = False
 
     async def call(self, header: ipc.Header, payload: bytes = b"") -> tuple[ipc.Header, bytes]:
-        """Send one request and wait for its answer."""
+        """Send one request and wait for its answer; its error is raised as the backend's."""
         if self._transport is None:
             if self._opening is None:
                 self._opening = asyncio.get_running_loop().create_task(self._open())
@@ -464,23 +483,37 @@ class _TokenizeChannel(asyncio.Protocol):
         if self._failure is not None:
             raise self._failure
         assert self._transport is not None
+        loop = asyncio.get_running_loop()
         request_id = next(self._ids)
-        future = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
+        future = loop.create_future()
+        self._pending[request_id] = (future, loop.time())
+        if self._watchdog is None:
+            self._watchdog = loop.call_later(self._timeout_s, self._watch)
         try:
             self._transport.write(b"".join(ipc.encode({**header, "id": request_id}, payload)))
-            # asyncio.wait, not wait_for: on Python 3.11 wait_for can swallow the
-            # caller's cancellation when the answer arrives at the same moment.
-            done, _ = await asyncio.wait({future}, timeout=_ANSWER_TIMEOUT_S)
-            if not done:  # tokenizing never takes this long: the runner is stuck
-                await asyncio.get_running_loop().run_in_executor(None, self._process.kill)
-                raise ModelCrashed("it stopped answering and was ended")
-            reply, data = future.result()
+            reply, data = await future
         finally:
             self._pending.pop(request_id, None)
         if "error" in reply:
             raise ipc.unpack_error(reply["error"])
         return reply, data
+
+    def _watch(self) -> None:
+        """Fail the requests waiting longer than the timeout, and end the runner; or look
+        again when the oldest one would be due."""
+        self._watchdog = None
+        if not self._pending:
+            return
+        loop = asyncio.get_running_loop()
+        _, sent = next(iter(self._pending.values()))
+        due = sent + self._timeout_s - loop.time()
+        if due > 0:
+            self._watchdog = loop.call_later(due, self._watch)
+            return
+        # Its callers learn once it is gone, and learn why (not just "killed").
+        failure = self._failure = ModelCrashed(self._stuck)
+        ending = loop.run_in_executor(None, self._process.kill)
+        ending.add_done_callback(lambda _: self._fail(failure))
 
     async def finished(self) -> None:
         """Wait until the channel has closed (it closes when the runner's end does)."""
@@ -494,9 +527,7 @@ class _TokenizeChannel(asyncio.Protocol):
         # closed from another thread while the transport still uses this one.
         loop = asyncio.get_running_loop()
         self._lost = asyncio.Event()
-        transport, _ = await loop.connect_accepted_socket(
-            lambda: self, self._process.tokenize.dup()
-        )
+        transport, _ = await loop.connect_accepted_socket(lambda: self, self._sock.dup())
         # uvloop may call connection_made only after this returns.
         self._transport = cast(asyncio.Transport, transport)
 
@@ -511,9 +542,9 @@ class _TokenizeChannel(asyncio.Protocol):
             self._transport.close()  # connection_lost fails the callers
             return
         for header, payload in frames:
-            future = self._pending.get(header.get("id", -1))
-            if future is not None and not future.done():
-                future.set_result((header, payload))
+            waiting = self._pending.get(header.get("id", -1))
+            if waiting is not None and not waiting[0].done():
+                waiting[0].set_result((header, payload))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._lost is not None:
@@ -525,8 +556,10 @@ class _TokenizeChannel(asyncio.Protocol):
         waiting = asyncio.get_running_loop().run_in_executor(None, self._process.exit_reason)
         waiting.add_done_callback(lambda done: self._fail(ModelCrashed(done.result())))
 
-    def _fail(self, failure: ModelCrashed) -> None:
-        self._failure = failure
-        for future in self._pending.values():
+    def _fail(self, failure: BaseException) -> None:
+        """Fail every waiting caller, with the first reason the channel learnt."""
+        if self._failure is None:
+            self._failure = failure
+        for future, _ in self._pending.values():
             if not future.done():
-                future.set_exception(failure)
+                future.set_exception(self._failure)

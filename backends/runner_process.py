@@ -10,8 +10,9 @@ C++ exception, a crash in a GPU kernel) ends this process alone.
 
 Two socket channels, handed over by backends/handover.py:
 
-- the decode channel, strict request and reply, served on the main thread:
-  `load`, then `embed` batches, then `stop`;
+- the decode channel, served on the main thread: `load`, then `embed`
+  batches and `embed_text` lone texts (tokenized and decoded in one step)
+  one at a time, each answer carrying its request's id, then `stop`;
 - the tokenize channel, served on a thread of its own so that tokenizing a
   new request never waits for a decode in progress.
 
@@ -34,6 +35,7 @@ from typing import Any
 
 from emberd.backends import handover, ipc
 from emberd.backends.base import BackendError, LoadOptions
+from emberd.backends.sequences import fit_sequence
 from emberd.models.errors import ModelError
 from emberd.models.gguf_checks import check_loadable
 from emberd.models.gguf_meta import read_gguf_info
@@ -88,9 +90,14 @@ def _serve(decode: socket.socket, tokenize: socket.socket) -> int:
     ).start()
     while True:
         header, payload = ipc.recv(decode)
-        if header.get("op") != "embed":
+        op = header.get("op")
+        if op == "embed":
+            reply, vectors = _embed(model, header, payload)
+        elif op == "embed_text":
+            reply, vectors = _embed_text(model, header)
+        else:
             return 0
-        ipc.send(decode, *_embed(model, header, payload))
+        ipc.send(decode, {**reply, "id": header.get("id")}, vectors)
 
 
 def _counters_with_server() -> Callable[[], tuple[float, float]]:
@@ -196,6 +203,30 @@ def _embed(model: Any, header: ipc.Header, payload: bytes) -> tuple[ipc.Header, 
             shapes.append([int(result.shape[0]), int(result.shape[1])])
             blobs.append(result.tobytes())
     return {"results": shapes}, b"".join(blobs)
+
+
+def _embed_text(model: Any, header: ipc.Header) -> tuple[ipc.Header, bytes]:
+    """A lone text tokenized, fitted and decoded: its vector and its token count."""
+    try:
+        tokens = model.tokenize(str(header["text"]))
+        facts = model.facts
+        sequence = fit_sequence(
+            tokens,
+            0,
+            int(header["limit"]),
+            bool(header["truncate"]),
+            facts.prefix,
+            facts.suffix,
+        )
+        (result,) = model.embed_parallel([[sequence]])
+    except BackendError as exc:
+        return {"error": ipc.pack_error(exc)}, b""
+    except (KeyError, TypeError, ValueError) as exc:
+        return {"error": str(exc)}, b""
+    if isinstance(result, BackendError):
+        return {"error": ipc.pack_error(result)}, b""
+    shape = [int(result.shape[0]), int(result.shape[1])]
+    return {"results": [shape], "tokens": len(sequence)}, result.tobytes()
 
 
 def _serve_tokenize(channel: socket.socket, model: Any) -> None:

@@ -15,7 +15,7 @@ import struct
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
+from functools import cache, cached_property, lru_cache
 from pathlib import Path
 from typing import TypeGuard
 
@@ -76,12 +76,13 @@ class GGUFInfo:
         """
         return not self.is_reranker
 
-    @property
+    @cached_property
     def is_reranker(self) -> bool:
         """True for a cross-encoder: rank pooling, or a classifier head.
 
         Real conversions often carry no pooling key; their classifier tensors
-        (`cls.output.*`) or output labels give them away.
+        (`cls.output.*`) or output labels give them away. Asked on every
+        request, so worked out once per file.
         """
         return (
             self.pooling_type == RANK_POOLING

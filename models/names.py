@@ -12,6 +12,7 @@ host's `:port` cannot be a folder name on Windows, which refuses it there.
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from dataclasses import dataclass
@@ -64,6 +65,10 @@ class ModelName:
         """Parse `text`, filling defaults; raise InvalidModelName when malformed."""
         if not isinstance(text, str) or not text:
             raise InvalidModelName("empty name")
+        return _parse(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> ModelName:
         *parts, last = text.split("/")
         if len(parts) > 2:
             raise InvalidModelName(f"too many parts in {text!r}")
@@ -105,3 +110,10 @@ class ModelName:
 
 def _same(a: str, b: str) -> bool:
     return a.lower() == b.lower()
+
+
+# Every request parses its model's name, nearly always one of a few: each is
+# parsed once. A malformed name raises, and is not kept.
+@functools.lru_cache(maxsize=1024)
+def _parse(text: str) -> ModelName:
+    return ModelName._parse(text)

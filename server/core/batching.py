@@ -1,20 +1,19 @@
-"""One queue and one worker thread per loaded model: dynamic batching.
+"""One queue and one batcher per loaded model: dynamic batching.
 
-Requests put token sequences on the queue and await a future. The worker
-fills each decode up to a token budget from the jobs waiting, so concurrent
-single-text requests share decodes and a long list of texts never runs one
-decode per text. A model with several lanes gets one decode per lane each
-round. Decoding happens on the worker thread (llama.cpp releases the GIL),
-never on the event loop.
+Requests put token sequences on the queue and await a future. The batcher,
+a task on the event loop, fills each decode up to a token budget from the
+jobs waiting, so concurrent single-text requests share decodes and a long
+list of texts never runs one decode per text. A model with several lanes
+gets one decode per lane each round. The decode itself runs in the model's
+runner process; the batcher only awaits it, so no thread hand-off stands
+between a request and its vectors.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -45,7 +44,6 @@ class _Job:
     sequences: Sequence[Sequence[int]]
     order: list[int]  # indexes of the non-empty sequences, shortest first
     future: asyncio.Future[FloatMatrix]
-    loop: asyncio.AbstractEventLoop
     result: FloatMatrix
     next: int = 0  # position in `order` of the first sequence not yet decoded
 
@@ -55,35 +53,12 @@ class _Job:
         return not self.future.done()
 
     def finish(self, error: BaseException | None = None) -> None:
-        # A loop that has closed has no caller left to tell.
-        with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(_settle, self.future, self.result, error)
-
-
-def _settle(
-    future: asyncio.Future[FloatMatrix], result: FloatMatrix, error: BaseException | None
-) -> None:
-    if future.done():  # the caller went away
-        return
-    if error is None:
-        future.set_result(result)
-    else:
-        future.set_exception(error)
-
-
-def _settle_all(jobs: list[_Job]) -> None:
-    for job in jobs:
-        _settle(job.future, job.result, None)
-
-
-def _finish_all(jobs: list[_Job]) -> None:
-    """Give each finished job its result, waking each caller's loop once, not once per job."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
-    for job in jobs:
-        by_loop.setdefault(job.loop, []).append(job)
-    for loop, finished in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # a closed loop has no caller left
-            loop.call_soon_threadsafe(_settle_all, finished)
+        if self.future.done():  # the caller went away
+            return
+        if error is None:
+            self.future.set_result(self.result)
+        else:
+            self.future.set_exception(error)
 
 
 def decode_size(lengths: Iterable[int], budget: int, max_sequences: int) -> int:
@@ -103,12 +78,14 @@ def decode_size(lengths: Iterable[int], budget: int, max_sequences: int) -> int:
 
 
 class BatchQueue:
-    """The decode queue of one loaded model, served by one worker thread.
+    """The decode queue of one loaded model, served by one batcher task at a time.
 
-    The worker batches continuously: each round takes up to a token budget
+    The batcher batches continuously: each round takes up to a token budget
     per lane from the jobs in arrival order (each job's texts shortest first),
     and jobs that arrive during a round join the next one, so the remainder of
-    a job shares its decode with newcomers instead of running half empty.
+    a job shares its decode with newcomers instead of running half empty. It
+    runs while there are jobs and ends when there are none. All methods run
+    on the event loop.
     """
 
     def __init__(
@@ -124,16 +101,46 @@ class BatchQueue:
         self._max_sequences = model.max_batch_sequences()
         self._lanes = model.parallel_decodes()
         self._observe = observe
-        self._arrivals: deque[_Job | None] = deque()
-        self._wake = threading.Condition()
+        self._name = name
+        self._arrivals: deque[_Job] = deque()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name=f"emberd-batch-{name}", daemon=True)
-        self._thread.start()
+        self._batcher: asyncio.Task[None] | None = None
+        self._alone = 0  # lone texts being embedded in one step
+        self._none_alone = asyncio.Event()
+        self._none_alone.set()
 
     @property
     def depth(self) -> int:
-        """Requests the worker has not picked up yet."""
+        """Requests the batcher has not picked up yet."""
         return len(self._arrivals)
+
+    @property
+    def idle(self) -> bool:
+        """Whether nothing is queued or being decoded: a lone text may take the fast path."""
+        return self._batcher is None and not self._alone and not self._closed
+
+    async def embed_alone(self, text: str, limit: int, truncate: bool) -> tuple[FloatMatrix, int]:
+        """One text tokenized, fitted and decoded by the model in one step; its vector
+        and token count.
+
+        For a request with one text while the queue is idle: it skips the
+        separate tokenize exchange. Requests that come meanwhile queue as
+        usual, and the model serves the two in turn.
+        """
+        if self._closed:
+            raise BackendError("the model has been unloaded")
+        self._alone += 1
+        self._none_alone.clear()
+        started = time.perf_counter()
+        try:
+            vector, tokens = await self._model.embed_text(text, limit, truncate)
+        finally:
+            self._alone -= 1
+            if not self._alone:
+                self._none_alone.set()
+        if self._observe is not None:
+            self._observe(BatchRecord(1, tokens, time.perf_counter() - started))
+        return vector, tokens
 
     async def embed(self, sequences: Sequence[Sequence[int]]) -> FloatMatrix:
         """Pooled vectors for `sequences`, in order, decoded alongside other requests.
@@ -141,66 +148,54 @@ class BatchQueue:
         An empty token sequence has no vector to pool: its row stays zero.
         Raises the decode's error, or BackendError once the queue is closed.
         """
-        loop = asyncio.get_running_loop()
         width = self._model.facts.width  # a reranker's rows are its head's values
         result = np.zeros((len(sequences), width), dtype=np.float32)
         order = sorted((i for i, s in enumerate(sequences) if s), key=lambda i: len(sequences[i]))
         if not order:
             return result
-        job = _Job(sequences, order, loop.create_future(), loop, result)
-        with self._wake:
-            if self._closed:
-                raise BackendError("the model has been unloaded")
-            self._arrivals.append(job)
-            self._wake.notify()
+        if self._closed:
+            raise BackendError("the model has been unloaded")
+        loop = asyncio.get_running_loop()
+        job = _Job(sequences, order, loop.create_future(), result)
+        self._arrivals.append(job)
+        if self._batcher is None:
+            self._batcher = loop.create_task(self._run(), name=f"emberd-batch-{self._name}")
         return await job.future
 
-    def close(self) -> None:
-        """Stop the worker once the jobs already queued are done."""
-        with self._wake:
-            if not self._closed:
-                self._closed = True
-                self._arrivals.append(None)
-                self._wake.notify()
-        self._thread.join()
+    async def close(self) -> None:
+        """Take no more jobs; return once the jobs already queued (and lone texts) are done."""
+        self._closed = True
+        if self._batcher is not None:
+            await asyncio.shield(self._batcher)
+        await self._none_alone.wait()
 
-    def _take_arrivals(self, wait: bool) -> tuple[list[_Job], bool]:
-        """Jobs that arrived since the last look, and whether close() was called."""
-        with self._wake:
-            while wait and not self._arrivals:
-                self._wake.wait()
-            jobs: list[_Job] = []
-            stop = False
-            while self._arrivals:
-                job = self._arrivals.popleft()
-                if job is None:
-                    stop = True
-                else:
-                    jobs.append(job)
-            return jobs, stop
+    def _take_arrivals(self, active: deque[_Job]) -> None:
+        """Move the jobs that arrived since the last look to `active`, minus abandoned ones."""
+        active.extend(self._arrivals)
+        self._arrivals.clear()
+        for job in [job for job in active if not job.wanted]:
+            active.remove(job)  # its caller went away
 
-    def _run(self) -> None:
+    async def _run(self) -> None:
         active: deque[_Job] = deque()
-        stopping = False
-        while True:
-            arrived, stop = self._take_arrivals(wait=not active)
-            active.extend(arrived)
-            stopping = stopping or stop
-            for job in [job for job in active if not job.wanted]:
-                active.remove(job)  # its caller went away
-            if not active:
-                if stopping:
-                    return
-                continue
-            try:
-                self._step(active)
-            except Exception as exc:  # a bug must not leave callers waiting forever
-                log.exception("batch worker failed")
-                for job in active:
-                    job.finish(exc)
-                active.clear()
+        try:
+            while True:
+                self._take_arrivals(active)
+                if not active:
+                    return  # with no await since the last look: no job is left behind
+                try:
+                    await self._step(active)
+                except Exception as exc:  # a bug must not leave callers waiting forever
+                    log.exception("batcher failed")
+                    for job in active:
+                        job.finish(exc)
+                    active.clear()
+        finally:
+            self._batcher = None
+            for job in active:  # cancelled with the loop: nobody decodes these now
+                job.finish(BackendError("the model has been unloaded"))
 
-    def _step(self, active: deque[_Job]) -> None:
+    async def _step(self, active: deque[_Job]) -> None:
         """One round of decodes from the head of `active`; finished and failed jobs leave it."""
         groups = self._plan(active)
         consumed = sum(len(group) for group in groups)
@@ -210,12 +205,10 @@ class BatchQueue:
             consumed -= take
             if not consumed:
                 break
-        for job in self._decode(groups):
+        for job in await self._decode(groups):
             active.remove(job)
-        done = []
         while active and active[0].next == len(active[0].order):
-            done.append(active.popleft())
-        _finish_all(done)
+            active.popleft().finish()
 
     def _plan(self, active: deque[_Job]) -> list[list[tuple[_Job, int]]]:
         """The next decodes, one per lane at most, taken in order from the head of the queue.
@@ -237,13 +230,13 @@ class BatchQueue:
             start += count
         return groups
 
-    def _decode(self, groups: list[list[tuple[_Job, int]]]) -> set[_Job]:
+    async def _decode(self, groups: list[list[tuple[_Job, int]]]) -> set[_Job]:
         """Decode `groups` side by side into their jobs' results; the jobs that failed."""
         started = time.perf_counter()
         batches = [[job.sequences[i] for job, i in group] for group in groups]
         results: list[FloatMatrix | Exception]
         try:
-            results = [*self._model.embed_parallel(batches)]
+            results = [*await self._model.decode(batches)]
         except Exception as exc:  # fail these callers, keep serving others
             results = [exc] * len(groups)
         seconds = time.perf_counter() - started

@@ -20,12 +20,14 @@ import numpy as np
 
 from emberd.backends.base import (
     FloatMatrix,
+    InputRefused,
     LoadedModel,
     LoadOptions,
     ModelCrashed,
     ModelLoadError,
     NonFiniteOnGpu,
 )
+from emberd.backends.sequences import fit_sequence
 from emberd.models.bundled import bundled_for, install_bundled
 from emberd.models.capabilities import rerank_head
 from emberd.models.errors import InvalidModelFile, ModelNotFound
@@ -127,24 +129,17 @@ def truncation_limit(model: LoadedModel, options: LoadOptions) -> int:
 async def prepare_texts(
     model: LoadedModel, texts: Sequence[str], limit: int, truncate: bool
 ) -> list[list[int]]:
-    """Tokenize and truncate per Ollama; specials are added after the cut."""
+    """Tokenize and fit per Ollama (`fit_sequence`): cut, then the special tokens."""
     if limit <= 0:
         raise InvalidRequest(NO_ROOM_FOR_INPUT)
-    prefix, suffix = list(model.facts.prefix), list(model.facts.suffix)
-    sequences = []
-    for index, tokens in enumerate(await model.tokenize(texts)):
-        if len(tokens) > limit:
-            if not truncate:
-                raise InvalidRequest("the input length exceeds the context length")
-            tokens = tokens[:limit]
-        if not (tokens or prefix or suffix):
-            # Nothing to pool: a zero vector would look like data.
-            raise InvalidRequest(
-                f"input {index} has no tokens to embed: it is empty and this model "
-                "adds no special tokens"
-            )
-        sequences.append(prefix + tokens + suffix)
-    return sequences
+    prefix, suffix = model.facts.prefix, model.facts.suffix
+    try:
+        return [
+            fit_sequence(tokens, index, limit, truncate, prefix, suffix)
+            for index, tokens in enumerate(await model.tokenize(texts))
+        ]
+    except InputRefused as exc:
+        raise InvalidRequest(str(exc)) from exc
 
 
 def prepare_tokens(
@@ -238,22 +233,37 @@ class Engine:
                 f"{go_quote(job.model)} does not support embeddings (its capability is rerank)"
             )
 
-        async def run(lease: Lease, options: LoadOptions) -> tuple[FloatMatrix, list[list[int]]]:
+        async def run(lease: Lease, options: LoadOptions) -> tuple[FloatMatrix, tuple[int, ...]]:
             check_dimensions(job.dimensions, lease.model.facts.n_embd)
             if count == 0:
-                return np.zeros((0, lease.model.facts.n_embd), dtype=np.float32), []
+                return np.zeros((0, lease.model.facts.n_embd), dtype=np.float32), ()
+            if count == 1 and job.token_lists is None and lease.queue.idle:
+                return await self._embed_alone(lease, options, job)
             sequences = await self._prepare(lease.model, options, job)
             self.limits.check_tokens(sequences)
-            return await lease.queue.embed(sequences), sequences
+            return await lease.queue.embed(sequences), tuple(len(s) for s in sequences)
 
-        (raw, sequences), wait = await self._leased(
+        (raw, counts), wait = await self._leased(
             job.model, record, job.options, job.keep_alive, run
         )
         if count == 0:
             return EmbedResult(raw, 0, wait, time.perf_counter() - started)
         vectors = finish_vectors(raw, job.dimensions, job.normalize)
-        counts = tuple(len(s) for s in sequences)
         return EmbedResult(vectors, sum(counts), wait, time.perf_counter() - started, counts)
+
+    async def _embed_alone(
+        self, lease: Lease, options: LoadOptions, job: EmbedJob
+    ) -> tuple[FloatMatrix, tuple[int, ...]]:
+        """A lone text while its model is idle: tokenized and decoded in one exchange."""
+        limit = truncation_limit(lease.model, options)
+        if limit <= 0:
+            raise InvalidRequest(NO_ROOM_FOR_INPUT)
+        try:
+            vector, tokens = await lease.queue.embed_alone(job.texts[0], limit, job.truncate)
+        except InputRefused as exc:
+            raise InvalidRequest(str(exc)) from exc
+        self.limits.check_token_count(tokens)
+        return vector, (tokens,)
 
     async def rerank(self, job: RerankJob) -> RerankResult:
         """Score every document of `job` against its query with a reranker model."""

@@ -34,7 +34,10 @@ class RequestLimits:
 
     def check_tokens(self, sequences: Sequence[Sequence[int]]) -> None:
         """400 when the request's sequences, after truncation, hold too many tokens."""
-        total = sum(len(sequence) for sequence in sequences)
+        self.check_token_count(sum(len(sequence) for sequence in sequences))
+
+    def check_token_count(self, total: int) -> None:
+        """400 when a request's `total` tokens, after truncation, are too many."""
         if total > self.max_tokens:
             raise InvalidRequest(
                 f"too many tokens: {total}, the limit is {self.max_tokens} per request "

@@ -411,15 +411,10 @@ def _reload_reason(runner: _Runner, options: LoadOptions) -> str:
 
 
 async def _close_runner(runner: _Runner) -> None:
-    """Stop its queue and close its model (both block: in a thread), then let the model
-    release what it holds on this loop."""
-    await asyncio.to_thread(_close_blocking, runner)
-    if runner.model is not None:
-        await runner.model.wait_closed()
-
-
-def _close_blocking(runner: _Runner) -> None:
+    """Let its queue finish, close its model (which blocks: in a thread), then let the
+    model release what it holds on this loop."""
     if runner.queue is not None:
-        runner.queue.close()
+        await runner.queue.close()
     if runner.model is not None:
-        runner.model.close()
+        await asyncio.to_thread(runner.model.close)
+        await runner.model.wait_closed()

@@ -64,7 +64,7 @@ class Metrics:
         self.loaded_models.set_function(lambda: float(loaded_models()))
 
     def observe_batch(self, record: BatchRecord) -> None:
-        """Called by the batch worker after each decode (any thread)."""
+        """Called by the batcher after each decode (on the event loop)."""
         self.tokens.inc(record.tokens)
         self.sequences.inc(record.sequences)
         self.batch_sequences.observe(record.sequences)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -29,6 +29,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from emberd.server.config import Settings
+from emberd.server.http.write_coalescing import CoalescingTransport
 
 log = logging.getLogger("emberd")
 
@@ -53,7 +54,8 @@ _TOO_LARGE = (
 
 
 class BoundedHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a bound on header bytes and on header time."""
+    """uvicorn's httptools protocol with a bound on header bytes and on header time,
+    writing each response in one piece."""
 
     max_header_bytes = MAX_HEADER_BYTES
     header_timeout_s = HEADER_TIMEOUT_S
@@ -65,7 +67,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        # A response's head and body leave in one write (see write_coalescing).
+        super().connection_made(cast(asyncio.Transport, CoalescingTransport(transport, self.loop)))
         if isinstance(self.server_state, WakingState):
             # The Date header is refreshed now, before this connection's first
             # answer; the main loop wakes to tick while connections are open.

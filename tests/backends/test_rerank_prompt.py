@@ -80,8 +80,8 @@ def test_scores_match_an_independent_forward_pass(
 ) -> None:
     pairs = model.run(build_pairs(model.model, QUERY, DOCUMENTS, limit=1024, truncate=True))
     head = rerank_head(read_gguf_info(model.path))
-    alone = head.scores(np.concatenate([model.model.embed([pair]) for pair in pairs]))
-    together = head.scores(model.model.embed(pairs[:1] + pairs[3:]))  # two pairs in one decode
+    alone = head.scores(np.concatenate([model.embed([pair]) for pair in pairs]))
+    together = head.scores(model.embed(pairs[:1] + pairs[3:]))  # two pairs in one decode
     expected = reference_scores(weights, QUERY, DOCUMENTS)
     np.testing.assert_allclose(alone, expected, atol=TOLERANCE)
     np.testing.assert_allclose(together, alone[[0, 3]], atol=1e-4)

@@ -1,4 +1,5 @@
-"""The runner backend's own timing: when spares start, and when a silent runner is ended."""
+"""The runner backend: a lone text in one exchange, when spares start, and when a silent
+runner is ended."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import os
 import signal
 import time
 
+import numpy as np
 import pytest
 
-from emberd.backends.base import LoadOptions, ModelCrashed
+from emberd.backends.base import InputRefused, LoadOptions, ModelCrashed
 from emberd.backends.runner import RemoteModel, RunnerBackend
 from tests.support.harness import ModelFiles
+from tests.support.runners import DrivenModel, loaded_in_runner
 
 pytestmark = pytest.mark.slow
 
@@ -22,15 +25,16 @@ OPTIONS = LoadOptions(
 def test_a_decode_that_hangs_ends_its_runner_after_the_timeout(model_files: ModelFiles) -> None:
     backend = RunnerBackend(decode_timeout_s=1.0)
     try:
-        model = backend.load(model_files.mean, OPTIONS, None)
-        assert isinstance(model, RemoteModel)
-        assert model.embed([[1, 5, 2]]).shape == (1, model.facts.n_embd)
-        os.kill(model.pid, signal.SIGSTOP)  # as a hung kernel would: alive, never answering
+        loaded = backend.load(model_files.mean, OPTIONS, None)
+        assert isinstance(loaded, RemoteModel)
+        model = DrivenModel(loaded, model_files.mean)
+        assert model.embed([[1, 5, 2]]).shape == (1, loaded.facts.n_embd)
+        os.kill(loaded.pid, signal.SIGSTOP)  # as a hung kernel would: alive, never answering
         started = time.monotonic()
         with pytest.raises(ModelCrashed, match="did not finish a decode within 1 s"):
             model.embed([[1, 5, 2]])
         assert time.monotonic() - started < 5
-        assert not model.alive()
+        assert not loaded.alive()
         model.close()
     finally:
         backend.close()
@@ -51,3 +55,20 @@ def test_the_next_spare_starts_after_the_new_models_first_moments(model_files: M
     finally:
         backend.close()
     assert not backend.has_spare
+
+
+def test_a_lone_text_in_one_exchange_matches_tokenize_then_decode(model_files: ModelFiles) -> None:
+    with loaded_in_runner(model_files.mean, OPTIONS) as driven:
+        model = driven.model
+        facts = model.facts
+        text = "why is the sky blue"
+        sequence = [*facts.prefix, *driven.tokenize(text), *facts.suffix]
+        vector, tokens = driven.run(model.embed_text(text, limit=62, truncate=True))
+        assert tokens == len(sequence)
+        np.testing.assert_allclose(vector, driven.embed([sequence]), rtol=1e-5, atol=1e-6)
+        # Cut to the limit before the special tokens, as the queue's path cuts.
+        _, cut = driven.run(model.embed_text(text, limit=2, truncate=True))
+        assert cut == 2 + len(facts.prefix) + len(facts.suffix)
+        with pytest.raises(InputRefused, match="exceeds the context length"):
+            driven.run(model.embed_text(text, limit=2, truncate=False))
+        assert model.alive()  # a refused input is the client's error, not the runner's

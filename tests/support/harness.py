@@ -10,6 +10,7 @@ it go.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -159,15 +160,15 @@ class TrackedModel:
         if not self._gate.wait(DEADLINE_S):
             raise TimeoutError("the test never released the held decode")
 
-    def embed(self, sequences: Sequence[Sequence[int]]) -> FloatMatrix:
-        self._hold()
-        return self._inner.embed(sequences)
-
-    def embed_parallel(
+    async def decode(
         self, batches: Sequence[Sequence[Sequence[int]]]
     ) -> list[FloatMatrix | BackendError]:
-        self._hold()
-        return self._inner.embed_parallel(batches)
+        await asyncio.to_thread(self._hold)
+        return await self._inner.decode(batches)
+
+    async def embed_text(self, text: str, limit: int, truncate: bool) -> tuple[FloatMatrix, int]:
+        await asyncio.to_thread(self._hold)
+        return await self._inner.embed_text(text, limit, truncate)
 
     def close(self) -> None:
         self.closed = True

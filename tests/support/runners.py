@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from emberd.backends.base import LoadOptions
+from emberd.backends.base import BackendError, FloatMatrix, LoadOptions
 from emberd.backends.runner import RemoteModel, RunnerBackend
 
 _T = TypeVar("_T")
@@ -29,6 +29,13 @@ class DrivenModel:
     def tokenize(self, text: str) -> list[int]:
         """The model's token ids of one text."""
         return self.run(self.model.tokenize([text]))[0]
+
+    def embed(self, sequences: Sequence[Sequence[int]]) -> FloatMatrix:
+        """Vectors of `sequences` in one decode; its error raised."""
+        (result,) = self.run(self.model.decode([sequences]))
+        if isinstance(result, BackendError):
+            raise result
+        return result
 
     def close(self) -> None:
         """End the runner, then the loop once the model has let go of it."""

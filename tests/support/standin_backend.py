@@ -7,6 +7,7 @@ a decode on a gate until the test lets it go, or fail on demand.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from emberd.backends.base import (
     NonFiniteOnGpu,
     Pooling,
 )
+from emberd.backends.sequences import fit_sequence
 from emberd.models.store import FileVersion
 
 N_EMBD = 8
@@ -92,6 +94,7 @@ class StandInModel:
         self.stats = DecodeStats()
         self.decode_gate = Gate()
         self.batches: list[list[tuple[int, ...]]] = []  # every decode's sequences
+        self.alone: list[str] = []  # every text embedded in one step (embed_text)
         self.loaded_at = time.monotonic()
         self.closed_at: float | None = None
         self.crashed = False
@@ -134,6 +137,19 @@ class StandInModel:
     def parallel_decodes(self) -> int:
         """Batches `embed_parallel` takes at once (decoded one after another)."""
         return self._lanes
+
+    async def decode(
+        self, batches: Sequence[Sequence[Sequence[int]]]
+    ) -> list[FloatMatrix | BackendError]:
+        """`embed_parallel` on a worker thread, as a decode runs off the event loop."""
+        return await asyncio.to_thread(self.embed_parallel, batches)
+
+    async def embed_text(self, text: str, limit: int, truncate: bool) -> tuple[FloatMatrix, int]:
+        """Tokenized, fitted and embedded alone, as a runner does it in one step."""
+        self.alone.append(text)
+        (tokens,) = await self.tokenize([text])
+        sequence = fit_sequence(tokens, 0, limit, truncate, self.facts.prefix, self.facts.suffix)
+        return await asyncio.to_thread(self.embed, [sequence]), len(sequence)
 
     def embed_parallel(
         self, batches: Sequence[Sequence[Sequence[int]]]

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import random
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from emberd.backends.base import BackendError, LoadOptions
-from emberd.backends.llama_cpp import LlamaCppBackend, LlamaCppModel
+from emberd.backends.base import BackendError, FloatMatrix, LoadedModel, LoadOptions
+from emberd.backends.runner import RunnerBackend
 from emberd.server.core.batching import BatchQueue, BatchRecord, decode_size
 from tests.support.bounded import bounded
 from tests.support.standin_backend import N_EMBD, POISON, StandInModel, vector_of
@@ -41,11 +41,10 @@ def standin() -> StandInModel:
 
 @pytest.fixture
 def queue(standin: StandInModel) -> Iterator[BatchQueue]:
-    """A queue over the stand-in, closed after the test."""
+    """A queue over the stand-in (its batcher ends with the test's loop)."""
     q = BatchQueue(standin, token_budget=32)
     yield q
     standin.decode_gate.open()
-    q.close()
 
 
 # -- decode_size -----------------------------------------------------------------------
@@ -131,7 +130,7 @@ async def test_the_budget_is_capped_by_the_model(standin: StandInModel) -> None:
     try:
         await q.embed([[1] * 30] * 5)
     finally:
-        q.close()
+        await q.close()
     assert [r.tokens for r in records] == [60, 60, 30]  # the stand-in takes 64 tokens
 
 
@@ -146,7 +145,7 @@ async def test_work_for_two_lanes_is_shared_out_evenly() -> None:
         await q.embed([[3]])  # a single text is one decode
         assert model.batches == [[(3,)]]
     finally:
-        q.close()
+        await q.close()
 
 
 @bounded
@@ -168,7 +167,7 @@ async def test_a_failing_lane_fails_only_its_jobs() -> None:
         assert [len(batch) for batch in model.batches[1:]] == [1, 1]  # side by side
     finally:
         model.decode_gate.open()
-        q.close()
+        await q.close()
 
 
 @bounded
@@ -238,7 +237,7 @@ async def test_observe_sees_every_decode(standin: StandInModel) -> None:
     try:
         await q.embed([[1, 2, 3], [4, 5, 6, 7, 8, 9]])
     finally:
-        q.close()
+        await q.close()
     assert [(r.sequences, r.tokens) for r in records] == [(1, 3), (1, 6)]
     assert all(r.seconds >= 0 for r in records)
 
@@ -260,64 +259,89 @@ async def test_an_unexpected_error_fails_its_callers_instead_of_hanging(
             await q.embed([[1, 2]])
         assert (await q.embed([[1, 3]])).shape == (1, N_EMBD)  # still serving
     finally:
-        q.close()
+        await q.close()
 
 
 @bounded
-async def test_close_joins_the_worker_and_refuses_new_jobs(standin: StandInModel) -> None:
+async def test_close_finishes_queued_jobs_then_refuses_new_ones(standin: StandInModel) -> None:
     q = BatchQueue(standin, name="closing")
-    await q.embed([[1, 2]])
-    q.close()
-    assert "emberd-batch-closing" not in {t.name for t in threading.enumerate()}
+    standin.decode_gate.close()
+    queued = asyncio.create_task(q.embed([[1, 2]]))
+    await until(standin.decode_gate.entered.is_set)
+    closing = asyncio.create_task(q.close())
+    await asyncio.sleep(0.05)
+    assert not closing.done()  # a job is still being decoded
+    standin.decode_gate.open()
+    await closing
+    np.testing.assert_array_equal((await queued)[0], vector_of([1, 2]))
+    assert "emberd-batch-closing" not in {t.get_name() for t in asyncio.all_tasks()}
     with pytest.raises(BackendError):
         await q.embed([[1, 2]])
-    q.close()  # twice is harmless
+    await q.close()  # twice is harmless
 
 
 # -- the queue with the real tiny model -----------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaCppModel]:
-    """The tiny BERT loaded with llama.cpp."""
-    path = write_tiny_bert(tmp_path_factory.mktemp("batching") / "tiny.gguf")
-    model = LlamaCppBackend().load(path, OPTIONS)
-    yield model
-    model.close()
-
-
-@bounded
-async def test_real_model_batches_match_single_decodes(tiny: LlamaCppModel) -> None:
-    texts = ["why is the sky blue?", "hello world", "the sea", "green grass", "a", "big dog"]
-    sequences = [[*tiny.facts.prefix, *tiny.tokenize(t), *tiny.facts.suffix] for t in texts]
-    singles = np.concatenate([tiny.embed([s]) for s in sequences])
-    before = tiny.stats.decodes
-    q = BatchQueue(tiny, token_budget=256)
+@contextlib.asynccontextmanager
+async def in_runner(path: Path, options: LoadOptions) -> AsyncIterator[LoadedModel]:
+    """`path` loaded in a runner process, driven by this test's event loop."""
+    backend = RunnerBackend()
     try:
-        results = await asyncio.gather(*(q.embed([s]) for s in sequences))
+        model = await asyncio.to_thread(backend.load, path, options, None)
+        try:
+            yield model
+        finally:
+            await asyncio.to_thread(model.close)
+            await model.wait_closed()
     finally:
-        q.close()
+        backend.close()
+
+
+async def decoded_alone(
+    model: LoadedModel, texts: list[str]
+) -> tuple[list[list[int]], FloatMatrix]:
+    """Each text's token sequence, and its vector from a decode of its own."""
+    prefix, suffix = list(model.facts.prefix), list(model.facts.suffix)
+    sequences = [prefix + tokens + suffix for tokens in await model.tokenize(texts)]
+    rows = []
+    for sequence in sequences:
+        (alone,) = await model.decode([[sequence]])
+        assert not isinstance(alone, BackendError)
+        rows.append(alone)
+    return sequences, np.concatenate(rows)
+
+
+@pytest.mark.slow
+@bounded
+async def test_real_model_batches_match_single_decodes(tmp_path: Path) -> None:
+    texts = ["why is the sky blue?", "hello world", "the sea", "green grass", "a", "big dog"]
+    async with in_runner(write_tiny_bert(tmp_path / "tiny.gguf"), OPTIONS) as model:
+        sequences, singles = await decoded_alone(model, texts)
+        before = model.stats.decodes
+        q = BatchQueue(model, token_budget=256)
+        try:
+            results = await asyncio.gather(*(q.embed([s]) for s in sequences))
+        finally:
+            await q.close()
+        assert model.stats.decodes - before < len(texts)
     rows = np.concatenate(results)
     norms = np.linalg.norm(rows, axis=1) * np.linalg.norm(singles, axis=1)
     assert ((rows * singles).sum(1) / norms).min() > 0.9999
-    assert tiny.stats.decodes - before < len(texts)
 
 
+@pytest.mark.slow
 @bounded
 async def test_two_lanes_of_a_real_model_match_single_decodes(tmp_path: Path) -> None:
     path = write_tiny_bert(tmp_path / "lanes.gguf")
-    model = LlamaCppBackend().load(path, dataclasses.replace(OPTIONS, num_thread=2))
-    try:
+    async with in_runner(path, dataclasses.replace(OPTIONS, num_thread=2)) as model:
         assert model.parallel_decodes() == 2
         texts = [f"the sea {'green grass ' * n}" for n in range(12)]
-        sequences = [[*model.facts.prefix, *model.tokenize(t), *model.facts.suffix] for t in texts]
-        singles = np.concatenate([model.embed([s]) for s in sequences])
+        sequences, singles = await decoded_alone(model, texts)
         q = BatchQueue(model, token_budget=64)
         try:
             rows = await q.embed(sequences)
         finally:
-            q.close()
-    finally:
-        model.close()
+            await q.close()
     norms = np.linalg.norm(rows, axis=1) * np.linalg.norm(singles, axis=1)
     assert ((rows * singles).sum(1) / norms).min() > 0.9999

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -132,4 +134,56 @@ async def test_nan_on_the_cpu_after_the_retry_is_a_clear_error_not_a_loop(tmp_pa
         with pytest.raises(InvalidVectors):  # NaN on the CPU too: refused, no third try
             await engine.embed(EmbedJob(model="m", texts=["a"]))
     assert [m.options.num_gpu for m in backend.models] == [-1, 0]
+    await engine.runtime.close()
+
+
+# -- a lone text while the model is idle: tokenized and decoded in one step ---------
+
+
+@bounded
+async def test_a_lone_text_is_embedded_in_one_step_with_the_same_vector(tmp_path: Path) -> None:
+    engine, backend = make_engine(tmp_path)
+    lone = await engine.embed(EmbedJob(model="m", texts=["a bb"], normalize=False))
+    (model,) = backend.models
+    assert model.alone == ["a bb"] and model.batches == [[(1, 11, 12, 2)]]
+    np.testing.assert_allclose(lone.vectors[0], vector_of([1, 11, 12, 2]), rtol=1e-6)
+    assert lone.prompt_tokens == 4 and lone.token_counts == (4,)
+    # Two texts go through the queue, tokenized first: the same vectors.
+    both = await engine.embed(EmbedJob(model="m", texts=["a bb", "a bb"], normalize=False))
+    assert model.alone == ["a bb"]
+    np.testing.assert_allclose(both.vectors, np.stack([lone.vectors[0]] * 2), rtol=1e-6)
+    await engine.runtime.close()
+
+
+@bounded
+async def test_a_lone_text_is_truncated_or_refused_as_in_the_queue(tmp_path: Path) -> None:
+    engine, backend = make_engine(tmp_path)
+    long = " ".join(["a"] * 100)  # over the model's context of 64 tokens
+    cut = await engine.embed(EmbedJob(model="m", texts=[long]))
+    assert cut.prompt_tokens == 64
+    with pytest.raises(InvalidRequest, match=r"^the input length exceeds the context length$"):
+        await engine.embed(EmbedJob(model="m", texts=[long], truncate=False))
+    backend.models[0].facts = replace(backend.models[0].facts, prefix=(), suffix=())
+    with pytest.raises(InvalidRequest, match="input 0 has no tokens to embed"):
+        await engine.embed(EmbedJob(model="m", texts=[""]))
+    assert backend.models[0].alone == [long, long, ""]
+    await engine.runtime.close()
+
+
+@bounded
+async def test_a_lone_text_queues_while_the_model_is_busy(tmp_path: Path) -> None:
+    engine, backend = make_engine(tmp_path)
+    await engine.embed(EmbedJob(model="m", texts=["a"]))
+    (model,) = backend.models
+    model.decode_gate.close()
+    model.decode_gate.entered.clear()
+    first = asyncio.create_task(engine.embed(EmbedJob(model="m", texts=["bb"])))
+    while not model.decode_gate.entered.is_set():
+        await asyncio.sleep(0.005)
+    second = asyncio.create_task(engine.embed(EmbedJob(model="m", texts=["ccc"])))
+    await asyncio.sleep(0.05)
+    model.decode_gate.open()
+    await asyncio.gather(first, second)
+    assert model.alone == ["a", "bb"]  # the second waited its turn in the queue
+    assert model.batches[-1] == [(1, 13, 2)]
     await engine.runtime.close()

@@ -142,10 +142,12 @@ def test_kill_9_fails_the_requests_in_flight_and_the_next_get_a_fresh_runner(
     stores = make_stores(tmp_path, model_files)
     backend = RecordingBackend(hold_decodes=True)
     live = serve(backend=backend, model_stores=stores)
-    # One request in a decode, one queued behind it: both in flight when the runner dies.
+    # A lone text in the runner, a decode of the queue behind it and a request queued
+    # behind that: all in flight when the runner dies.
     in_flight = [in_background(post_embed(live, {"model": TINY, "input": SKY}))]
     assert backend.decoding.wait(DEADLINE_S)
     in_flight.append(in_background(post_embed(live, {"model": TINY, "input": "sky"})))
+    in_flight.append(in_background(post_embed(live, {"model": TINY, "input": "sea"})))
     wait_until(lambda: live.queued == 1)
     os.kill(backend.models[0].pid, signal.SIGKILL)
     backend.release()

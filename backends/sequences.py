@@ -1,0 +1,40 @@
+"""An input's token sequence as a model takes it: Ollama's truncation, then special tokens.
+
+One rule for both places that apply it: the server, which fits each text's
+tokens before batching them, and a runner, which tokenizes, fits and decodes
+a lone text in one step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from emberd.backends.base import InputRefused
+
+TOO_LONG = "the input length exceeds the context length"
+
+
+def fit_sequence(
+    tokens: Sequence[int],
+    index: int,
+    limit: int,
+    truncate: bool,
+    prefix: Sequence[int],
+    suffix: Sequence[int],
+) -> list[int]:
+    """Input `index`'s `tokens` cut to `limit` (InputRefused unless `truncate`), then
+    wrapped in the model's special tokens, which are added after the cut.
+
+    An input with no tokens and a model that adds none has nothing to pool:
+    refused, since a zero vector would look like data.
+    """
+    if len(tokens) > limit:
+        if not truncate:
+            raise InputRefused(TOO_LONG)
+        tokens = tokens[:limit]
+    if not (tokens or prefix or suffix):
+        raise InputRefused(
+            f"input {index} has no tokens to embed: it is empty and this model "
+            "adds no special tokens"
+        )
+    return [*prefix, *tokens, *suffix]
