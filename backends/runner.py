@@ -8,8 +8,9 @@ crash) ends that process and fails only the requests it was serving, as
 memory back to the system, a GPU context included.
 
 One runner is kept started ahead of need, with llama.cpp initialised, so a
-cold load pays only for reading the model; the next one starts a moment
-after each load, once the new model's first requests have had the CPU.
+cold load pays only for reading the model; after each load the next one
+starts once requests pause for a moment, so that starting it takes no core
+from the work the new model was loaded for.
 
 Each runner has two channels, both driven by the event loop once the model
 is loaded: decodes go over one (the model's batcher keeps one in flight),
@@ -30,7 +31,8 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -63,10 +65,12 @@ _TOKENIZE_TIMEOUT_S = 60.0
 DECODE_TIMEOUT_S = 300.0
 # A runner told to stop gets this long before it is killed.
 _STOP_WAIT_S = 1.0
-# After a load, the next spare runner starts this much later: starting one
-# (a Python, llama.cpp's libraries) takes a core for about half a second, which
-# the new model's first requests need more.
+# After a load, the next spare runner starts once no model has had a request
+# for this long: starting one (a Python, llama.cpp's libraries) takes a core
+# for about half a second, which requests need more. Under load without a
+# pause it starts this long after the load all the same.
 SPARE_DELAY_S = 2.0
+SPARE_LATEST_S = 60.0
 # ggml answers an abort by attaching a debugger for a backtrace, which takes
 # seconds and fills the log; the exit status says enough.
 _NO_BACKTRACE = {"GGML_NO_BACKTRACE": "1"}
@@ -169,11 +173,13 @@ class RunnerBackend:
     ) -> None:
         self._decode_timeout_s = decode_timeout_s
         self._spare_delay_s = spare_delay_s
+        self._last_request = 0.0  # time.monotonic() of the latest request to any runner
         self._log_level = log_level
         self._lock = threading.Lock()
         self._closed = False
         self._spare: RunnerProcess | None = None  # started by gpu_devices() or after a load
         self._refill_timer: threading.Timer | None = None
+        self._refill_deadline = 0.0
         self._described = False
 
     @property
@@ -220,7 +226,7 @@ class RunnerBackend:
             process.stop()
             raise ModelLoadError(str(reply["error"]))
         try:
-            return RemoteModel(process, reply, self._decode_timeout_s)
+            return RemoteModel(process, reply, self._decode_timeout_s, self._note_request)
         except (KeyError, TypeError, ValueError) as exc:
             process.kill()
             raise ModelCrashed(f"it described the model wrongly ({exc})") from None
@@ -268,20 +274,33 @@ class RunnerBackend:
         if process is not None:
             process.kill()
 
+    def _note_request(self) -> None:
+        self._last_request = time.monotonic()
+
     def _refill(self) -> None:
-        """Start the next spare runner a little later, unless one is there or coming."""
+        """Start the next spare runner once requests pause, unless one is there or coming."""
         with self._lock:
             if self._spare is not None or self._closed or self._refill_timer is not None:
                 return
-            timer = self._refill_timer = threading.Timer(self._spare_delay_s, self._start_spare)
+            self._refill_deadline = time.monotonic() + SPARE_LATEST_S
+            self._arm_refill(self._spare_delay_s)
+
+    def _arm_refill(self, delay: float) -> None:
+        timer = self._refill_timer = threading.Timer(delay, self._start_spare)
         timer.daemon = True
         timer.start()
 
     def _start_spare(self) -> None:
         with self._lock:
             self._refill_timer = None
-            if self._spare is None and not self._closed:
-                self._spare = RunnerProcess(self._log_level)
+            if self._spare is not None or self._closed:
+                return
+            now = time.monotonic()
+            quiet_at = self._last_request + self._spare_delay_s
+            if now < quiet_at and now < self._refill_deadline:  # requests are still coming
+                self._arm_refill(min(quiet_at, self._refill_deadline) - now)
+                return
+            self._spare = RunnerProcess(self._log_level)
 
 
 def _options_header(options: LoadOptions) -> dict[str, Any]:
@@ -318,8 +337,13 @@ class RemoteModel:
     """A model loaded in a runner process, used as if it were here."""
 
     def __init__(
-        self, process: RunnerProcess, reply: ipc.Header, decode_timeout_s: float = DECODE_TIMEOUT_S
+        self,
+        process: RunnerProcess,
+        reply: ipc.Header,
+        decode_timeout_s: float = DECODE_TIMEOUT_S,
+        on_request: Callable[[], None] = lambda: None,
     ) -> None:
+        """`on_request` is told of every request sent to the runner."""
         self.facts = _facts(reply["facts"])
         limits = reply["limits"]
         self._max_tokens = int(limits["max_batch_tokens"])
@@ -329,13 +353,18 @@ class RemoteModel:
         self._process = process
         self._closed = False
         self._tokenizer = _Channel(
-            process, process.tokenize, _TOKENIZE_TIMEOUT_S, "it stopped answering and was ended"
+            process,
+            process.tokenize,
+            _TOKENIZE_TIMEOUT_S,
+            "it stopped answering and was ended",
+            on_request,
         )
         self._decoder = _Channel(
             process,
             process.decode,
             decode_timeout_s,
             f"it did not finish a decode within {decode_timeout_s:.0f} s",
+            on_request,
         )
 
     @property
@@ -457,9 +486,15 @@ class _Channel(asyncio.Protocol):
     """
 
     def __init__(
-        self, process: RunnerProcess, sock: socket.socket, timeout_s: float, stuck: str
+        self,
+        process: RunnerProcess,
+        sock: socket.socket,
+        timeout_s: float,
+        stuck: str,
+        on_request: Callable[[], None],
     ) -> None:
         self._process = process
+        self._on_request = on_request
         self._sock = sock
         self._timeout_s = timeout_s
         self._stuck = stuck
@@ -484,6 +519,7 @@ class _Channel(asyncio.Protocol):
             raise self._failure
         assert self._transport is not None
         loop = asyncio.get_running_loop()
+        self._on_request()
         request_id = next(self._ids)
         future = loop.create_future()
         self._pending[request_id] = (future, loop.time())

@@ -72,3 +72,24 @@ def test_a_lone_text_in_one_exchange_matches_tokenize_then_decode(model_files: M
         with pytest.raises(InputRefused, match="exceeds the context length"):
             driven.run(model.embed_text(text, limit=2, truncate=False))
         assert model.alive()  # a refused input is the client's error, not the runner's
+
+
+def test_the_next_spare_waits_for_requests_to_pause(model_files: ModelFiles) -> None:
+    backend = RunnerBackend(spare_delay_s=0.5)
+    try:
+        loaded = backend.load(model_files.mean, OPTIONS, None)
+        assert isinstance(loaded, RemoteModel)
+        model = DrivenModel(loaded, model_files.mean)
+        busy_until = time.monotonic() + 1.5
+        while time.monotonic() < busy_until:  # a steady stream: no pause of 0.5 s
+            model.embed([[1, 5, 2]])
+            assert not backend.has_spare
+            time.sleep(0.05)
+        paused = time.monotonic()
+        while not backend.has_spare:
+            assert time.monotonic() - paused < 10, "no spare runner after the pause"
+            time.sleep(0.05)
+        assert time.monotonic() - paused >= 0.4
+        model.close()
+    finally:
+        backend.close()
