@@ -2,7 +2,9 @@
 
 One run, contenders one after another on the same model file and thread
 count; prints a table of figures with their ratios to llama-server and the
-targets of the throughput issue, and writes the same as JSON.
+targets of the throughput issue, and writes the same as JSON. `--paired`
+instead measures emberd and llama-server side by side in alternating rounds
+(scripts/bench_lib/paired.py), for comparisons a drifting machine would skew.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from scripts.bench_lib import gpu, llama_server, procs, report, runner
+from scripts.bench_lib import gpu, llama_server, paired, procs, report, runner
 from scripts.bench_lib.busy import BusySizes
 from scripts.bench_lib.busy import table as busy_table
 from scripts.bench_lib.model import DEFAULT_MODEL, prepare_model
@@ -56,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="the Python of another emberd install (a venv of an older checkout): measured "
         "as emberd-before, right after emberd, quiet and busy",
+    )
+    add(
+        "--paired",
+        type=int,
+        metavar="ROUNDS",
+        help="only emberd (and --baseline) and llama-server, all up at once, measured in "
+        "ROUNDS alternating rounds: paired ratios that a drifting machine does not skew",
     )
     add(
         "--gpu",
@@ -147,6 +156,11 @@ def run(args: argparse.Namespace) -> int:
     )
     outcome = runner.Outcome()
     version = llama_server.pinned_version()
+    if args.paired:
+        binary = llama_server.ensure_binary(cache, version, os.cpu_count() or 1, _say)
+        print(_summary(opts, outcome, version))
+        print(paired.table(paired.run(opts, binary, args.paired, _say), args.paired))
+        return 0
     if args.busy_only:
         _run_busy(args, opts, contenders, version)
         return 0

@@ -15,7 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from scripts.bench_lib import busy, gpu, llama_server, procs, report, runner, texts, workloads
+from scripts.bench_lib import (
+    busy,
+    gpu,
+    llama_server,
+    paired,
+    procs,
+    report,
+    runner,
+    texts,
+    workloads,
+)
 from scripts.bench_lib.model import LINKED_NAME, prepare_model
 from scripts.bench_lib.results import (
     BATCH_LONG,
@@ -199,3 +209,24 @@ def test_the_busy_table_judges_the_first_requests_after_idle() -> None:
     assert "emberd p99 25.0 ms, goal <= 60 ms: met" in good
     bad = busy.table([row("emberd", 2, 600.0), row("llama-server", 2, 500.0)], 2, 2)
     assert "emberd p99 600.0 ms, goal <= 60 ms: MISSED" in bad
+
+
+def test_paired_ratios_are_means_of_per_round_ratios_to_llama_server() -> None:
+    def figures(p50: float, short: float) -> dict[str, float]:
+        return {"latency-p50": p50, "batch-short": short, "batch-long": 1.0, "conc-32": 1.0}
+
+    rows = paired._rows(
+        {
+            runner.EMBERD: [figures(4.0, 110.0), figures(6.0, 90.0)],
+            runner.LLAMA_SERVER: [figures(3.0, 100.0), figures(5.0, 100.0)],
+        }
+    )
+    by = {(r.contender, r.metric): r for r in rows}
+    p50 = by[runner.EMBERD, "latency-p50"]
+    assert (p50.median, p50.difference, p50.difference_se) == (5.0, 1.0, 0.0)
+    short = by[runner.EMBERD, "batch-short"]
+    assert short.ratio == pytest.approx(1.0) and short.ratio_se == pytest.approx(0.1)
+    text = paired.table(rows, 2)
+    assert (
+        "latency-p50  ms       emberd             5.00  1.267x +- 0.067 (+1.00 +- 0.00 ms)" in text
+    )
