@@ -3,9 +3,12 @@ runner is ended."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,22 +25,36 @@ OPTIONS = LoadOptions(
 )
 
 
-def test_a_decode_that_hangs_ends_its_runner_after_the_timeout(model_files: ModelFiles) -> None:
-    backend = RunnerBackend(decode_timeout_s=1.0)
+@contextlib.contextmanager
+def loaded_by(backend: RunnerBackend, path: Path) -> Iterator[DrivenModel]:
+    """`path` loaded by `backend`, driven from this thread; the backend closed after."""
     try:
-        loaded = backend.load(model_files.mean, OPTIONS, None)
+        loaded = backend.load(path, OPTIONS, None)
         assert isinstance(loaded, RemoteModel)
-        model = DrivenModel(loaded, model_files.mean)
-        assert model.embed([[1, 5, 2]]).shape == (1, loaded.facts.n_embd)
-        os.kill(loaded.pid, signal.SIGSTOP)  # as a hung kernel would: alive, never answering
+        model = DrivenModel(loaded, path)
+        yield model
+        model.close()
+    finally:
+        backend.close()
+
+
+def test_a_decode_that_hangs_ends_its_runner_after_the_timeout(model_files: ModelFiles) -> None:
+    with loaded_by(RunnerBackend(decode_timeout_s=1.0), model_files.mean) as model:
+        assert model.embed([[1, 5, 2]]).shape == (1, model.model.facts.n_embd)
+        os.kill(model.model.pid, signal.SIGSTOP)  # as a hung kernel would: alive, not answering
         started = time.monotonic()
         with pytest.raises(ModelCrashed, match="did not finish a decode within 1 s"):
             model.embed([[1, 5, 2]])
         assert time.monotonic() - started < 5
-        assert not loaded.alive()
-        model.close()
-    finally:
-        backend.close()
+        assert not model.model.alive()
+
+
+def seconds_until_spare(backend: RunnerBackend, since: float) -> float:
+    """Seconds from `since` until `backend` has a spare runner; fails after 10 s."""
+    while not backend.has_spare:
+        assert time.monotonic() - since < 10, "no spare runner was started"
+        time.sleep(0.05)
+    return time.monotonic() - since
 
 
 def test_the_next_spare_starts_after_the_new_models_first_moments(model_files: ModelFiles) -> None:
@@ -47,10 +64,7 @@ def test_the_next_spare_starts_after_the_new_models_first_moments(model_files: M
         loaded = time.monotonic()
         # A spare starting now would take a core from the model's first requests.
         assert not backend.has_spare
-        while not backend.has_spare:
-            assert time.monotonic() - loaded < 10, "no spare runner was started"
-            time.sleep(0.05)
-        assert time.monotonic() - loaded >= 0.9
+        assert seconds_until_spare(backend, loaded) >= 0.9
         model.close()
     finally:
         backend.close()
@@ -76,20 +90,10 @@ def test_a_lone_text_in_one_exchange_matches_tokenize_then_decode(model_files: M
 
 def test_the_next_spare_waits_for_requests_to_pause(model_files: ModelFiles) -> None:
     backend = RunnerBackend(spare_delay_s=0.5)
-    try:
-        loaded = backend.load(model_files.mean, OPTIONS, None)
-        assert isinstance(loaded, RemoteModel)
-        model = DrivenModel(loaded, model_files.mean)
+    with loaded_by(backend, model_files.mean) as model:
         busy_until = time.monotonic() + 1.5
         while time.monotonic() < busy_until:  # a steady stream: no pause of 0.5 s
             model.embed([[1, 5, 2]])
             assert not backend.has_spare
             time.sleep(0.05)
-        paused = time.monotonic()
-        while not backend.has_spare:
-            assert time.monotonic() - paused < 10, "no spare runner after the pause"
-            time.sleep(0.05)
-        assert time.monotonic() - paused >= 0.4
-        model.close()
-    finally:
-        backend.close()
+        assert seconds_until_spare(backend, time.monotonic()) >= 0.4
