@@ -62,6 +62,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # The app's AccessLog writes the line after the response, off its path.
+        self.access_log = False
         self._in_headers = False
         self._header_bytes = 0
         self._header_timer: asyncio.TimerHandle | None = None
