@@ -85,6 +85,17 @@ class DecodeStats:
     sequences: int = 0
     tokens: int = 0
 
+    def count(self, batches: Sequence[Sequence[Sequence[int]]]) -> None:
+        """Count one decode per non-empty batch, with its sequences and tokens."""
+        for sequences in filter(None, batches):
+            self.add(len(sequences), sum(len(s) for s in sequences))
+
+    def add(self, sequences: int, tokens: int) -> None:
+        """Count one decode of `sequences` sequences holding `tokens` tokens."""
+        self.decodes += 1
+        self.sequences += sequences
+        self.tokens += tokens
+
 
 class BackendError(Exception):
     """A backend failed to do what was asked (load, tokenize, decode)."""

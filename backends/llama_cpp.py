@@ -522,10 +522,7 @@ class LlamaCppModel:
             others = [self._pool.submit(self._decode, *job) for job in jobs[1:] if self._pool]
             results = [self._decode(*job) for job in jobs[:1]]
             results += [future.result() for future in others]
-            for sequences in filter(None, batches):
-                self.stats.decodes += 1
-                self.stats.sequences += len(sequences)
-                self.stats.tokens += sum(len(s) for s in sequences)
+            self.stats.count(batches)
         return results
 
     def _threads_now(self) -> int:

@@ -411,11 +411,8 @@ class RemoteModel:
         lengths, payload = ipc.pack_sequences([s for batch in batches for s in batch])
         request = {"op": "embed", "lengths": lengths, "batches": [len(b) for b in batches]}
         header, data = await self._decoder.call(request, payload)
-        results = self._split(batches, header.get("results"), data)
-        for sequences in filter(None, batches):
-            self.stats.decodes += 1
-            self.stats.sequences += len(sequences)
-            self.stats.tokens += sum(len(s) for s in sequences)
+        results = self._split([len(b) for b in batches], header.get("results"), data)
+        self.stats.count(batches)
         return results
 
     async def embed_text(self, text: str, limit: int, truncate: bool) -> tuple[FloatMatrix, int]:
@@ -424,34 +421,35 @@ class RemoteModel:
             raise BackendError("the model has been unloaded")
         request = {"op": "embed_text", "text": text, "limit": limit, "truncate": truncate}
         header, data = await self._decoder.call(request)
-        (result,) = self._split([[()]], header.get("results"), data)
+        (result,) = self._split([1], header.get("results"), data)
+        if isinstance(result, BackendError):
+            raise result
         tokens = header.get("tokens")
-        if isinstance(result, BackendError) or not isinstance(tokens, int) or tokens < 1:
-            raise ModelCrashed("it answered a decode wrongly")
-        self.stats.decodes += 1
-        self.stats.sequences += 1
-        self.stats.tokens += tokens
+        if not isinstance(tokens, int) or tokens < 1:
+            raise ModelCrashed("it answered a decode wrongly (no token count)")
+        self.stats.add(1, tokens)
         return result, tokens
 
     def _split(
-        self, batches: Sequence[Sequence[Sequence[int]]], shapes: Any, data: bytes
+        self, rows: Sequence[int], shapes: Any, data: bytes
     ) -> list[FloatMatrix | BackendError]:
-        """Each batch's matrix (or error) out of one reply, its shape checked."""
-        if not isinstance(shapes, list) or len(shapes) != len(batches):
+        """Each batch's matrix (or error) out of one reply, its shape checked against the
+        batch's `rows` and the model's width."""
+        if not isinstance(shapes, list) or len(shapes) != len(rows):
             raise ModelCrashed("it answered a decode wrongly")
         width = self.facts.width
         results: list[FloatMatrix | BackendError] = []
         offset = 0
         try:
-            for batch, shape in zip(batches, shapes, strict=True):
+            for wanted, shape in zip(rows, shapes, strict=True):
                 if isinstance(shape, dict):
                     results.append(ipc.unpack_error(shape))
                     continue
-                rows, cols = int(shape[0]), int(shape[1])
-                if rows != len(batch) or cols != width:
-                    raise ValueError(f"{rows}x{cols} for {len(batch)} sequences")
-                size = rows * cols * 4
-                results.append(ipc.unpack_matrix(rows, cols, data[offset : offset + size]))
+                got, cols = int(shape[0]), int(shape[1])
+                if got != wanted or cols != width:
+                    raise ValueError(f"{got}x{cols} for {wanted} sequences")
+                size = got * cols * 4
+                results.append(ipc.unpack_matrix(got, cols, data[offset : offset + size]))
                 offset += size
         except (TypeError, ValueError, IndexError, ipc.ChannelClosed) as exc:
             raise ModelCrashed(f"it answered a decode wrongly ({exc})") from None

@@ -184,12 +184,30 @@ def _limits(model: Any) -> dict[str, int]:
 
 
 def _embed(model: Any, header: ipc.Header, payload: bytes) -> tuple[ipc.Header, bytes]:
-    """One `embed_parallel`: every batch's vectors in one payload, or its error."""
+    """Batches of token sequences, decoded side by side (`_decoded`)."""
     sequences = ipc.unpack_sequences(header["lengths"], payload)
     batches, start = [], 0
     for count in header["batches"]:
         batches.append(sequences[start : start + count])
         start += count
+    return _decoded(model, batches)
+
+
+def _embed_text(model: Any, header: ipc.Header) -> tuple[ipc.Header, bytes]:
+    """A lone text tokenized, fitted and decoded: `_decoded`'s answer, and its token count."""
+    facts = model.facts
+    try:
+        tokens = model.tokenize(str(header["text"]))
+        limit, truncate = int(header["limit"]), bool(header["truncate"])
+        sequence = fit_sequence(tokens, 0, limit, truncate, facts.prefix, facts.suffix)
+    except BackendError as exc:
+        return {"error": ipc.pack_error(exc)}, b""
+    reply, vectors = _decoded(model, [[sequence]])
+    return {**reply, "tokens": len(sequence)}, vectors
+
+
+def _decoded(model: Any, batches: list[list[list[int]]]) -> tuple[ipc.Header, bytes]:
+    """One `embed_parallel`: every batch's vectors in one payload, or its error."""
     try:
         results = model.embed_parallel(batches)
     except BackendError as exc:
@@ -203,30 +221,6 @@ def _embed(model: Any, header: ipc.Header, payload: bytes) -> tuple[ipc.Header, 
             shapes.append([int(result.shape[0]), int(result.shape[1])])
             blobs.append(result.tobytes())
     return {"results": shapes}, b"".join(blobs)
-
-
-def _embed_text(model: Any, header: ipc.Header) -> tuple[ipc.Header, bytes]:
-    """A lone text tokenized, fitted and decoded: its vector and its token count."""
-    try:
-        tokens = model.tokenize(str(header["text"]))
-        facts = model.facts
-        sequence = fit_sequence(
-            tokens,
-            0,
-            int(header["limit"]),
-            bool(header["truncate"]),
-            facts.prefix,
-            facts.suffix,
-        )
-        (result,) = model.embed_parallel([[sequence]])
-    except BackendError as exc:
-        return {"error": ipc.pack_error(exc)}, b""
-    except (KeyError, TypeError, ValueError) as exc:
-        return {"error": str(exc)}, b""
-    if isinstance(result, BackendError):
-        return {"error": ipc.pack_error(result)}, b""
-    shape = [int(result.shape[0]), int(result.shape[1])]
-    return {"results": [shape], "tokens": len(sequence)}, result.tobytes()
 
 
 def _serve_tokenize(channel: socket.socket, model: Any) -> None:

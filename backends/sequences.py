@@ -12,6 +12,11 @@ from collections.abc import Sequence
 from emberd.backends.base import InputRefused
 
 TOO_LONG = "the input length exceeds the context length"
+# Ollama's words, then which option to raise.
+NO_ROOM = (
+    'input after truncation exceeds maximum context length: option "num_ctx" '
+    "leaves no room for input beside the model's special tokens"
+)
 
 
 def fit_sequence(
@@ -25,9 +30,12 @@ def fit_sequence(
     """Input `index`'s `tokens` cut to `limit` (InputRefused unless `truncate`), then
     wrapped in the model's special tokens, which are added after the cut.
 
-    An input with no tokens and a model that adds none has nothing to pool:
-    refused, since a zero vector would look like data.
+    A `limit` below 1 (a context the special tokens fill) leaves no room for
+    any input. An input with no tokens and a model that adds none has
+    nothing to pool: refused, since a zero vector would look like data.
     """
+    if limit <= 0:
+        raise InputRefused(NO_ROOM)
     if len(tokens) > limit:
         if not truncate:
             raise InputRefused(TOO_LONG)

@@ -67,20 +67,6 @@ class ModelName:
             raise InvalidModelName("empty name")
         return _parse(text)
 
-    @classmethod
-    def _parse(cls, text: str) -> ModelName:
-        *parts, last = text.split("/")
-        if len(parts) > 2:
-            raise InvalidModelName(f"too many parts in {text!r}")
-        model, colon, tag = last.partition(":")
-        if not colon:
-            tag = DEFAULT_TAG
-        host = parts[0] if len(parts) == 2 else DEFAULT_HOST
-        namespace = parts[-1] if parts else DEFAULT_NAMESPACE
-        name = cls(host=host, namespace=namespace, model=model, tag=tag)
-        name.check()
-        return name
-
     def check(self) -> None:
         """Raise InvalidModelName unless every part follows the rules."""
         if not is_valid_host(self.host):
@@ -116,4 +102,14 @@ def _same(a: str, b: str) -> bool:
 # parsed once. A malformed name raises, and is not kept.
 @functools.lru_cache(maxsize=1024)
 def _parse(text: str) -> ModelName:
-    return ModelName._parse(text)
+    *parts, last = text.split("/")
+    if len(parts) > 2:
+        raise InvalidModelName(f"too many parts in {text!r}")
+    model, colon, tag = last.partition(":")
+    if not colon:
+        tag = DEFAULT_TAG
+    host = parts[0] if len(parts) == 2 else DEFAULT_HOST
+    namespace = parts[-1] if parts else DEFAULT_NAMESPACE
+    name = ModelName(host=host, namespace=namespace, model=model, tag=tag)
+    name.check()
+    return name

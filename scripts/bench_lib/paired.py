@@ -16,35 +16,30 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from scripts.bench_lib import procs, texts, workloads
+from scripts.bench_lib import procs, workloads
 from scripts.bench_lib.client import OLLAMA, OPENAI, Endpoint, HttpEmbedder
 from scripts.bench_lib.llama_server import DEFAULT_CONFIG
+from scripts.bench_lib.results import BATCH_LONG, BATCH_SHORT, CONC, LATENCY_P50, UNITS
 from scripts.bench_lib.runner import (
     EMBERD,
     EMBERD_BEFORE,
     LLAMA_SERVER,
     Options,
+    http_suite,
     start_emberd,
     start_llama_server,
 )
+from scripts.bench_lib.workloads import Sizes
 
-# Per round and server: single texts timed after a warm-up, and the batch sizes.
-LATENCY_REQUESTS = 120
-LATENCY_WARMUP = 20
-SHORT_BATCH = 256
-LONG_BATCH = 24
-CONC_REQUESTS = 300
-CONC_CLIENTS = 32
-# The figures, each with whether a higher value is better.
-METRICS: tuple[tuple[str, str, bool], ...] = (
-    ("latency-p50", "ms", False),
-    ("batch-short", "texts/s", True),
-    ("batch-long", "texts/s", True),
-    ("conc-32", "texts/s", True),
+# Each round's workloads, for each server: smaller than a sequential run's,
+# since every round measures every server.
+ROUND_SIZES = replace(
+    Sizes(), short_batch=256, long_batch=24, conc_requests=300, latency_requests=120, repeats=1
 )
+METRICS: tuple[str, ...] = (LATENCY_P50, BATCH_SHORT, BATCH_LONG, CONC)
 
 
 @dataclass(frozen=True)
@@ -60,26 +55,10 @@ class Row:
     difference_se: float
 
 
-def _round(endpoint: Endpoint, seed: int) -> dict[str, float]:
-    """One round's figures for one server."""
-
-    def factory() -> workloads.Embedder:
-        return HttpEmbedder(endpoint)
-
-    batch = texts.short_texts(LATENCY_REQUESTS + LATENCY_WARMUP, seed)
-    times = workloads.request_times(factory, batch, LATENCY_WARMUP)
-    return {
-        "latency-p50": workloads.percentile(times, 50),
-        "batch-short": workloads.batch_rate(
-            factory, lambda s: texts.short_texts(SHORT_BATCH, seed + s), 1
-        ),
-        "batch-long": workloads.batch_rate(
-            factory, lambda s: texts.long_texts(LONG_BATCH, seed + s), 1
-        ),
-        "conc-32": workloads.concurrent_rate(
-            factory, lambda s: texts.short_texts(CONC_REQUESTS, seed + 500 + s), CONC_CLIENTS, 1
-        ),
-    }
+def _round(opts: Options, endpoint: Endpoint, seed: int) -> dict[str, float]:
+    """One round's figures for one server: the bench's own HTTP workloads."""
+    sized = replace(opts, sizes=ROUND_SIZES, seed=seed)
+    return {m.metric: m.value for m in http_suite(endpoint.model, endpoint, sized, METRICS)}
 
 
 def _start(opts: Options, binary: Path) -> dict[str, tuple[procs.Server, Endpoint]]:
@@ -113,7 +92,7 @@ def run(opts: Options, binary: Path, rounds: int, say: Callable[[str], None]) ->
             order = names if number % 2 == 0 else names[::-1]
             say(f"paired round {number + 1}/{rounds}: {', '.join(order)}")
             for name in order:
-                figures[name].append(_round(servers[name][1], 1000 * number))
+                figures[name].append(_round(opts, servers[name][1], 1000 * number))
     finally:
         for server, _ in servers.values():
             server.stop()
@@ -124,7 +103,7 @@ def _rows(figures: dict[str, list[dict[str, float]]]) -> list[Row]:
     reference = figures[LLAMA_SERVER]
     rows = []
     for name, rounds in figures.items():
-        for metric, _, _ in METRICS:
+        for metric in METRICS:
             mine = [r[metric] for r in rounds]
             theirs = [r[metric] for r in reference]
             ratios = [a / b for a, b in zip(mine, theirs, strict=True)]
@@ -151,10 +130,11 @@ def table(rows: Sequence[Row], rounds: int) -> str:
     """The rows as text: medians, ratios to llama-server, and p50 differences in ms."""
     lines = [f"paired: {rounds} rounds, servers up together, order alternating"]
     lines.append(f"{'metric':<12} {'unit':<8} {'contender':<14} {'median':>8}  vs llama-server")
-    for metric, unit, _ in METRICS:
+    for metric in METRICS:
+        unit = UNITS[metric]
         for row in (r for r in rows if r.metric == metric):
             versus = f"{row.ratio:.3f}x +- {row.ratio_se:.3f}"
-            if metric == "latency-p50":
+            if metric == LATENCY_P50:
                 versus += f" ({row.difference:+.2f} +- {row.difference_se:.2f} ms)"
             if row.contender == LLAMA_SERVER:
                 versus = ""

@@ -27,7 +27,7 @@ from emberd.backends.base import (
     ModelLoadError,
     NonFiniteOnGpu,
 )
-from emberd.backends.sequences import fit_sequence
+from emberd.backends.sequences import NO_ROOM, TOO_LONG, fit_sequence
 from emberd.models.bundled import bundled_for, install_bundled
 from emberd.models.capabilities import rerank_head
 from emberd.models.errors import InvalidModelFile, ModelNotFound
@@ -54,11 +54,6 @@ _T = TypeVar("_T")
 
 # Threads that resolve names; most of a resolve is a few stats, so few are busy at once.
 RESOLVE_WORKERS = 8
-# Ollama's words, then which option to raise.
-NO_ROOM_FOR_INPUT = (
-    'input after truncation exceeds maximum context length: option "num_ctx" '
-    "leaves no room for input beside the model's special tokens"
-)
 
 
 @dataclass(frozen=True)
@@ -130,15 +125,13 @@ async def prepare_texts(
     model: LoadedModel, texts: Sequence[str], limit: int, truncate: bool
 ) -> list[list[int]]:
     """Tokenize and fit per Ollama (`fit_sequence`): cut, then the special tokens."""
-    if limit <= 0:
-        raise InvalidRequest(NO_ROOM_FOR_INPUT)
     prefix, suffix = model.facts.prefix, model.facts.suffix
     try:
         return [
             fit_sequence(tokens, index, limit, truncate, prefix, suffix)
             for index, tokens in enumerate(await model.tokenize(texts))
         ]
-    except InputRefused as exc:
+    except InputRefused as exc:  # the client's 400, as from a runner's own fit
         raise InvalidRequest(str(exc)) from exc
 
 
@@ -147,7 +140,7 @@ def prepare_tokens(
 ) -> list[list[int]]:
     """Token ids go to the model as given, checked against the vocabulary and truncated."""
     if limit <= 0:
-        raise InvalidRequest(NO_ROOM_FOR_INPUT)
+        raise InvalidRequest(NO_ROOM)
     n_vocab = model.facts.n_vocab
     sequences = []
     for ids in token_lists:
@@ -156,7 +149,7 @@ def prepare_tokens(
             raise InvalidRequest(f"token id {bad[0]} is out of range (vocabulary of {n_vocab})")
         if len(ids) > limit:
             if not truncate:
-                raise InvalidRequest("the input length exceeds the context length")
+                raise InvalidRequest(TOO_LONG)
             ids = ids[:limit]
         sequences.append(list(ids))
     return sequences
@@ -256,11 +249,9 @@ class Engine:
     ) -> tuple[FloatMatrix, tuple[int, ...]]:
         """A lone text while its model is idle: tokenized and decoded in one exchange."""
         limit = truncation_limit(lease.model, options)
-        if limit <= 0:
-            raise InvalidRequest(NO_ROOM_FOR_INPUT)
         try:
             vector, tokens = await lease.queue.embed_alone(job.texts[0], limit, job.truncate)
-        except InputRefused as exc:
+        except InputRefused as exc:  # the runner's `fit_sequence`: the client's 400
             raise InvalidRequest(str(exc)) from exc
         self.limits.check_token_count(tokens)
         return vector, (tokens,)

@@ -19,7 +19,6 @@ from emberd.server.assembly import build_engine, request_limits
 from emberd.server.config import Settings
 from emberd.server.core.engine import Engine
 from emberd.server.http import openapi, ui
-from emberd.server.http.access_log import AccessLog
 from emberd.server.http.activity import Activity
 from emberd.server.http.body_limit import BodyLimit
 from emberd.server.http.disconnect import DisconnectWatch
@@ -113,8 +112,8 @@ async def _prepare(engine: Engine, name: str) -> None:
 def _middleware(
     settings: Settings, metrics: Metrics, routes: Sequence[BaseRoute]
 ) -> list[Middleware]:
-    """Outermost first: the access log, metrics, disconnects, the pages' headers, Host
-    check, Origin check, CORS, body size, errors, then API keys.
+    """Outermost first: metrics (and the access log), disconnects, the pages' headers,
+    Host check, Origin check, CORS, body size, errors, then API keys.
 
     Errors and the body bound sit inside CORS so that a browser page can read
     every error, unexpected 500s included; API keys inside CORS so preflights
@@ -122,7 +121,6 @@ def _middleware(
     """
     origins = (*BUILTIN_ORIGINS, *settings.origins)
     stack = [
-        Middleware(AccessLog),
         Middleware(RequestMetrics, metrics=metrics, routes=routes),
         Middleware(DisconnectWatch),
     ]

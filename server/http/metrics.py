@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from emberd.server.core.batching import BatchRecord
+from emberd.server.http import access_log
 
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _TOKEN_BUCKETS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -110,7 +111,8 @@ CLIENT_CLOSED = 499
 
 
 class RequestMetrics:
-    """Counts every HTTP request by route, method and status (499: the client went away)."""
+    """Counts every HTTP request by route, method and status (499: the client went away),
+    and has its access line written once it is over."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics, routes: Sequence[BaseRoute] = ()) -> None:
         self.app = app
@@ -135,9 +137,10 @@ class RequestMetrics:
             status = status or 500  # uvicorn answers an escaped exception with a 500
             raise
         finally:
-            label = str(status or CLIENT_CLOSED)
+            code = status or CLIENT_CLOSED
             route = route_label(scope, self.routes)
-            self.metrics.requests.labels(route, scope["method"], label).inc()
+            self.metrics.requests.labels(route, scope["method"], str(code)).inc()
+            access_log.write_later(scope, code)
 
 
 async def metrics_endpoint(request: Request) -> Response:

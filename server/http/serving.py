@@ -62,7 +62,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # The app's AccessLog writes the line after the response, off its path.
+        # RequestMetrics has the line written after the response (see access_log).
         self.access_log = False
         self._in_headers = False
         self._header_bytes = 0

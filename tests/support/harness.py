@@ -112,7 +112,8 @@ def make_stores(root: Path, files: ModelFiles) -> Stores:
 class TrackedModel:
     """A real llama.cpp model that remembers whether it was closed.
 
-    Every decode waits for `gate` first, after setting `decoding`.
+    Every decode waits for `gate` first, after setting `decoding`; `held`
+    counts the decodes that came to the gate.
     """
 
     def __init__(
@@ -129,6 +130,7 @@ class TrackedModel:
         self.path = path
         self.options = options
         self.closed = False
+        self.held = 0
         self.facts: ModelFacts = inner.facts
         self.stats: DecodeStats = inner.stats  # the same counters the real model updates
 
@@ -156,6 +158,7 @@ class TrackedModel:
         return self._inner.parallel_decodes()
 
     def _hold(self) -> None:
+        self.held += 1
         self._decoding.set()
         if not self._gate.wait(DEADLINE_S):
             raise TimeoutError("the test never released the held decode")

@@ -179,9 +179,7 @@ class StandInModel:
             raise BackendError("poisoned batch")
         if self.nan_on_gpu and self.options.num_gpu != 0:
             raise NonFiniteOnGpu("stand-in computed NaN or Inf on its GPU")
-        self.stats.decodes += 1
-        self.stats.sequences += len(sequences)
-        self.stats.tokens += total
+        self.stats.add(len(sequences), total)
         return np.stack([vector_of(s) for s in sequences])
 
     def close(self) -> None:

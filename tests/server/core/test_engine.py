@@ -181,7 +181,8 @@ async def test_a_lone_text_queues_while_the_model_is_busy(tmp_path: Path) -> Non
     while not model.decode_gate.entered.is_set():
         await asyncio.sleep(0.005)
     second = asyncio.create_task(engine.embed(EmbedJob(model="m", texts=["ccc"])))
-    await asyncio.sleep(0.05)
+    while len(model.batches) < 3:  # the second has reached its own decode
+        await asyncio.sleep(0.005)
     model.decode_gate.open()
     await asyncio.gather(first, second)
     assert model.alone == ["a", "bb"]  # the second waited its turn in the queue

@@ -147,6 +147,7 @@ def test_kill_9_fails_the_requests_in_flight_and_the_next_get_a_fresh_runner(
     in_flight = [in_background(post_embed(live, {"model": TINY, "input": SKY}))]
     assert backend.decoding.wait(DEADLINE_S)
     in_flight.append(in_background(post_embed(live, {"model": TINY, "input": "sky"})))
+    wait_until(lambda: backend.models[0].held == 2)  # in its decode, so the next one queues
     in_flight.append(in_background(post_embed(live, {"model": TINY, "input": "sea"})))
     wait_until(lambda: live.queued == 1)
     os.kill(backend.models[0].pid, signal.SIGKILL)
