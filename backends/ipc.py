@@ -62,6 +62,12 @@ class FrameParser:
 
     def feed(self, data: bytes) -> list[tuple[Header, bytes]]:
         """The frames `data` completes, in order; ChannelClosed for a broken one."""
+        if not self._buffer and len(data) >= _LENGTHS.size:
+            # The common case, one whole answer in one read: no copy into the buffer.
+            head_len, payload_len = _check(_LENGTHS.unpack_from(data))
+            start = _LENGTHS.size + head_len
+            if len(data) == start + payload_len:
+                return [(_header(data[_LENGTHS.size : start]), data[start:])]
         self._buffer += data
         frames = []
         while len(self._buffer) >= _LENGTHS.size:

@@ -217,6 +217,7 @@ class _Batch:
         # seq_id is an array of pointers, one per token, each to that token's id.
         self.seq_ptrs = self.seq_ids.ctypes.data + 4 * np.arange(capacity, dtype=np.uintp)
         self.outputs = np.ones(capacity, dtype=np.int8)
+        self.positions = np.arange(capacity, dtype=np.int32)
         self.struct = lc.llama_batch(
             n_tokens=0,
             token=self.tokens.ctypes.data_as(ctypes.POINTER(lc.llama_token)),
@@ -230,12 +231,19 @@ class _Batch:
         )
 
     def fill(self, sequences: Sequence[Sequence[int]]) -> int:
-        lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
-        total = int(lengths.sum())
-        starts = np.cumsum(lengths) - lengths
-        self.tokens[:total] = np.concatenate([np.asarray(s, dtype=np.int32) for s in sequences])
-        self.pos[:total] = np.arange(total) - np.repeat(starts, lengths)
-        self.seq_ids[:total] = np.repeat(np.arange(len(sequences), dtype=np.int32), lengths)
+        if len(sequences) == 1:  # a lone text: three copies, no index arithmetic
+            (only,) = sequences
+            total = len(only)
+            self.tokens[:total] = only
+            self.pos[:total] = self.positions[:total]
+            self.seq_ids[:total] = 0
+        else:
+            lengths = np.fromiter((len(s) for s in sequences), np.int64, len(sequences))
+            total = int(lengths.sum())
+            starts = np.cumsum(lengths) - lengths
+            self.tokens[:total] = np.concatenate([np.asarray(s, np.int32) for s in sequences])
+            self.pos[:total] = self.positions[:total] - np.repeat(starts, lengths)
+            self.seq_ids[:total] = np.repeat(np.arange(len(sequences), dtype=np.int32), lengths)
         self.struct.n_tokens = total
         return total
 
@@ -580,11 +588,13 @@ class LlamaCppModel:
     def _read_pooled(self, ctx: lc.llama_context_p, count: int) -> FloatMatrix:
         width = self.facts.width  # n_cls_out values per sequence with rank pooling
         out: npt.NDArray[np.float32] = np.empty((count, width), dtype=np.float32)
+        row_bytes = 4 * width
+        base = out.ctypes.data
         for seq in range(count):
             ptr = lc.llama_get_embeddings_seq(ctx, seq)
             if not ptr:
                 raise BackendError("llama.cpp returned no pooled embedding")
-            out[seq] = np.ctypeslib.as_array(ptr, shape=(width,))
+            ctypes.memmove(base + seq * row_bytes, ptr, row_bytes)
         return out
 
     def _clear_memory(self, ctx: lc.llama_context_p) -> None:

@@ -48,6 +48,7 @@ from emberd.backends.base import (
     Pooling,
 )
 from emberd.backends.devices import Compute, describe_compute
+from emberd.backends.gathering import TokenizeGathering
 from emberd.models.store import FileVersion
 
 log = logging.getLogger("emberd.runner")
@@ -359,6 +360,7 @@ class RemoteModel:
             "it stopped answering and was ended",
             on_request,
         )
+        self._gathering = TokenizeGathering(self._tokenize_all)
         self._decoder = _Channel(
             process,
             process.decode,
@@ -377,12 +379,24 @@ class RemoteModel:
         return not self._closed and self._process.alive()
 
     async def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each text, tokenized in the runner."""
-        header, payload = await self._tokenizer.call({"op": "tokenize", "texts": list(texts)})
+        """Token ids of each text, tokenized in the runner (with the other requests of
+        this loop turn, in one exchange)."""
+        return await self._gathering.tokenize(texts)
+
+    async def _tokenize_all(self, texts: list[str]) -> list[list[int] | BackendError]:
+        """Token ids, or that text's error, for each of `texts`: one exchange."""
+        header, payload = await self._tokenizer.call({"op": "tokenize", "texts": texts})
         lists = ipc.unpack_sequences(header.get("lengths") or [], payload)
-        if len(lists) != len(texts):
+        failed = header.get("failed") or []
+        if len(lists) != len(texts) or not isinstance(failed, list):
             raise ModelCrashed("it answered a tokenize request wrongly")
-        return lists
+        results: list[list[int] | BackendError] = list(lists)
+        try:
+            for index, error in failed:
+                results[int(index)] = ipc.unpack_error(error)
+        except (TypeError, ValueError, IndexError):
+            raise ModelCrashed("it answered a tokenize request wrongly") from None
+        return results
 
     async def detokenize(self, tokens: Sequence[int]) -> str:
         """The text of `tokens`, written out in the runner."""
@@ -524,7 +538,10 @@ class _Channel(asyncio.Protocol):
         if self._watchdog is None:
             self._watchdog = loop.call_later(self._timeout_s, self._watch)
         try:
-            self._transport.write(b"".join(ipc.encode({**header, "id": request_id}, payload)))
+            # A closing transport means a runner that has gone: the request then
+            # waits for `_fail`, which tells why, like the requests already sent.
+            if not self._transport.is_closing():
+                self._transport.write(b"".join(ipc.encode({**header, "id": request_id}, payload)))
             reply, data = await future
         finally:
             self._pending.pop(request_id, None)

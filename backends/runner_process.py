@@ -14,7 +14,9 @@ Two socket channels, handed over by backends/handover.py:
   batches and `embed_text` lone texts (tokenized and decoded in one step)
   one at a time, each answer carrying its request's id, then `stop`;
 - the tokenize channel, served on a thread of its own so that tokenizing a
-  new request never waits for a decode in progress.
+  new request never waits for a decode in progress; one exchange carries
+  the texts of all the requests that arrived together (backends/gathering.py),
+  with an error per text that failed.
 
 The runner opens the model file itself and checks it is the version the
 server vetted (size, modification time, inode) before anything reads it;
@@ -232,7 +234,7 @@ def _serve_tokenize(channel: socket.socket, model: Any) -> None:
             out = b""
             try:
                 if header.get("op") == "tokenize":
-                    lists = [model.tokenize(str(text)) for text in header["texts"]]
+                    lists, reply["failed"] = _tokenize_each(model, header["texts"])
                     reply["lengths"], out = ipc.pack_sequences(lists)
                 else:
                     (tokens,) = ipc.unpack_sequences(header["lengths"], payload)
@@ -242,6 +244,20 @@ def _serve_tokenize(channel: socket.socket, model: Any) -> None:
             ipc.send(channel, reply, out)
     except ipc.ChannelClosed:
         return
+
+
+def _tokenize_each(model: Any, texts: list[Any]) -> tuple[list[list[int]], list[Any]]:
+    """Token ids of each text, and [index, error] of each that failed (its ids empty):
+    the texts of several requests come together, and each request gets its own answer."""
+    lists: list[list[int]] = []
+    failed: list[Any] = []
+    for index, text in enumerate(texts):
+        try:
+            lists.append(model.tokenize(str(text)))
+        except BackendError as exc:
+            lists.append([])
+            failed.append([index, ipc.pack_error(exc)])
+    return lists, failed
 
 
 def _reason(exc: BaseException) -> str:

@@ -85,8 +85,10 @@ class EmbedResult:
 
 def l2_normalize(vectors: FloatMatrix) -> FloatMatrix:
     """Each row divided by its norm (at least 1e-12), as float32."""
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    vectors = vectors.astype(np.float32, copy=False)
+    # The squared norms in one call (np.linalg.norm takes several on a small matrix).
+    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
+    return vectors / np.maximum(norms, 1e-12)[:, None]
 
 
 def finish_vectors(vectors: FloatMatrix, dimensions: int | None, normalize: bool) -> FloatMatrix:

@@ -61,6 +61,7 @@ class _Runner:
     crashed: bool = False  # its process ended under it; counted once
     refs: int = 0  # leases held, and requests waiting for this runner's load
     expires_at: float = math.inf  # wall clock, as the runtime's clock tells it
+    idle_until: float = math.inf  # the same moment on the event loop's clock
     timer: asyncio.TimerHandle | None = None
 
     @property
@@ -222,7 +223,6 @@ class Runtime:
 
     def _claim(self, runner: _Runner, keep_alive: float | None) -> None:
         runner.refs += 1
-        runner.stop_timer()
         if keep_alive is not None:
             runner.keep_alive = keep_alive
         runner.expires_at = self._expiry(runner.keep_alive)
@@ -242,13 +242,27 @@ class Runtime:
         runner.expires_at = self._expiry(ka)
         if ka == 0:
             return self._retire(runner)
-        if 0 < ka < math.inf:
-            runner.timer = asyncio.get_running_loop().call_later(ka, self._expire, runner)
+        if not 0 < ka < math.inf:  # kept for good
+            runner.stop_timer()
+            return None
+        loop = asyncio.get_running_loop()
+        runner.idle_until = loop.time() + ka
+        # A timer that looks sooner is kept and looks again then: a model in
+        # steady use keeps one timer, not one per request.
+        if runner.timer is None or runner.timer.when() > runner.idle_until:
+            runner.stop_timer()
+            runner.timer = loop.call_at(runner.idle_until, self._expire, runner)
         return None
 
     def _expire(self, runner: _Runner) -> None:
+        """Unload `runner` once it has sat idle for its keep_alive; else look again then."""
         runner.timer = None
-        if runner.refs == 0 and self._is_current(runner):
+        if runner.refs > 0 or not self._is_current(runner):
+            return  # in use: its release starts the countdown again
+        loop = asyncio.get_running_loop()
+        if loop.time() < runner.idle_until:
+            runner.timer = loop.call_at(runner.idle_until, self._expire, runner)
+        else:
             self._retire(runner)
 
     def _expiry(self, keep_alive: float) -> float:

@@ -14,7 +14,7 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,15 @@ class _Slot:
     errors: int = 0
     latencies: list[float] = field(default_factory=list)
     seen: int = 0  # latencies offered to the sample, kept or not
+
+    def sample(self, latency: float) -> None:
+        """Offer one latency to the slot's uniform sample (reservoir sampling)."""
+        if len(self.latencies) < _SAMPLES_PER_SLOT:
+            self.latencies.append(latency)
+            return
+        index = random.randrange(self.seen)
+        if index < _SAMPLES_PER_SLOT:
+            self.latencies[index] = latency
 
 
 @dataclass
@@ -84,58 +93,28 @@ class Activity:
     """Requests, texts, tokens, errors and latencies per model, in slots of SLOT_S seconds."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
+        self.clock = clock
         self._models: dict[str, _ModelActivity] = {}
 
-    @contextlib.contextmanager
-    def measure(self, model: str, texts: int) -> Iterator[Callable[[int], None]]:
+    def measure(self, model: str, texts: int) -> contextlib.AbstractContextManager[Used]:
         """Count one request to `model` with `texts` inputs while the block runs.
 
         The block calls the yielded function with the tokens it used; leaving
         by an exception counts an error instead of a latency.
         """
         if texts == 0:  # a load or unload only: no embedding to count or time
-            yield _ignore
-            return
+            return contextlib.nullcontext(_ignore)
         key = model_key(model)
-        entry = self._models.setdefault(key, _ModelActivity())
-        entry.in_flight += 1
-        started = time.perf_counter()
-        tokens = 0
+        return _Measured(self, key, self._models.setdefault(key, _ModelActivity()), texts)
 
-        def used(count: int) -> None:
-            nonlocal tokens
-            tokens = count
-
-        try:
-            yield used
-        except BaseException:
-            # Counted for a model that has answered in the window; a name nobody
-            # serves leaves no trace (clients cannot grow this table at will).
-            if entry.slots:
-                entry.slot(self._clock()).errors += 1
-            raise
-        else:
-            slot = entry.slot(self._clock())
-            slot.requests += 1
-            slot.texts += texts
-            slot.tokens += tokens
-            slot.seen += 1
-            latency = time.perf_counter() - started
-            if len(slot.latencies) < _SAMPLES_PER_SLOT:
-                slot.latencies.append(latency)
-            else:  # a uniform sample of the slot's latencies (reservoir sampling)
-                index = random.randrange(slot.seen)
-                if index < _SAMPLES_PER_SLOT:
-                    slot.latencies[index] = latency
-        finally:
-            entry.in_flight -= 1
-            if not entry.slots and not entry.in_flight:
-                self._models.pop(key, None)
+    def forget_if_quiet(self, key: str, entry: _ModelActivity) -> None:
+        """Drop `key` once it has neither requests in the window nor any in flight."""
+        if not entry.slots and not entry.in_flight:
+            self._models.pop(key, None)
 
     def snapshot(self) -> dict[str, Any]:
         """Per model: its steps of the last WINDOW_S seconds that saw requests, oldest first."""
-        now = self._clock()
+        now = self.clock()
         current = _slot_start(now)
         models = {}
         everything: list[_Slot] = []
@@ -167,9 +146,47 @@ def _ignore(tokens: int) -> None:
     pass
 
 
-def measure(
-    request: Request, model: str, texts: int
-) -> contextlib.AbstractContextManager[Callable[[int], None]]:
+Used = Callable[[int], None]
+
+
+class _Measured:
+    """One request in flight for `Activity.measure` (a class: cheaper than a generator)."""
+
+    def __init__(self, activity: Activity, key: str, entry: _ModelActivity, texts: int) -> None:
+        self._activity = activity
+        self._key = key
+        self._entry = entry
+        self._texts = texts
+        self._tokens = 0
+        self._started = 0.0
+
+    def __enter__(self) -> Used:
+        self._entry.in_flight += 1
+        self._started = time.perf_counter()
+        return self._used
+
+    def _used(self, count: int) -> None:
+        self._tokens = count
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        entry, clock = self._entry, self._activity.clock
+        entry.in_flight -= 1
+        if kind is not None:
+            # Counted for a model that has answered in the window; a name nobody
+            # serves leaves no trace (clients cannot grow this table at will).
+            if entry.slots:
+                entry.slot(clock()).errors += 1
+        else:
+            slot = entry.slot(clock())
+            slot.requests += 1
+            slot.texts += self._texts
+            slot.tokens += self._tokens
+            slot.seen += 1
+            slot.sample(time.perf_counter() - self._started)
+        self._activity.forget_if_quiet(self._key, entry)
+
+
+def measure(request: Request, model: str, texts: int) -> contextlib.AbstractContextManager[Used]:
     """`Activity.measure` of the app that serves `request`."""
     activity: Activity = request.app.state.activity
     return activity.measure(model, texts)

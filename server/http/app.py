@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Sequence
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 
 from emberd.backends.base import Backend
@@ -29,10 +28,8 @@ from emberd.server.http.pools import HttpPools
 from emberd.server.http.routes import manage, ollama, openai, rerank
 from emberd.server.http.security import (
     BUILTIN_ORIGINS,
+    Admission,
     ApiKeyAuth,
-    HostCheck,
-    OriginCheck,
-    origin_regex,
 )
 
 log = logging.getLogger("emberd")
@@ -72,6 +69,7 @@ def create_app(
         if prepare_default_model:
             await _prepare(engine, settings.default_model)
         yield
+        metrics.flush()  # the last requests' counts and access lines
         pools.close()
         engine.resolving.close()
         await runtime.close()
@@ -113,7 +111,7 @@ def _middleware(
     settings: Settings, metrics: Metrics, routes: Sequence[BaseRoute]
 ) -> list[Middleware]:
     """Outermost first: metrics (and the access log), disconnects, the pages' headers,
-    Host check, Origin check, CORS, body size, errors, then API keys.
+    admission (Host check, Origin check, CORS), body size, errors, then API keys.
 
     Errors and the body bound sit inside CORS so that a browser page can read
     every error, unexpected 500s included; API keys inside CORS so preflights
@@ -126,17 +124,7 @@ def _middleware(
     ]
     if settings.ui:
         stack.append(Middleware(ui.PageHeaders))
-    if settings.is_loopback():
-        stack.append(Middleware(HostCheck))
-    stack.append(Middleware(OriginCheck, origins=origins))
-    stack.append(
-        Middleware(
-            CORSMiddleware,
-            allow_origin_regex=origin_regex(origins),
-            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
-            allow_headers=["*"],
-        )
-    )
+    stack.append(Middleware(Admission, origins=origins, check_host=settings.is_loopback()))
     stack.append(
         Middleware(BodyLimit, limits=request_limits(settings), timeout_s=settings.body_timeout)
     )

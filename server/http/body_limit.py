@@ -11,6 +11,7 @@ connection, as the rest of the body is never read.
 from __future__ import annotations
 
 import asyncio
+import sys
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -54,27 +55,29 @@ class BodyLimit:
         deadline = loop.time() + self.timeout_s
         received = 0
         body_done = False
-        refused = False
 
         async def bounded() -> Message:
-            nonlocal received, body_done, refused
+            nonlocal received, body_done
             if body_done:  # what follows the body is only the end of the connection
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+                message = await _receive_by(receive, deadline)
             except asyncio.TimeoutError:
-                refused = True
                 raise timeout_error(self.timeout_s) from None
             body_done = not message.get("more_body", False)
             received += len(message.get("body", b""))
             if received > self.limits.max_body_size:
-                refused = True
                 raise body_error(self.limits)
             return message
 
-        async def closing(message: Message) -> None:
-            if refused and message["type"] == "http.response.start":
-                message = {**message, "headers": [*message["headers"], (b"connection", b"close")]}
-            await send(message)
+        # A refusal's answer closes the connection (ApiError.closes_connection).
+        await self.app(scope, bounded, send)
 
-        await self.app(scope, bounded, closing)
+
+async def _receive_by(receive: Receive, deadline: float) -> Message:
+    """`receive()`, or TimeoutError once the loop's clock passes `deadline`."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout_at(deadline):  # a timer on this task: no task per receive
+            return await receive()
+    remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+    return await asyncio.wait_for(receive(), remaining)

@@ -20,18 +20,22 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 log = logging.getLogger("emberd.disconnect")
 
 # Requests answered sooner than this never start listening: most requests pay
-# for a timer, not for a task.
+# for neither a timer nor a task.
 LISTEN_AFTER_S = 0.02
+# uvloop's timers keep milliseconds: one may fire a little before its time.
+_TIMER_SLACK_S = 0.001
 
 
 class _Watch:
     """The connection of one request, as its handler and the listener see it."""
 
-    def __init__(self, receive: Receive, send: Send, task: asyncio.Task[object]) -> None:
+    def __init__(
+        self, receive: Receive, send: Send, task: asyncio.Task[object], owner: DisconnectWatch
+    ) -> None:
         self._receive = receive
         self._send = send
         self._task = task
-        self._timer: asyncio.TimerHandle | None = None
+        self._owner = owner
         self._listener: asyncio.Task[Message] | None = None
         self._body_read = False
         self.started = False  # the answer has begun: the handler runs to its end
@@ -41,7 +45,7 @@ class _Watch:
     async def receive(self) -> Message:
         """The handler's receive: its body, then the end of the connection."""
         if self._body_read:
-            return await asyncio.shield(self._listen())
+            return await asyncio.shield(self.listen())
         message = await self._receive()
         if message["type"] == "http.disconnect":
             if not self.started:
@@ -49,8 +53,7 @@ class _Watch:
                 raise asyncio.CancelledError  # the client left mid-body
         elif not message.get("more_body", False):
             self._body_read = True
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(LISTEN_AFTER_S, self._listen)
+            self._owner.at_work(self)
         return message
 
     async def send(self, message: Message) -> None:
@@ -61,11 +64,8 @@ class _Watch:
             self.finished = True
         await self._send(message)
 
-    def _listen(self) -> asyncio.Task[Message]:
+    def listen(self) -> asyncio.Task[Message]:
         """The task that waits for the connection's next event (only its end can come)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if self._listener is None:
             self._listener = asyncio.ensure_future(self._receive())
             self._listener.add_done_callback(self._ended)
@@ -81,8 +81,7 @@ class _Watch:
 
     def close(self) -> None:
         """Stop listening: the handler is done."""
-        if self._timer is not None:
-            self._timer.cancel()
+        self._owner.done(self)
         if self._listener is not None and not self._listener.done():
             self._listener.cancel()
 
@@ -92,13 +91,18 @@ class DisconnectWatch:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # Handlers at work whose connections nobody listens to yet, with when
+        # their bodies were read. One timer for all of them (`_sweep`) starts
+        # listening for those still at work LISTEN_AFTER_S later.
+        self._unheard: dict[_Watch, float] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
         if scope["type"] != "http" or task is None:
             await self.app(scope, receive, send)
             return
-        watch = _Watch(receive, send, task)
+        watch = _Watch(receive, send, task, self)
         try:
             await self.app(scope, watch.receive, watch.send)
         except asyncio.CancelledError:
@@ -109,3 +113,27 @@ class DisconnectWatch:
             log.debug("%s %s: the client went away", scope["method"], scope["path"])
         finally:
             watch.close()
+
+    def at_work(self, watch: _Watch) -> None:
+        """`watch`'s handler has its body: listen to its connection if it is still at work
+        LISTEN_AFTER_S from now."""
+        loop = asyncio.get_running_loop()
+        self._unheard[watch] = loop.time()
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(LISTEN_AFTER_S, self._sweep)
+
+    def done(self, watch: _Watch) -> None:
+        """`watch`'s handler has finished."""
+        self._unheard.pop(watch, None)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        loop = asyncio.get_running_loop()
+        due = loop.time() - LISTEN_AFTER_S + _TIMER_SLACK_S
+        for watch, since in list(self._unheard.items()):
+            if since <= due:
+                del self._unheard[watch]
+                watch.listen()
+        if self._unheard:
+            first = min(self._unheard.values())
+            self._sweeper = loop.call_at(first + LISTEN_AFTER_S, self._sweep)

@@ -49,6 +49,8 @@ class ApiError(Exception):
     """An error whose status and message are known where it is raised."""
 
     status = 500
+    # The request's body was left unread: its connection ends with the answer.
+    closes_connection = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -77,12 +79,14 @@ class RequestTimeout(ApiError):
     """The request body did not arrive in time (408)."""
 
     status = 408
+    closes_connection = True
 
 
 class PayloadTooLarge(ApiError):
     """The request body is over the configured bound (413)."""
 
     status = 413
+    closes_connection = True
 
 
 class NotFound(ApiError):
@@ -245,7 +249,10 @@ async def error_response(request: Request, exc: Exception) -> Response:
     """Starlette exception handler: every error leaves through here."""
     info = describe(exc)
     _log(request, exc, info)
-    return render(info, dialect_of(request))
+    response = render(info, dialect_of(request))
+    if isinstance(exc, ApiError) and exc.closes_connection:
+        response.headers["Connection"] = "close"
+    return response
 
 
 class ErrorMiddleware:

@@ -5,6 +5,7 @@ One registry per app (no process globals), rendered at `GET /metrics`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -27,6 +28,8 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._flushes: list[Callable[[], None]] = []
+        self._batches: list[BatchRecord] = []
         reg = self.registry
         self.requests = Counter(
             "emberd_requests",
@@ -65,19 +68,37 @@ class Metrics:
         self.loaded_models.set_function(lambda: float(loaded_models()))
 
     def observe_batch(self, record: BatchRecord) -> None:
-        """Called by the batcher after each decode (on the event loop)."""
-        self.tokens.inc(record.tokens)
-        self.sequences.inc(record.sequences)
-        self.batch_sequences.observe(record.sequences)
-        self.batch_tokens.observe(record.tokens)
-        self.inference_seconds.observe(record.seconds)
+        """Called by the batcher after each decode (on the event loop); counted at the
+        next `flush`, which the end of the decode's request brings soon after."""
+        self._batches.append(record)
+
+    def _count_batches(self) -> None:
+        batches, self._batches = self._batches, []
+        for record in batches:
+            self.tokens.inc(record.tokens)
+            self.sequences.inc(record.sequences)
+            self.batch_sequences.observe(record.sequences)
+            self.batch_tokens.observe(record.tokens)
+            self.inference_seconds.observe(record.seconds)
 
     def observe_load(self, seconds: float) -> None:
         """Called by the runtime after each successful load."""
         self.load_seconds.observe(seconds)
 
+    def before_render(self, flush: Callable[[], None]) -> None:
+        """Have `flush` run before every rendering (and at shutdown): counts held back
+        for a moment are then out."""
+        self._flushes.append(flush)
+
+    def flush(self) -> None:
+        """Bring every held-back count in."""
+        self._count_batches()
+        for flush in self._flushes:
+            flush()
+
     def render(self) -> bytes:
         """The Prometheus text exposition."""
+        self.flush()
         return generate_latest(self.registry)
 
 
@@ -108,16 +129,22 @@ def _match(scope: Scope, routes: Sequence[BaseRoute]) -> BaseRoute | None:
 
 # The status counted for a request whose client left before its answer (nginx's 499).
 CLIENT_CLOSED = 499
+# Ended requests are counted and logged together, this long after the first of
+# them: done one by one, between a response and its client's next request,
+# the work would sit in every request's latency.
+RECORD_AFTER_S = 0.1
 
 
 class RequestMetrics:
     """Counts every HTTP request by route, method and status (499: the client went away),
-    and has its access line written once it is over."""
+    and writes its access line, both a moment after it is over (`RECORD_AFTER_S`)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics, routes: Sequence[BaseRoute] = ()) -> None:
         self.app = app
         self.metrics = metrics
         self.routes = routes  # the app's, for requests refused before routing
+        self._ended: list[tuple[Scope, int]] = []
+        metrics.before_render(self.record)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -137,10 +164,17 @@ class RequestMetrics:
             status = status or 500  # uvicorn answers an escaped exception with a 500
             raise
         finally:
-            code = status or CLIENT_CLOSED
+            self._ended.append((scope, status or CLIENT_CLOSED))
+            if len(self._ended) == 1:  # the decodes' counts come in with the requests'
+                asyncio.get_running_loop().call_later(RECORD_AFTER_S, self.metrics.flush)
+
+    def record(self) -> None:
+        """Count and log the requests that have ended since the last time."""
+        ended, self._ended = self._ended, []
+        for scope, status in ended:
             route = route_label(scope, self.routes)
-            self.metrics.requests.labels(route, scope["method"], str(code)).inc()
-            access_log.write_later(scope, code)
+            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+        access_log.write(ended)
 
 
 async def metrics_endpoint(request: Request) -> Response:

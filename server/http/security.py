@@ -1,9 +1,10 @@
 """Who may talk to the server: API keys, the Host check, and CORS origins.
 
-Small ASGI middlewares, applied outermost first: the Host check (a loopback
+Two ASGI middlewares. `Admission`, outermost: the Host check (a loopback
 server answers only requests addressed to a loopback name, against DNS
-rebinding), the Origin check (browser pages from other origins are refused),
-CORS (the headers that let allowed pages read answers), then API keys.
+rebinding), the Origin check (browser pages from other origins are
+refused) and CORS (the headers that let allowed pages read answers).
+`ApiKeyAuth`, further in: API keys.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import socket
 from collections.abc import Callable, Iterable
 
 from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from emberd.server.http.error_responses import Forbidden, Unauthorized, refuse
@@ -85,49 +87,63 @@ def is_local_host(name: str) -> bool:
     return address.is_loopback or address.is_private or address.is_unspecified
 
 
-class HostCheck:
-    """Refuse requests whose Host is not this machine (DNS rebinding), with 403."""
+class Admission:
+    """Who may talk to the server, from one pass over a request's headers.
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            host = host_name(Headers(scope=scope).get("host", ""))
-            if not is_local_host(host):
-                await refuse(scope, receive, send, Forbidden("forbidden: host not allowed"))
-                return
-        await self.app(scope, receive, send)
-
-
-class OriginCheck:
-    """Refuse, with 403, any request whose `Origin` is present and not allowed.
-
-    CORS alone only hides the answer from the page: a browser sends a
-    `text/plain` POST cross-origin without asking first, and the server
-    would do the work. Same-origin requests (the Origin is this server's own
-    address) and requests without an Origin pass.
+    - The Host check (`check_host`, for loopback servers): a request whose
+      Host is not this machine is refused with 403 (DNS rebinding).
+    - The Origin check: a request whose `Origin` is present and not allowed
+      is refused with 403. CORS alone only hides the answer from the page: a
+      browser sends a `text/plain` POST cross-origin without asking first,
+      and the server would do the work. Same-origin requests (the Origin is
+      this server's own address) and requests without an Origin pass.
+    - CORS: a request with an allowed Origin goes through CORS (preflights
+      answered there, the headers that let the page read the answer added).
+      One without an Origin is not a browser page's: it skips that layer.
     """
 
-    def __init__(self, app: ASGIApp, origins: Iterable[str]) -> None:
+    def __init__(self, app: ASGIApp, origins: Iterable[str], check_host: bool) -> None:
         self.app = app
         self.allowed = re.compile(origin_regex(origins))
+        self.check_host = check_host
+        self.cors = CORSMiddleware(
+            app,
+            allow_origin_regex=self.allowed.pattern,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
+            allow_headers=["*"],
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Most requests carry no Origin: look for it without building Headers.
-        if scope["type"] == "http" and any(key == b"origin" for key, _ in scope["headers"]):
-            headers = Headers(scope=scope)
-            origin = headers["origin"]
-            if not self._allowed(origin, headers.get("host", "")):
-                log.debug("refused a request from origin %r", origin)
-                await refuse(scope, receive, send, Forbidden(ORIGIN_REFUSED.format(origin[:200])))
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        host: bytes | None = None
+        origin: bytes | None = None
+        for key, value in scope["headers"]:  # the first of each, as Headers.get reads it
+            if key == b"host" and host is None:
+                host = value
+            elif key == b"origin" and origin is None:
+                origin = value
+        refusal = self._refusal((host or b"").decode("latin-1"), origin)
+        if refusal is not None:
+            await refuse(scope, receive, send, refusal)
+        elif origin is None:
+            await self.app(scope, receive, send)
+        else:
+            await self.cors(scope, receive, send)
 
-    def _allowed(self, origin: str, host: str) -> bool:
+    def _refusal(self, host: str, raw_origin: bytes | None) -> Forbidden | None:
+        if self.check_host and not is_local_host(host_name(host)):
+            return Forbidden("forbidden: host not allowed")
+        if raw_origin is None:
+            return None
+        origin = raw_origin.decode("latin-1")
         if origin in (f"http://{host}", f"https://{host}"):
-            return True
-        return self.allowed.match(origin) is not None
+            return None
+        if self.allowed.match(origin) is None:
+            log.debug("refused a request from origin %r", origin)
+            return Forbidden(ORIGIN_REFUSED.format(origin[:200]))
+        return None
 
 
 def _nothing_else(method: str, path: str) -> bool:

@@ -66,6 +66,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self.access_log = False
         self._in_headers = False
         self._header_bytes = 0
+        self._headers_due = 0.0
         self._header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -101,15 +102,17 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self._expect_headers()
 
     def on_headers_complete(self) -> None:
-        self._in_headers = False
-        self._stop_header_timer()
+        self._in_headers = False  # the timer, when it fires, finds nothing to do
         super().on_headers_complete()
 
     def _expect_headers(self) -> None:
         self._in_headers = True
         self._header_bytes = 0
-        self._stop_header_timer()
-        self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_timed_out)
+        self._headers_due = self.loop.time() + self.header_timeout_s
+        # One timer serves a connection's many requests: armed when none is,
+        # it looks again at the current request's deadline when it fires.
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_at(self._headers_due, self._headers_timed_out)
 
     def _stop_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -118,9 +121,13 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def _headers_timed_out(self) -> None:
         self._header_timer = None
-        if self._in_headers and not self.transport.is_closing():
-            log.debug("closing a connection that did not finish its headers in time")
-            self.transport.close()
+        if not self._in_headers or self.transport.is_closing():
+            return
+        if self.loop.time() < self._headers_due:  # a later request's headers: not due yet
+            self._header_timer = self.loop.call_at(self._headers_due, self._headers_timed_out)
+            return
+        log.debug("closing a connection that did not finish its headers in time")
+        self.transport.close()
 
 
 class WakingState(ServerState):

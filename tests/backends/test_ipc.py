@@ -37,3 +37,16 @@ def test_each_batch_comes_back_with_its_vectors_or_its_error_of_the_same_kind() 
     assert str(ipc.unpack_error(gpu)) == "m computed NaN or Inf on CUDA0"
     assert type(ipc.unpack_error(plain)) is BackendError
     np.testing.assert_array_equal(ipc.unpack_matrix(*shape, received), [[15.0, 1.0]])
+
+
+def test_frames_are_parsed_however_the_stream_cuts_them() -> None:
+    frames = [({"id": 1}, b"abc"), ({"id": 2, "text": "x" * 50}, b""), ({"id": 3}, b"\x00" * 9)]
+    stream = b"".join(b"".join(ipc.encode(header, payload)) for header, payload in frames)
+    for cuts in ([], [len(stream) // 3], [1, 5, 40], list(range(1, len(stream)))):
+        parser = ipc.FrameParser()
+        got = []
+        for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+            got += parser.feed(stream[start:end])
+        assert got == frames, cuts
+    whole = b"".join(ipc.encode(*frames[0]))  # one whole frame in one read
+    assert ipc.FrameParser().feed(whole) == [frames[0]]

@@ -3,6 +3,7 @@ runner is ended."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -86,6 +87,18 @@ def test_a_lone_text_in_one_exchange_matches_tokenize_then_decode(model_files: M
         with pytest.raises(InputRefused, match="exceeds the context length"):
             driven.run(model.embed_text(text, limit=2, truncate=False))
         assert model.alive()  # a refused input is the client's error, not the runner's
+
+
+def test_requests_tokenized_together_each_get_their_own_tokens(model_files: ModelFiles) -> None:
+    texts = [["why is the sky blue"], ["a", "bb", "ccc"], [], ["the grass is green"] * 2]
+    with loaded_in_runner(model_files.mean, OPTIONS) as driven:
+        alone = [[driven.tokenize(text) for text in group] for group in texts]
+
+        async def together() -> list[list[list[int]]]:
+            return list(await asyncio.gather(*(driven.model.tokenize(g) for g in texts)))
+
+        assert driven.run(together()) == alone
+        assert all(alone[1]) and alone[1][0] != alone[1][1]  # real, distinct token lists
 
 
 def test_the_next_spare_waits_for_requests_to_pause(model_files: ModelFiles) -> None:

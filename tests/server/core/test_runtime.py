@@ -209,6 +209,29 @@ async def test_a_new_request_restarts_the_countdown() -> None:
 
 
 @bounded
+async def test_a_shorter_keep_alive_unloads_sooner_than_the_last_one_would() -> None:
+    backend = StandInBackend()
+    rt = runtime(backend)
+    model = await use_once(rt, A, keep_alive=300)
+    await use_once(rt, A, keep_alive=0.05)
+    released = time.monotonic()
+    await until(lambda: model.closed)  # in 0.05 s, not five minutes
+    assert model.closed_at is not None
+    assert model.closed_at - released >= 0.05 - EPSILON_S
+
+
+@bounded
+async def test_keep_alive_forever_after_a_short_one_stays_loaded() -> None:
+    backend = StandInBackend()
+    rt = runtime(backend)
+    model = await use_once(rt, A, keep_alive=0.03)
+    await use_once(rt, A, keep_alive=math.inf)
+    await asyncio.sleep(0.1)  # well past the short countdown
+    assert not model.closed and names(rt) == ["a:latest"]
+    await rt.close()
+
+
+@bounded
 async def test_never_unloaded_under_a_lease() -> None:
     backend = StandInBackend()
     rt = runtime(backend)

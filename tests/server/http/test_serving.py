@@ -96,6 +96,22 @@ def test_a_connection_that_never_finishes_its_headers_is_closed(
         assert time.monotonic() - started < 5
 
 
+def test_a_later_request_that_never_finishes_its_headers_is_closed_in_its_own_time(
+    serve: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(BoundedHttpProtocol, "header_timeout_s", 0.5)
+    live = serve()
+    with connect(live) as sock:
+        sock.sendall(b"GET /api/version HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        time.sleep(0.3)  # the connection's first deadline is near; this request's is not
+        sock.sendall(b"GET /api/version HTTP/1.1\r\n")
+        started = time.monotonic()
+        assert read_all(sock) == b""  # closed, without an answer
+        waited = time.monotonic() - started
+        assert 0.4 < waited < 5  # half a second from its own start, not from the first's
+
+
 def test_a_slow_but_steady_client_is_served(
     serve: ServerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
