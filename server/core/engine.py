@@ -86,16 +86,27 @@ class EmbedResult:
 def l2_normalize(vectors: FloatMatrix) -> FloatMatrix:
     """Each row divided by its norm (at least 1e-12), as float32."""
     vectors = vectors.astype(np.float32, copy=False)
+    return vectors / np.maximum(_norms(vectors), 1e-12)[:, None]
+
+
+def _norms(vectors: FloatMatrix) -> FloatMatrix:
     # The squared norms in one call (np.linalg.norm takes several on a small matrix).
-    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
-    return vectors / np.maximum(norms, 1e-12)[:, None]
+    return np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
 
 
 def finish_vectors(vectors: FloatMatrix, dimensions: int | None, normalize: bool) -> FloatMatrix:
     """Reject NaN/Inf, cut to `dimensions` when it is a real cut, then normalise."""
+    cut = dimensions is not None and 0 < dimensions < vectors.shape[1]
+    if normalize and not cut:
+        # A NaN or Inf anywhere in a row makes its norm so: one pass finds both.
+        vectors = vectors.astype(np.float32, copy=False)
+        norms = _norms(vectors)
+        if not np.isfinite(norms).all():
+            raise InvalidVectors()
+        return vectors / np.maximum(norms, 1e-12)[:, None]
     if not np.isfinite(vectors).all():
         raise InvalidVectors()
-    if dimensions is not None and 0 < dimensions < vectors.shape[1]:
+    if cut:
         vectors = vectors[:, :dimensions]
     return l2_normalize(vectors) if normalize else vectors
 

@@ -13,7 +13,7 @@ import pytest
 from emberd.models.store import ModelStores
 from emberd.server.assembly import request_limits, runtime_limits
 from emberd.server.config import Settings
-from emberd.server.core.engine import EmbedJob, Engine
+from emberd.server.core.engine import EmbedJob, Engine, finish_vectors
 from emberd.server.core.errors import InvalidRequest, InvalidVectors, LoadFailed
 from emberd.server.core.options import ServerDefaults
 from emberd.server.core.runtime import Runtime
@@ -188,3 +188,17 @@ async def test_a_lone_text_queues_while_the_model_is_busy(tmp_path: Path) -> Non
     assert model.alone == ["a", "bb"]  # the second waited its turn in the queue
     assert model.batches[-1] == [(1, 13, 2)]
     await engine.runtime.close()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize(
+    ("dimensions", "normalize"), [(None, True), (2, True), (None, False), (4, True)]
+)
+def test_vectors_with_nan_or_inf_anywhere_are_refused(
+    bad: float, dimensions: int | None, normalize: bool
+) -> None:
+    vectors = np.array([[3.0, 4.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]], dtype=np.float32)
+    assert np.allclose(finish_vectors(vectors, dimensions, True)[0, :2], [0.6, 0.8])
+    vectors[1, 3] = bad  # past a cut to two dimensions as well
+    with pytest.raises(InvalidVectors):
+        finish_vectors(vectors, dimensions, normalize)
