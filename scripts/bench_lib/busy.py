@@ -148,7 +148,8 @@ def table(rows: list[BusyRow], hog_count: int, cores: int) -> str:
             f"{r.p99_ms:.1f} | {r.max_ms:.1f} | {r.conc_rate:.0f} | {r.long_rate:.1f} |"
         )
     ours = [r for r in rows if r.server == "emberd"]
-    others = [r for r in rows if r.server != "emberd"]
+    # llama-server's rows only: emberd-before (--baseline) is not the one compared with.
+    others = [r for r in rows if r.server.startswith("llama-server")]
     if ours and others:
         e = ours[0]
         same = [r for r in others if r.threads == e.threads]

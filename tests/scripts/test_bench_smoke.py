@@ -211,6 +211,17 @@ def test_the_busy_table_judges_the_first_requests_after_idle() -> None:
     assert "emberd p99 600.0 ms, goal <= 60 ms: MISSED" in bad
 
 
+def test_the_busy_verdicts_compare_with_llama_server_not_the_baseline() -> None:
+    def row(server: str, threads: int, p99: float, conc: float) -> busy.BusyRow:
+        return busy.BusyRow(server, threads, 9.0, p99, p99, conc, 16.0)
+
+    rows = [row("emberd", 2, 20.0, 210.0), row("emberd-before", 2, 25.0, 400.0)]
+    rows.append(row("llama-server -np 8 -ub 512", 2, 1000.0, 50.0))
+    text = busy.table(rows, 2, 2)
+    assert "llama-server at 2 threads 1000.0 ms (50.0x better)" in text
+    assert "conc-32: 4.20x llama-server's best" in text
+
+
 def test_paired_ratios_are_means_of_per_round_ratios_to_llama_server() -> None:
     def figures(p50: float, short: float) -> dict[str, float]:
         return {"latency-p50": p50, "batch-short": short, "batch-long": 1.0, "conc-32": 1.0}
