@@ -86,12 +86,17 @@ class EmbedResult:
 def l2_normalize(vectors: FloatMatrix) -> FloatMatrix:
     """Each row divided by its norm (at least 1e-12), as float32."""
     vectors = vectors.astype(np.float32, copy=False)
-    return vectors / np.maximum(_norms(vectors), 1e-12)[:, None]
+    return _divided(vectors, _norms(vectors))
 
 
 def _norms(vectors: FloatMatrix) -> FloatMatrix:
     # The squared norms in one call (np.linalg.norm takes several on a small matrix).
     return np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
+
+
+def _divided(vectors: FloatMatrix, norms: FloatMatrix) -> FloatMatrix:
+    """Each row over its norm, at least 1e-12 (a zero row stays zero)."""
+    return (vectors / np.maximum(norms, 1e-12)[:, None]).astype(np.float32, copy=False)
 
 
 def finish_vectors(vectors: FloatMatrix, dimensions: int | None, normalize: bool) -> FloatMatrix:
@@ -103,7 +108,7 @@ def finish_vectors(vectors: FloatMatrix, dimensions: int | None, normalize: bool
         norms = _norms(vectors)
         if not np.isfinite(norms).all():
             raise InvalidVectors()
-        return vectors / np.maximum(norms, 1e-12)[:, None]
+        return _divided(vectors, norms)
     if not np.isfinite(vectors).all():
         raise InvalidVectors()
     if cut:
