@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
+from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
 
 import httpx
@@ -83,41 +85,48 @@ def test_normal_headers_are_served(server: LiveServer) -> None:
     assert server.client.get("/api/version", headers={"Cookie": cookies}).status_code == 200
 
 
+@contextlib.contextmanager
+def header_bounded(
+    serve: ServerFactory, monkeypatch: pytest.MonkeyPatch, seconds: float
+) -> Iterator[socket.socket]:
+    """A connection to a server that gives a request's headers `seconds` to arrive."""
+    monkeypatch.setattr(BoundedHttpProtocol, "header_timeout_s", seconds)
+    with connect(serve()) as sock:
+        yield sock
+
+
+def seconds_until_closed(sock: socket.socket) -> float:
+    """Seconds until the server closes `sock` without an answer."""
+    started = time.monotonic()
+    assert read_all(sock) == b""
+    return time.monotonic() - started
+
+
 @pytest.mark.parametrize("partial", [b"", b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n"])
 def test_a_connection_that_never_finishes_its_headers_is_closed(
     serve: ServerFactory, monkeypatch: pytest.MonkeyPatch, partial: bytes
 ) -> None:
-    monkeypatch.setattr(BoundedHttpProtocol, "header_timeout_s", 0.5)
-    live = serve()
-    with connect(live) as sock:
+    with header_bounded(serve, monkeypatch, 0.5) as sock:
         sock.sendall(partial)
-        started = time.monotonic()
-        assert read_all(sock) == b""  # closed, without an answer
-        assert time.monotonic() - started < 5
+        assert seconds_until_closed(sock) < 5
 
 
 def test_a_later_request_that_never_finishes_its_headers_is_closed_in_its_own_time(
     serve: ServerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(BoundedHttpProtocol, "header_timeout_s", 0.5)
-    live = serve()
-    with connect(live) as sock:
+    with header_bounded(serve, monkeypatch, 0.5) as sock:
         sock.sendall(b"GET /api/version HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
         time.sleep(0.3)  # the connection's first deadline is near; this request's is not
         sock.sendall(b"GET /api/version HTTP/1.1\r\n")
-        started = time.monotonic()
-        assert read_all(sock) == b""  # closed, without an answer
-        waited = time.monotonic() - started
-        assert 0.4 < waited < 5  # half a second from its own start, not from the first's
+        # Half a second from its own start, not from the first request's.
+        assert 0.4 < seconds_until_closed(sock) < 5
 
 
 def test_a_slow_but_steady_client_is_served(
     serve: ServerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(BoundedHttpProtocol, "header_timeout_s", 1.0)
-    live = serve()
-    with connect(live) as sock:
+    with header_bounded(serve, monkeypatch, 1.0) as sock:
         for _ in range(2):  # two requests on one keep-alive connection
             time.sleep(0.6)  # idle between requests does not count against the headers
             sock.sendall(b"GET /api/version HTTP/1.1\r\n")
