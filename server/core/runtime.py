@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from emberd.backends.base import Backend, LoadedModel, LoadOptions, ModelCrashed
 from emberd.models.store import FileVersion, ModelRecord, file_version
 from emberd.server.core.batching import BatchQueue, BatchRecord
 from emberd.server.core.crashes import CrashRecord
+from emberd.server.core.deadline import Deadline
 from emberd.server.core.durations import format_duration
 from emberd.server.core.errors import QueueFull
 
@@ -61,8 +63,7 @@ class _Runner:
     crashed: bool = False  # its process ended under it; counted once
     refs: int = 0  # leases held, and requests waiting for this runner's load
     expires_at: float = math.inf  # wall clock, as the runtime's clock tells it
-    idle_until: float = math.inf  # the same moment on the event loop's clock
-    timer: asyncio.TimerHandle | None = None
+    countdown: Deadline = field(default_factory=Deadline)  # keep_alive, on the loop's clock
 
     @property
     def ready(self) -> bool:
@@ -71,11 +72,6 @@ class _Runner:
     def file_changed(self) -> bool:
         """Whether the GGUF was replaced or removed since this runner loaded it."""
         return file_version(self.record.path) != self.version
-
-    def stop_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
 
 
 @dataclass(frozen=True)
@@ -243,26 +239,14 @@ class Runtime:
         if ka == 0:
             return self._retire(runner)
         if not 0 < ka < math.inf:  # kept for good
-            runner.stop_timer()
+            runner.countdown.cancel()
             return None
-        loop = asyncio.get_running_loop()
-        runner.idle_until = loop.time() + ka
-        # A timer that looks sooner is kept and looks again then: a model in
-        # steady use keeps one timer, not one per request.
-        if runner.timer is None or runner.timer.when() > runner.idle_until:
-            runner.stop_timer()
-            runner.timer = loop.call_at(runner.idle_until, self._expire, runner)
+        when = asyncio.get_running_loop().time() + ka
+        runner.countdown.set(when, functools.partial(self._expire, runner))
         return None
 
     def _expire(self, runner: _Runner) -> None:
-        """Unload `runner` once it has sat idle for its keep_alive; else look again then."""
-        runner.timer = None
-        if runner.refs > 0 or not self._is_current(runner):
-            return  # in use: its release starts the countdown again
-        loop = asyncio.get_running_loop()
-        if loop.time() < runner.idle_until:
-            runner.timer = loop.call_at(runner.idle_until, self._expire, runner)
-        else:
+        if runner.refs == 0 and self._is_current(runner):
             self._retire(runner)
 
     def _expiry(self, keep_alive: float) -> float:
@@ -348,7 +332,7 @@ class Runtime:
         return task
 
     def _forget(self, runner: _Runner) -> None:
-        runner.stop_timer()
+        runner.countdown.cancel()
         if self._is_current(runner):
             del self._runners[runner.record.path]
 

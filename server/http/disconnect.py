@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sys
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from emberd.server.core.deadline import TIMER_SLACK_S, Deadline
 
 log = logging.getLogger("emberd.disconnect")
 
 # Requests answered sooner than this never start listening: most requests pay
 # for neither a timer nor a task.
 LISTEN_AFTER_S = 0.02
-# uvloop's timers keep milliseconds: one may fire a little before its time.
-_TIMER_SLACK_S = 0.001
 
 
 class _Watch:
@@ -92,10 +93,10 @@ class DisconnectWatch:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         # Handlers at work whose connections nobody listens to yet, with when
-        # their bodies were read. One timer for all of them (`_sweep`) starts
+        # their bodies were read. One deadline for all of them (`_sweep`) starts
         # listening for those still at work LISTEN_AFTER_S later.
         self._unheard: dict[_Watch, float] = {}
-        self._sweeper: asyncio.TimerHandle | None = None
+        self._next_sweep = Deadline()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
@@ -117,23 +118,20 @@ class DisconnectWatch:
     def at_work(self, watch: _Watch) -> None:
         """`watch`'s handler has its body: listen to its connection if it is still at work
         LISTEN_AFTER_S from now."""
-        loop = asyncio.get_running_loop()
-        self._unheard[watch] = loop.time()
-        if self._sweeper is None:
-            self._sweeper = loop.call_later(LISTEN_AFTER_S, self._sweep)
+        now = asyncio.get_running_loop().time()
+        self._unheard[watch] = now
+        if self._next_sweep.when == math.inf:  # else an earlier handler's sweep comes first
+            self._next_sweep.set(now + LISTEN_AFTER_S, self._sweep)
 
     def done(self, watch: _Watch) -> None:
         """`watch`'s handler has finished."""
         self._unheard.pop(watch, None)
 
     def _sweep(self) -> None:
-        self._sweeper = None
-        loop = asyncio.get_running_loop()
-        due = loop.time() - LISTEN_AFTER_S + _TIMER_SLACK_S
+        due = asyncio.get_running_loop().time() - LISTEN_AFTER_S + TIMER_SLACK_S
         for watch, since in list(self._unheard.items()):
             if since <= due:
                 del self._unheard[watch]
                 watch.listen()
         if self._unheard:
-            first = min(self._unheard.values())
-            self._sweeper = loop.call_at(first + LISTEN_AFTER_S, self._sweep)
+            self._next_sweep.set(min(self._unheard.values()) + LISTEN_AFTER_S, self._sweep)

@@ -29,6 +29,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from emberd.server.config import Settings
+from emberd.server.core.deadline import Deadline
 from emberd.server.http.write_coalescing import CoalescingTransport
 
 log = logging.getLogger("emberd")
@@ -66,8 +67,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self.access_log = False
         self._in_headers = False
         self._header_bytes = 0
-        self._headers_due = 0.0
-        self._header_timer: asyncio.TimerHandle | None = None
+        # One timer serves a connection's many requests (see Deadline).
+        self._headers_deadline = Deadline()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         # A response's head and body leave in one write (see write_coalescing).
@@ -80,7 +81,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._expect_headers()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_header_timer()
+        self._headers_deadline.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -91,7 +92,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._header_bytes += len(data)
         if self._header_bytes > self.max_header_bytes:
             self._in_headers = False
-            self._stop_header_timer()
+            self._headers_deadline.cancel()
             if not self.transport.is_closing():
                 self.transport.write(_TOO_LARGE)
                 self.transport.close()
@@ -102,32 +103,20 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self._expect_headers()
 
     def on_headers_complete(self) -> None:
-        self._in_headers = False  # the timer, when it fires, finds nothing to do
+        self._in_headers = False
+        self._headers_deadline.clear()
         super().on_headers_complete()
 
     def _expect_headers(self) -> None:
         self._in_headers = True
         self._header_bytes = 0
-        self._headers_due = self.loop.time() + self.header_timeout_s
-        # One timer serves a connection's many requests: armed when none is,
-        # it looks again at the current request's deadline when it fires.
-        if self._header_timer is None:
-            self._header_timer = self.loop.call_at(self._headers_due, self._headers_timed_out)
-
-    def _stop_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        when = self.loop.time() + self.header_timeout_s
+        self._headers_deadline.set(when, self._headers_timed_out)
 
     def _headers_timed_out(self) -> None:
-        self._header_timer = None
-        if not self._in_headers or self.transport.is_closing():
-            return
-        if self.loop.time() < self._headers_due:  # a later request's headers: not due yet
-            self._header_timer = self.loop.call_at(self._headers_due, self._headers_timed_out)
-            return
-        log.debug("closing a connection that did not finish its headers in time")
-        self.transport.close()
+        if self._in_headers and not self.transport.is_closing():
+            log.debug("closing a connection that did not finish its headers in time")
+            self.transport.close()
 
 
 class WakingState(ServerState):
