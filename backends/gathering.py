@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from typing import cast
 
 from emberd.backends.base import BackendError
 
@@ -65,4 +66,4 @@ class TokenizeGathering:
             if failed is not None:
                 future.set_exception(failed)
             else:
-                future.set_result([r for r in mine if not isinstance(r, BackendError)])
+                future.set_result(cast(TokenLists, mine))  # no errors among them

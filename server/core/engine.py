@@ -27,7 +27,7 @@ from emberd.backends.base import (
     ModelLoadError,
     NonFiniteOnGpu,
 )
-from emberd.backends.sequences import NO_ROOM, TOO_LONG, fit_sequence
+from emberd.backends.sequences import NO_ROOM, fit_sequence
 from emberd.models.bundled import bundled_for, install_bundled
 from emberd.models.capabilities import rerank_head
 from emberd.models.errors import InvalidModelFile, ModelNotFound
@@ -83,37 +83,23 @@ class EmbedResult:
     token_counts: tuple[int, ...] = ()  # per input, special tokens included
 
 
-def l2_normalize(vectors: FloatMatrix) -> FloatMatrix:
-    """Each row divided by its norm (at least 1e-12), as float32."""
-    vectors = vectors.astype(np.float32, copy=False)
-    return _divided(vectors, _norms(vectors))
-
-
-def _norms(vectors: FloatMatrix) -> FloatMatrix:
-    # The squared norms in one call (np.linalg.norm takes several on a small matrix).
-    return np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
-
-
-def _divided(vectors: FloatMatrix, norms: FloatMatrix) -> FloatMatrix:
-    """Each row over its norm, at least 1e-12 (a zero row stays zero)."""
-    return (vectors / np.maximum(norms, 1e-12)[:, None]).astype(np.float32, copy=False)
-
-
 def finish_vectors(vectors: FloatMatrix, dimensions: int | None, normalize: bool) -> FloatMatrix:
-    """Reject NaN/Inf, cut to `dimensions` when it is a real cut, then normalise."""
+    """Reject NaN/Inf, cut to `dimensions` when it is a real cut, then normalise (each row
+    over its norm, at least 1e-12, as float32)."""
     cut = dimensions is not None and 0 < dimensions < vectors.shape[1]
-    if normalize and not cut:
-        # A NaN or Inf anywhere in a row makes its norm so: one pass finds both.
-        vectors = vectors.astype(np.float32, copy=False)
-        norms = _norms(vectors)
-        if not np.isfinite(norms).all():
+    if cut or not normalize:  # else the norms below see every value
+        if not np.isfinite(vectors).all():
             raise InvalidVectors()
-        return _divided(vectors, norms)
-    if not np.isfinite(vectors).all():
-        raise InvalidVectors()
-    if cut:
+        if not normalize:
+            return vectors[:, :dimensions] if cut else vectors
         vectors = vectors[:, :dimensions]
-    return l2_normalize(vectors) if normalize else vectors
+    vectors = vectors.astype(np.float32, copy=False)
+    # The norms in one call (np.linalg.norm takes several on a small matrix); a NaN or
+    # Inf in a row makes its norm so.
+    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
+    if not np.isfinite(norms).all():
+        raise InvalidVectors()
+    return (vectors / np.maximum(norms, 1e-12)[:, None]).astype(np.float32, copy=False)
 
 
 def check_dimensions(dimensions: int | None, width: int | None = None) -> None:
@@ -161,15 +147,14 @@ def prepare_tokens(
         raise InvalidRequest(NO_ROOM)
     n_vocab = model.facts.n_vocab
     sequences = []
-    for ids in token_lists:
+    for index, ids in enumerate(token_lists):
         bad = [t for t in ids if not 0 <= t < n_vocab]
         if bad:
             raise InvalidRequest(f"token id {bad[0]} is out of range (vocabulary of {n_vocab})")
-        if len(ids) > limit:
-            if not truncate:
-                raise InvalidRequest(TOO_LONG)
-            ids = ids[:limit]
-        sequences.append(list(ids))
+        try:  # cut by the texts' rule, with no special tokens; an empty list stays empty
+            sequences.append(fit_sequence(ids, index, limit, truncate, (), ()) if ids else [])
+        except InputRefused as exc:
+            raise InvalidRequest(str(exc)) from exc
     return sequences
 
 

@@ -4,9 +4,9 @@ uvicorn writes its access line before the response's head, on the request's
 own path: formatting it and writing it to the log cost a one-text embedding
 a measurable share of its latency. Here the same line, under uvicorn's
 logger name and in its format (so that log setups keep working), is written
-for requests that have ended, a batch at a time: `RequestMetrics`, which
-sees every request end, hands them over; `BoundedHttpProtocol` turns
-uvicorn's own line off.
+for requests that have ended, a batch at a time, when `Metrics` counts
+them (`RequestMetrics` sees every request end); `BoundedHttpProtocol`
+turns uvicorn's own line off.
 """
 
 from __future__ import annotations

@@ -28,8 +28,10 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self._flushes: list[Callable[[], None]] = []
+        # Held back for a moment (`RECORD_AFTER_S`), then counted together.
         self._batches: list[BatchRecord] = []
+        self._ended: list[tuple[str, Scope, int]] = []
+        self._flush_armed = False
         reg = self.registry
         self.requests = Counter(
             "emberd_requests",
@@ -68,11 +70,24 @@ class Metrics:
         self.loaded_models.set_function(lambda: float(loaded_models()))
 
     def observe_batch(self, record: BatchRecord) -> None:
-        """Called by the batcher after each decode (on the event loop); counted at the
-        next `flush`, which the end of the decode's request brings soon after."""
+        """Called by the batcher after each decode (on the event loop); counted with the
+        request it served, a moment after that request ends."""
         self._batches.append(record)
 
-    def _count_batches(self) -> None:
+    def observe_load(self, seconds: float) -> None:
+        """Called by the runtime after each successful load."""
+        self.load_seconds.observe(seconds)
+
+    def request_ended(self, route: str, scope: Scope, status: int) -> None:
+        """Count a request and write its access line, `RECORD_AFTER_S` from now."""
+        self._ended.append((route, scope, status))
+        if not self._flush_armed:
+            self._flush_armed = True
+            asyncio.get_running_loop().call_later(RECORD_AFTER_S, self.flush)
+
+    def flush(self) -> None:
+        """Count the decodes and requests held back, and write their access lines."""
+        self._flush_armed = False
         batches, self._batches = self._batches, []
         for record in batches:
             self.tokens.inc(record.tokens)
@@ -80,24 +95,13 @@ class Metrics:
             self.batch_sequences.observe(record.sequences)
             self.batch_tokens.observe(record.tokens)
             self.inference_seconds.observe(record.seconds)
-
-    def observe_load(self, seconds: float) -> None:
-        """Called by the runtime after each successful load."""
-        self.load_seconds.observe(seconds)
-
-    def before_render(self, flush: Callable[[], None]) -> None:
-        """Have `flush` run before every rendering (and at shutdown): counts held back
-        for a moment are then out."""
-        self._flushes.append(flush)
-
-    def flush(self) -> None:
-        """Bring every held-back count in."""
-        self._count_batches()
-        for flush in self._flushes:
-            flush()
+        ended, self._ended = self._ended, []
+        for route, scope, status in ended:
+            self.requests.labels(route, scope["method"], str(status)).inc()
+        access_log.write((scope, status) for _, scope, status in ended)
 
     def render(self) -> bytes:
-        """The Prometheus text exposition."""
+        """The Prometheus text exposition (what is held back counted first)."""
         self.flush()
         return generate_latest(self.registry)
 
@@ -137,14 +141,12 @@ RECORD_AFTER_S = 0.1
 
 class RequestMetrics:
     """Counts every HTTP request by route, method and status (499: the client went away),
-    and writes its access line, both a moment after it is over (`RECORD_AFTER_S`)."""
+    and has its access line written, both a moment after it is over (`RECORD_AFTER_S`)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics, routes: Sequence[BaseRoute] = ()) -> None:
         self.app = app
         self.metrics = metrics
         self.routes = routes  # the app's, for requests refused before routing
-        self._ended: list[tuple[Scope, int]] = []
-        metrics.before_render(self.record)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -164,17 +166,8 @@ class RequestMetrics:
             status = status or 500  # uvicorn answers an escaped exception with a 500
             raise
         finally:
-            self._ended.append((scope, status or CLIENT_CLOSED))
-            if len(self._ended) == 1:  # the decodes' counts come in with the requests'
-                asyncio.get_running_loop().call_later(RECORD_AFTER_S, self.metrics.flush)
-
-    def record(self) -> None:
-        """Count and log the requests that have ended since the last time."""
-        ended, self._ended = self._ended, []
-        for scope, status in ended:
             route = route_label(scope, self.routes)
-            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
-        access_log.write(ended)
+            self.metrics.request_ended(route, scope, status or CLIENT_CLOSED)
 
 
 async def metrics_endpoint(request: Request) -> Response:
